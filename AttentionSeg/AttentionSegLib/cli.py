@@ -1,0 +1,186 @@
+"""The ``attentionseg`` command line (also ``python -m AttentionSegLib``).
+
+Exit codes: 0 success, 1 the command ran but found problems (``dataset validate``), 2 bad input
+(one line on stderr, no traceback, no file changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from AttentionSegLib import __version__
+from AttentionSegLib.errors import AttentionSegError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="per-label Dice, IoU, HD95, ASSD, NSD and volumes of a predicted label map against a reference",
+        description="Compare a predicted label map with a reference label map (NIfTI, NRRD, MHA, PNG ...). "
+        "Distances are in mm using the reference's spacing; HD95 follows MONAI's definition.",
+    )
+    parser.add_argument("prediction", type=Path, help="predicted label map file")
+    parser.add_argument("reference", type=Path, help="reference label map file")
+    parser.add_argument("--labels", type=Path, metavar="DATASET_JSON", help="name labels after this dataset definition")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="write the per-label table as CSV")
+    parser.add_argument(
+        "--resample", action="store_true", help="resample the prediction (nearest neighbour) onto the reference grid"
+    )
+    parser.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM", help="NSD tolerance in mm (default 1)")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="make a phantom reference/prediction pair and evaluate it (no downloads)",
+        description="Writes a synthetic anisotropic multi-label reference, a perturbed prediction, a dataset.json "
+        "naming the labels, then evaluates the pair and writes metrics.csv and metrics.json.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("attentionseg-demo"), help="output folder (default ./attentionseg-demo)")
+    parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    parser.set_defaults(run=_run_demo)
+
+
+def _add_dataset(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("dataset", help="inspect, validate and split dataset definitions (MSD or nnU-Net v2)")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    info = actions.add_parser("info", help="what the definition declares and how many cases it lists")
+    info.add_argument("dataset_json", type=Path)
+    info.set_defaults(run=_run_dataset_info)
+    validate = actions.add_parser(
+        "validate",
+        help="check every case; report all problems at once (exit 1 if any)",
+        description="Checks missing and unreadable files, dimensionality, channel counts, shared geometry of "
+        "channels and label, undeclared label values, duplicate case ids and clinical values.",
+    )
+    validate.add_argument("dataset_json", type=Path)
+    validate.add_argument("--skip-label-values", action="store_true", help="do not read label maps for their values")
+    validate.add_argument("--json", action="store_true", help="print the problems as JSON")
+    validate.set_defaults(run=_run_dataset_validate)
+    split = actions.add_parser("split", help="deterministic k-fold split (or a named split) of the annotated cases")
+    split.add_argument("dataset_json", type=Path)
+    split.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    split.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    split.add_argument("--split", default=None, help="one split only: all, test, fold:K or a named split")
+    split.set_defaults(run=_run_dataset_split)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attentionseg",
+        description="AttentionSeg: attention-based medical image segmentation, metrics and datasets.",
+    )
+    parser.add_argument("--version", action="version", version=f"attentionseg {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_evaluate(commands)
+    _add_demo(commands)
+    _add_dataset(commands)
+    return parser
+
+
+def _check_output_path(path: Path | None, inputs: list[Path]) -> None:
+    if path is None:
+        return
+    if any(path.resolve() == p.resolve() for p in inputs if p.exists()):
+        raise AttentionSegError(f"{path}: output would overwrite an input file")
+    if not path.parent.resolve().is_dir():
+        raise AttentionSegError(f"{path}: folder {path.parent} does not exist")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from AttentionSegLib.dataset import load_dataset
+    from AttentionSegLib.evaluation import evaluate_label_files
+    from AttentionSegLib.report import format_metrics_table, metrics_to_json, write_metrics_csv, write_text_atomic
+
+    inputs = [args.prediction, args.reference] + ([args.labels] if args.labels else [])
+    for output in (args.json, args.csv):
+        _check_output_path(output, inputs)
+    if args.nsd_tolerance < 0:
+        raise AttentionSegError(f"--nsd-tolerance must be >= 0 mm, got {args.nsd_tolerance}")
+    definition = load_dataset(args.labels) if args.labels else None
+    report = evaluate_label_files(args.prediction, args.reference, definition, args.resample, args.nsd_tolerance)
+    print(format_metrics_table(report))
+    if args.json:
+        write_text_atomic(args.json, metrics_to_json(report))
+    if args.csv:
+        write_metrics_csv(report, args.csv)
+    return EXIT_OK
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from AttentionSegLib.demo import run_demo
+
+    run_demo(args.out, args.seed)
+    return EXIT_OK
+
+
+def _run_dataset_info(args: argparse.Namespace) -> int:
+    from AttentionSegLib.dataset import load_dataset
+
+    print(json.dumps(load_dataset(args.dataset_json).summary(), indent=2))
+    return EXIT_OK
+
+
+def _run_dataset_validate(args: argparse.Namespace) -> int:
+    from AttentionSegLib.dataset import load_dataset, validate_dataset
+
+    definition = load_dataset(args.dataset_json)
+    problems = validate_dataset(definition, check_label_values=not args.skip_label_values)
+    n_cases = len(definition.cases) + len(definition.test_cases)
+    if args.json:
+        print(json.dumps(
+            {
+                "dataset": str(definition.path),
+                "n_cases": n_cases,
+                "problems": [
+                    {"case": p.case_id, "file": str(p.file) if p.file else None, "message": p.message} for p in problems
+                ],
+            },
+            indent=2,
+        ))
+    else:
+        for problem in problems:
+            print(problem)
+        print(f"{definition.path}: {n_cases} cases, {len(problems)} problem(s)")
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def _run_dataset_split(args: argparse.Namespace) -> int:
+    from AttentionSegLib.dataset import k_fold_split, load_dataset, resolve_split
+
+    definition = load_dataset(args.dataset_json)
+    if args.split is not None:
+        result = resolve_split(definition, args.split, args.folds, args.seed)
+    else:
+        try:
+            result = k_fold_split([c.case_id for c in definition.cases], args.folds, args.seed)
+        except ValueError as error:
+            raise AttentionSegError(f"{definition.path}: {error}") from None
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except AttentionSegError as error:
+        print(f"attentionseg: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("attentionseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

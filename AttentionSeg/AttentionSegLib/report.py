@@ -1,0 +1,117 @@
+"""Metric reports: the printed table, JSON and CSV, written atomically.
+
+JSON and CSV write NaN and infinity as ``null`` / empty cells; the ``present_in`` column of each
+label says why a value is missing (see :mod:`AttentionSegLib.metrics`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from AttentionSegLib.metrics import AVERAGED_KEYS, LABEL_METRIC_KEYS
+
+__all__ = ["format_metrics_table", "metrics_to_json", "write_metrics_csv", "write_text_atomic", "json_safe"]
+
+_TABLE_COLUMNS = (
+    ("dice", "Dice", "{:.4f}"),
+    ("iou", "IoU", "{:.4f}"),
+    ("hd95_mm", "HD95 mm", "{:.2f}"),
+    ("assd_mm", "ASSD mm", "{:.2f}"),
+    ("nsd", "NSD", "{:.4f}"),
+    ("ref_ml", "Ref mL", "{:.2f}"),
+    ("pred_ml", "Pred mL", "{:.2f}"),
+)
+
+
+def json_safe(value):
+    """NaN and infinities become ``None``; containers are converted recursively."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    return value
+
+
+def _cell(value, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return pattern.format(value)
+
+
+def format_metrics_table(report: dict) -> str:
+    """A fixed-width table: one row per label, then the means with the number of labels each covers."""
+    header = ["Label", "Name", "In", *[title for _, title, _ in _TABLE_COLUMNS]]
+    rows = [
+        [str(row["value"]), row["name"], row["present_in"], *[_cell(row[k], p) for k, _, p in _TABLE_COLUMNS]]
+        for row in report["labels"]
+    ]
+    n_total = report["n_labels_averaged"]
+    mean_row = ["mean", f"{n_total} labels", ""]
+    for key, _, pattern in _TABLE_COLUMNS:
+        if key in AVERAGED_KEYS:
+            n = report["n_averaged"][key]
+            mean_row.append(_cell(report["mean"][key], pattern) + ("" if n == n_total else f" ({n})"))
+        else:
+            mean_row.append("")
+    widths = [max(len(r[i]) for r in [header, *rows, mean_row]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "-" * len(line(header))
+    out = [line(header), rule, *[line(r) for r in rows], rule, line(mean_row)]
+    notes = []
+    if any(report["n_averaged"][k] != n_total for k in AVERAGED_KEYS):
+        notes.append("(n): the mean covers n labels; distances need the label in both maps.")
+    for key, n in report.get("n_infinite", {}).items():
+        notes.append(f"{key}: {n} label(s) infinite (missing from one map), left out of the mean.")
+    return "\n".join(out + notes)
+
+
+def metrics_to_json(report: dict) -> str:
+    return json.dumps(json_safe(report), indent=2) + "\n"
+
+
+def metrics_csv_text(report: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = ["value", "name", "present_in", *LABEL_METRIC_KEYS]
+    writer.writerow(columns)
+    for row in report["labels"]:
+        writer.writerow(["" if json_safe(row[c]) is None else json_safe(row[c]) for c in columns])
+    mean = report["mean"]
+    writer.writerow(
+        ["mean", f"{report['n_labels_averaged']} labels", ""]
+        + ["" if json_safe(mean.get(k)) is None else json_safe(mean.get(k)) for k in LABEL_METRIC_KEYS]
+    )
+    return buffer.getvalue()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def write_metrics_csv(report: dict, path: str | os.PathLike) -> Path:
+    return write_text_atomic(path, metrics_csv_text(report))

@@ -1,0 +1,23 @@
+"""Shared fixtures: small phantoms made in code, so the suite needs no external data."""
+
+import numpy as np
+import pytest
+
+from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
+
+
+def oblique_direction(degrees: float = 20.0) -> np.ndarray:
+    """A rotation about two axes: an oblique, non-axis-aligned direction matrix."""
+    a, b = np.deg2rad(degrees), np.deg2rad(degrees / 2)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return rz @ rx
+
+
+@pytest.fixture
+def anisotropic_pair():
+    """A 3D multi-label reference and a shifted/eroded prediction with anisotropic spacing."""
+    spacing = (2.5, 0.9, 0.7)  # mm per array axis (k, j, i)
+    reference = ellipsoid_label_map((24, 48, 56), 5, seed=7, spacing_mm=spacing)
+    prediction = perturbed_label_map(reference, seed=8, max_shift_mm=3.0, spacing_mm=spacing)
+    return prediction, reference, spacing
