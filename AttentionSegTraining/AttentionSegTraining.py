@@ -64,7 +64,9 @@ class AttentionSegTrainingWidget(ScriptedLoadableModuleWidget):
 
     def onSplit(self):
         with slicer.util.tryWithErrorDisplay("Cannot split the dataset.", waitCursor=True):
-            folds = self.logic.folds(self.ui.datasetPathLineEdit.currentPath, self.ui.foldsSpinBox.value, self.ui.seedSpinBox.value)
+            folds = self.logic.folds(
+                self.ui.datasetPathLineEdit.currentPath, self.ui.foldsSpinBox.value, self.ui.seedSpinBox.value
+            )
             self.ui.logTextEdit.setPlainText(json.dumps(folds, indent=1))
 
 
@@ -99,7 +101,6 @@ class AttentionSegTrainingTest(ScriptedLoadableModuleTest):
         import tempfile
 
         import numpy as np
-
         from AttentionSegLib.image import Image, write_image
 
         folder = tempfile.mkdtemp()
@@ -111,7 +112,10 @@ class AttentionSegTrainingTest(ScriptedLoadableModuleTest):
             write_image(Image(labels.astype(np.float32)), os.path.join(folder, "imagesTr", f"case{index}_0000.nii.gz"))
             write_image(Image(labels), os.path.join(folder, "labelsTr", f"case{index}.nii.gz"))
         with open(os.path.join(folder, "dataset.json"), "w") as stream:
-            json.dump({"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "file_ending": ".nii.gz"}, stream)
+            json.dump(
+                {"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "file_ending": ".nii.gz"},
+                stream,
+            )
         summary, problems = AttentionSegTrainingLogic().validateDataset(os.path.join(folder, "dataset.json"))
         self.assertEqual(summary["n_cases"], 3)
         self.assertEqual(problems, [])

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
 
 

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-from conftest import oblique_direction
-
 from AttentionSegLib.errors import GeometryMismatchError, ImageReadError, ImageWriteError
 from AttentionSegLib.image import Image, check_same_grid, read_image, read_image_header, write_image
+from conftest import oblique_direction
 
 GEOMETRY = dict(spacing=(0.7, 0.9, 2.5), origin=(-101.25, 33.125, 17.0625), direction=oblique_direction())
 
@@ -53,7 +52,9 @@ def test_rgb_png_becomes_three_channels(tmp_path):
 @pytest.mark.parametrize("suffix", [".png", ".tif", ".nrrd"])
 def test_2d_grey_round_trip(tmp_path, suffix):
     grey = np.arange(12 * 9, dtype=np.uint8).reshape(12, 9)
-    back = read_image(write_image(Image(grey, spacing=(0.5, 0.25) if suffix != ".png" else ()), tmp_path / f"g{suffix}"))
+    back = read_image(
+        write_image(Image(grey, spacing=(0.5, 0.25) if suffix != ".png" else ()), tmp_path / f"g{suffix}")
+    )
     assert back.spatial_dims == 2
     np.testing.assert_array_equal(back.array, grey)
 
@@ -75,8 +76,6 @@ def test_corrupt_file_is_one_clear_line(tmp_path):
     with pytest.raises(ImageReadError) as error:
         read_image(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
-
-
 
 
 def test_unsupported_extension(tmp_path):

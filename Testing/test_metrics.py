@@ -6,11 +6,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
-from scipy.spatial.distance import cdist
-
 from AttentionSegLib.metrics import compute_label_metrics, evaluate_label_maps, label_surfaces, summarize
 from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
+from scipy import ndimage
+from scipy.spatial.distance import cdist
 
 
 def monai_metrics(prediction, reference, spacing, values, tolerance_mm=1.0):
@@ -38,9 +37,9 @@ def monai_metrics(prediction, reference, spacing, values, tolerance_mm=1.0):
             "hd_max_mm": HausdorffDistanceMetric(include_background=False, reduction="none")(p, r, spacing=spacing)[
                 0
             ].numpy(),
-            "assd_mm": compute_average_surface_distance(p, r, include_background=False, symmetric=True, spacing=spacing)[
-                0
-            ].numpy(),
+            "assd_mm": compute_average_surface_distance(
+                p, r, include_background=False, symmetric=True, spacing=spacing
+            )[0].numpy(),
             "nsd": compute_surface_dice(p, r, [tolerance_mm] * (n - 1), include_background=False, spacing=spacing)[
                 0
             ].numpy(),

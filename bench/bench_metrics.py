@@ -96,20 +96,21 @@ class Comparison:
     max_hd95_diff_mm: float = 0.0
     worst_dice_label: int | None = None
     worst_hd95_label: int | None = None
-    # (metric, label value, category, ours, MONAI) where one side is finite and the other not.
-    finiteness_mismatches: list[tuple[str, int, str, float, float]] = field(default_factory=list)
+    # (metric, label value, category, ours, MONAI) where a side is not finite and the two differ
+    # (finite vs non-finite, or inf vs NaN).
+    nonfinite_mismatches: list[tuple[str, int, str, float, float]] = field(default_factory=list)
 
     @property
     def unexpected_mismatches(self) -> list[tuple[str, int, str, float, float]]:
-        """Finiteness mismatches not explained by the documented one-sided conventions."""
-        return [m for m in self.finiteness_mismatches if not _is_known_convention(*m)]
+        """Non-finite mismatches not explained by the documented one-sided conventions."""
+        return [m for m in self.nonfinite_mismatches if not _is_known_convention(*m)]
 
     @property
     def agrees(self) -> bool:
         return (
             self.max_dice_diff <= DICE_TOLERANCE
             and self.max_hd95_diff_mm <= HD95_TOLERANCE_MM
-            and not any(category == "both" for _, _, category, _, _ in self.finiteness_mismatches)
+            and not any(category == "both" for _, _, category, _, _ in self.nonfinite_mismatches)
         )
 
 
@@ -253,8 +254,13 @@ def _is_known_convention(metric: str, value: int, category: str, ours_value: flo
     return False
 
 
+def _same_non_finite(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
 def compare(rows: list[dict], monai_scores: LabelScores) -> Comparison:
-    """Largest differences where both sides are finite, and every finiteness mismatch."""
+    """Largest differences where both sides are finite, and every label where a side is not finite
+    and the two sides differ."""
     comparison = Comparison(categories={"both": [], "reference": [], "prediction": []})
     for row in rows:
         value, category = row["value"], row["present_in"]
@@ -263,10 +269,9 @@ def compare(rows: list[dict], monai_scores: LabelScores) -> Comparison:
             ("dice", row["dice"], monai_scores.dice.get(value, math.nan)),
             ("hd95", row["hd95_mm"], monai_scores.hd95_mm.get(value, math.nan)),
         ):
-            if math.isfinite(ours_value) != math.isfinite(monai_value):
-                comparison.finiteness_mismatches.append((metric, value, category, ours_value, monai_value))
-                continue
-            if not math.isfinite(ours_value):
+            if not (math.isfinite(ours_value) and math.isfinite(monai_value)):
+                if not _same_non_finite(ours_value, monai_value):
+                    comparison.nonfinite_mismatches.append((metric, value, category, ours_value, monai_value))
                 continue
             difference = abs(ours_value - monai_value)
             if metric == "dice" and difference >= comparison.max_dice_diff:
@@ -322,13 +327,13 @@ def results_table(results: list[CaseResult]) -> str:
 
 def categories_table(results: list[CaseResult]) -> str:
     lines = [
-        "| case | labels in both | reference only | prediction only | finiteness mismatches (Dice / HD95) "
+        "| case | labels in both | reference only | prediction only | non-finite mismatches (Dice / HD95) "
         "| all explained by conventions |",
         "|---|---:|---:|---:|---|---|",
     ]
     for result in results:
         comparison = result.comparison
-        mismatches = comparison.finiteness_mismatches
+        mismatches = comparison.nonfinite_mismatches
         n_dice = sum(1 for m in mismatches if m[0] == "dice")
         n_hd95 = sum(1 for m in mismatches if m[0] == "hd95")
         lines.append(
@@ -337,6 +342,21 @@ def categories_table(results: list[CaseResult]) -> str:
             f"| {n_dice} / {n_hd95} | {'yes' if not comparison.unexpected_mismatches else 'NO'} |"
         )
     return "\n".join(lines)
+
+
+def convention_notes(results: list[CaseResult]) -> list[str]:
+    """One line per label whose non-finite values differ as the documented conventions say."""
+    lines = []
+    for result in results:
+        comparison = result.comparison
+        for mismatch in comparison.nonfinite_mismatches:
+            if mismatch not in comparison.unexpected_mismatches:
+                metric, value, category, ours_value, monai_value = mismatch
+                lines.append(
+                    f"{result.case.name}: label {value} present in {category} only: "
+                    f"{metric} ours {ours_value} vs MONAI {monai_value} (known convention)"
+                )
+    return lines
 
 
 def problems(results: list[CaseResult]) -> list[str]:
@@ -384,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     issues = problems(results)
     failed = not all(result.comparison.agrees for result in results)
     print()
+    for line in convention_notes(results):
+        print(f"note: {line}")
     for line in issues:
         print(f"WARNING: {line}")
     print(

@@ -34,7 +34,9 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resample", action="store_true", help="resample the prediction (nearest neighbour) onto the reference grid"
     )
-    parser.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM", help="NSD tolerance in mm (default 1)")
+    parser.add_argument(
+        "--nsd-tolerance", type=float, default=1.0, metavar="MM", help="NSD tolerance in mm (default 1)"
+    )
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -45,7 +47,9 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         description="Writes a synthetic anisotropic multi-label reference, a perturbed prediction, a dataset.json "
         "naming the labels, then evaluates the pair and writes metrics.csv and metrics.json.",
     )
-    parser.add_argument("--out", type=Path, default=Path("attentionseg-demo"), help="output folder (default ./attentionseg-demo)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("attentionseg-demo"), help="output folder (default ./attentionseg-demo)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
     parser.set_defaults(run=_run_demo)
 
@@ -137,16 +141,19 @@ def _run_dataset_validate(args: argparse.Namespace) -> int:
     problems = validate_dataset(definition, check_label_values=not args.skip_label_values)
     n_cases = len(definition.cases) + len(definition.test_cases)
     if args.json:
-        print(json.dumps(
-            {
-                "dataset": str(definition.path),
-                "n_cases": n_cases,
-                "problems": [
-                    {"case": p.case_id, "file": str(p.file) if p.file else None, "message": p.message} for p in problems
-                ],
-            },
-            indent=2,
-        ))
+        print(
+            json.dumps(
+                {
+                    "dataset": str(definition.path),
+                    "n_cases": n_cases,
+                    "problems": [
+                        {"case": p.case_id, "file": str(p.file) if p.file else None, "message": p.message}
+                        for p in problems
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         for problem in problems:
             print(problem)

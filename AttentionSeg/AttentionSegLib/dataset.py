@@ -209,7 +209,9 @@ def _parse_labels(raw: object, path: Path) -> dict[int, str]:
         elif isinstance(item, int) and not isinstance(item, bool):  # nnU-Net: {"liver": 1}
             value, name = item, str(key)
         elif isinstance(item, list):
-            raise DatasetError(f"{path}: label {key!r} is an nnU-Net region (a list of values); regions are not supported")
+            raise DatasetError(
+                f"{path}: label {key!r} is an nnU-Net region (a list of values); regions are not supported"
+            )
         else:
             raise DatasetError(f"{path}: label entry {key!r}: {item!r} is neither MSD nor nnU-Net style")
         if value < 0:
@@ -223,7 +225,7 @@ def _parse_labels(raw: object, path: Path) -> dict[int, str]:
 
 def _parse_channels(raw: object, path: Path, key: str) -> list[str]:
     if not isinstance(raw, dict) or not raw:
-        raise DatasetError(f"{path}: {key!r} must be a non-empty mapping like {{\"0\": \"CT\"}}")
+        raise DatasetError(f'{path}: {key!r} must be a non-empty mapping like {{"0": "CT"}}')
     try:
         indexed = sorted((int(k), str(v)) for k, v in raw.items())
     except ValueError:
@@ -262,7 +264,9 @@ def _spatial_dims(content: dict, file_ending: str, path: Path) -> int:
     return 2 if file_ending.lower() in PHOTO_SUFFIXES else 3
 
 
-def _clinical_values(raw: object, variables: list[str], case_id: str, source: str) -> tuple[np.ndarray | None, list[Problem]]:
+def _clinical_values(
+    raw: object, variables: list[str], case_id: str, source: str
+) -> tuple[np.ndarray | None, list[Problem]]:
     """Parse one case's clinical values; problems name the case and the variable."""
     if isinstance(raw, list):
         if len(raw) != len(variables):
@@ -404,11 +408,15 @@ def load_dataset(path: str | Path) -> DatasetDefinition:
 
 def _attach_clinical(definition: DatasetDefinition, content: dict, entries: list[dict]) -> None:
     spec = content.get("clinical_features")
-    per_case = {str(e.get("case_id") or _case_id_from_file(e["label"])): e["clinical"] for e in entries if "clinical" in e}
+    per_case = {
+        str(e.get("case_id") or _case_id_from_file(e["label"])): e["clinical"] for e in entries if "clinical" in e
+    }
     if spec is None:
         if per_case:
             definition.problems.append(
-                Problem("cases carry 'clinical' values but 'clinical_features' declares no variables", file=definition.path)
+                Problem(
+                    "cases carry 'clinical' values but 'clinical_features' declares no variables", file=definition.path
+                )
             )
         return
     if not isinstance(spec, dict) or not isinstance(spec.get("variables"), list) or not spec["variables"]:
@@ -460,7 +468,10 @@ def _attach_splits(definition: DatasetDefinition, content: dict) -> None:
         unknown = sorted({i for ids in split.values() for i in ids} - known)
         if unknown:
             definition.problems.append(
-                Problem(f"split {name!r} names unknown cases {unknown[:5]}{' ...' if len(unknown) > 5 else ''}", file=definition.path)
+                Problem(
+                    f"split {name!r} names unknown cases {unknown[:5]}{' ...' if len(unknown) > 5 else ''}",
+                    file=definition.path,
+                )
             )
 
 
@@ -480,7 +491,9 @@ def _check_case(definition: DatasetDefinition, case: Case, check_label_values: b
     for header in headers + ([label_header] if label_header else []):
         if header.spatial_dims != definition.spatial_dims:
             problems.append(
-                Problem(f"{header.spatial_dims}D file in a {definition.spatial_dims}D dataset", case.case_id, header.path)
+                Problem(
+                    f"{header.spatial_dims}D file in a {definition.spatial_dims}D dataset", case.case_id, header.path
+                )
             )
     if problems:
         return problems
@@ -498,10 +511,14 @@ def _check_case(definition: DatasetDefinition, case: Case, check_label_values: b
         differences = grid_differences(headers[0], header)
         if differences:
             problems.append(
-                Problem(f"not on the grid of {headers[0].path.name}: {'; '.join(differences)}", case.case_id, header.path)
+                Problem(
+                    f"not on the grid of {headers[0].path.name}: {'; '.join(differences)}", case.case_id, header.path
+                )
             )
     if label_header is not None and label_header.n_channels != 1:
-        problems.append(Problem(f"label map has {label_header.n_channels} channels, expected 1", case.case_id, case.label))
+        problems.append(
+            Problem(f"label map has {label_header.n_channels} channels, expected 1", case.case_id, case.label)
+        )
     elif label_header is not None and check_label_values:
         try:
             label_array = read_image(case.label).array

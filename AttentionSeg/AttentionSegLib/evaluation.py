@@ -72,9 +72,7 @@ def evaluate_label_images(
         for what, image in ((prediction_name, prediction), (reference_name, reference)):
             undeclared = sorted(set(np.unique(image.array).tolist()) - set(definition.labels))
             if undeclared:
-                raise AttentionSegError(
-                    f"{what}: label values {undeclared[:10]} are not declared in {definition.path}"
-                )
+                raise AttentionSegError(f"{what}: label values {undeclared[:10]} are not declared in {definition.path}")
         labels = definition.foreground_labels
     return evaluate_label_maps(
         prediction.array, reference.array, reference.spacing_array_order, labels, nsd_tolerance_mm

@@ -222,9 +222,7 @@ def _check_readable(path: Path) -> None:
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image file")
     if not image_suffix(path):
-        raise ImageReadError(
-            f"{path}: unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)})"
-        )
+        raise ImageReadError(f"{path}: unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)})")
 
 
 def _short_reason(error: RuntimeError) -> str:

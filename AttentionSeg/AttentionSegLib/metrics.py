@@ -240,7 +240,11 @@ def _renumber(prediction: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray
     """Compact label indices 0..K-1 for both maps and the original value of each index."""
     values, inverse = np.unique(np.concatenate([prediction.ravel(), reference.ravel()]), return_inverse=True)
     inverse = inverse.reshape(-1)
-    return inverse[: prediction.size].reshape(prediction.shape), inverse[prediction.size :].reshape(reference.shape), values
+    return (
+        inverse[: prediction.size].reshape(prediction.shape),
+        inverse[prediction.size :].reshape(reference.shape),
+        values,
+    )
 
 
 def compute_label_metrics(

@@ -216,7 +216,11 @@ def label_image_from_segmentation_node(
             ids = vtk.vtkStringArray()
             ids.InsertNextValue(segment_id)
             if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation_node, ids, labelmap_node, reference_volume_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+                segmentation_node,
+                ids,
+                labelmap_node,
+                reference_volume_node,
+                slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY,
             ):
                 raise AttentionSegError(f"could not export segment {segment.GetName()!r}")
             if labelmap_node.GetImageData() is None:
@@ -261,7 +265,7 @@ def table_node_from_metrics(scene, report: dict, name: str = "Segmentation metri
             column.InsertNextValue(float("nan") if value is None else float(value))
     for column in (label_column, name_column, present_column, *[c for _, c in metric_columns]):
         table.AddColumn(column)
-    for key, title, unit in METRIC_COLUMNS:
+    for _, title, unit in METRIC_COLUMNS:
         if unit:
             node.SetColumnUnitLabel(f"{title} ({unit})", unit)
     node.Modified()

@@ -1,0 +1,72 @@
+"""What can be checked of the Slicer modules without the desktop app, and the engine's import rules."""
+
+import ast
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = ["AttentionSeg", "AttentionSegTraining"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_parses_and_has_every_widget_the_module_uses(module):
+    ui = ElementTree.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui")
+    names = {w.get("name") for w in ui.iter("widget")}
+    source = (ROOT / module / f"{module}.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used, "the module uses no widgets from its .ui"
+    assert used <= names, f"missing in {module}.ui: {sorted(used - names)}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_parameter_node_fields_are_bound_in_ui(module):
+    ui = ElementTree.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui")
+    bound = {p.findtext("string") for p in ui.iter("property") if p.get("name") == "SlicerParameterName"}
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name.endswith("ParameterNode"):
+            fields = {item.target.id for item in node.body if isinstance(item, ast.AnnAssign)}
+            assert fields == bound, (fields, bound)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_file_has_the_four_slicer_classes(module):
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text())
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert {module, f"{module}Widget", f"{module}Logic", f"{module}Test"} <= classes
+
+
+def test_cmake_lists_every_engine_file_and_resource():
+    cmake = (ROOT / "AttentionSeg" / "CMakeLists.txt").read_text()
+    engine = sorted(
+        p.relative_to(ROOT / "AttentionSeg").as_posix()
+        for p in (ROOT / "AttentionSeg" / "AttentionSegLib").rglob("*.py")
+    )
+    missing = [path for path in engine if path not in cmake]
+    assert not missing, f"add to AttentionSeg/CMakeLists.txt: {missing}"
+    top = (ROOT / "CMakeLists.txt").read_text()
+    assert "EXTENSION_DEPENDS PyTorch" in top
+    for module in MODULES:
+        assert f"add_subdirectory({module})" in top
+        module_cmake = (ROOT / module / "CMakeLists.txt").read_text()
+        assert "slicerMacroBuildScriptedModule" in module_cmake and "slicer_add_python_unittest" in module_cmake
+        for resource in re.findall(r"Resources/\S+", module_cmake):
+            assert (ROOT / module / resource.replace("${MODULE_NAME}", module)).exists(), resource
+
+
+def test_engine_imports_neither_qt_nor_slicer_except_mrml_glue():
+    engine = ROOT / "AttentionSeg" / "AttentionSegLib"
+    modules = [p.stem for p in engine.glob("*.py") if p.stem not in ("__main__", "mrml", "logic")]
+    code = (
+        "import sys, importlib\n"
+        f"for name in {modules!r}: importlib.import_module('AttentionSegLib.' + name)\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('qt', 'slicer', 'ctk', 'PythonQt')]\n"
+        "print(bad); sys.exit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT / "AttentionSeg")
+    assert result.returncode == 0, result.stdout + result.stderr
