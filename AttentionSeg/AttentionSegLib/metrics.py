@@ -73,6 +73,7 @@ DEFAULT_NSD_TOLERANCE_MM = 1.0
 # Label values above this are renumbered before counting, so that per-value tables stay small.
 _MAX_DIRECT_LABEL_VALUE = 1 << 20
 _MAX_CONFUSION_CELLS = 1 << 22
+_PARALLEL_QUERY_POINTS = 20_000
 
 
 def surface_mask(mask: np.ndarray) -> np.ndarray:
@@ -201,7 +202,10 @@ def _surface_distances(
                 balanced_tree=False,
                 compact_nodes=False,
             )
-            distances[mine] = tree.query(source.coordinates_mm(source.points[mine], spacing), k=1, workers=-1)[0]
+            queries = source.coordinates_mm(source.points[mine], spacing)
+            # Threads pay off only for large queries: starting them costs about a millisecond.
+            workers = -1 if mine.size > _PARALLEL_QUERY_POINTS else 1
+            distances[mine] = tree.query(queries, k=1, workers=workers)[0]
     return distances
 
 
