@@ -365,7 +365,9 @@ def problems(results: list[CaseResult]) -> list[str]:
     for result in results:
         comparison, name = result.comparison, result.case.name
         if comparison.max_dice_diff > DICE_TOLERANCE:
-            lines.append(f"{name}: Dice differs by {comparison.max_dice_diff:.3g} (label {comparison.worst_dice_label})")
+            lines.append(
+                f"{name}: Dice differs by {comparison.max_dice_diff:.3g} (label {comparison.worst_dice_label})"
+            )
         if comparison.max_hd95_diff_mm > HD95_TOLERANCE_MM:
             lines.append(
                 f"{name}: HD95 differs by {comparison.max_hd95_diff_mm:.3g} mm (label {comparison.worst_hd95_label})"

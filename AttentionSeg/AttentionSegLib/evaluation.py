@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from AttentionSegLib.dataset import DatasetDefinition
 from AttentionSegLib.errors import AttentionSegError, GeometryMismatchError
 from AttentionSegLib.image import Image, check_same_grid, grid_differences, read_image
-from AttentionSegLib.metrics import DEFAULT_NSD_TOLERANCE_MM, evaluate_label_maps
+from AttentionSegLib.metrics import DEFAULT_NSD_TOLERANCE_MM, as_label_array, evaluate_label_maps
 
 __all__ = ["evaluate_label_images", "evaluate_label_files", "read_label_image", "resample_nearest"]
 
@@ -25,13 +25,10 @@ def read_label_image(path: str | Path) -> Image:
     image = read_image(path)
     if image.has_channels:
         raise AttentionSegError(f"{path}: a label map needs one channel, this file has {image.n_channels}")
-    array = image.array
-    if not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise AttentionSegError(f"{path}: label map holds non-integer values ({array.dtype})")
-        array = array.astype(np.int64)
-    if array.size and array.min() < 0:
-        raise AttentionSegError(f"{path}: label map holds negative values (min {array.min()})")
+    try:
+        array = as_label_array(image.array, "label map")
+    except ValueError as error:
+        raise AttentionSegError(f"{path}: {error}") from None
     return image.with_array(array)
 
 

@@ -46,6 +46,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 __all__ = [
+    "as_label_array",
     "LABEL_METRIC_KEYS",
     "AVERAGED_KEYS",
     "compute_label_metrics",
@@ -105,7 +106,12 @@ def label_surfaces(label_map: np.ndarray) -> np.ndarray:
     return differs
 
 
-def _as_label_array(array: np.ndarray, what: str) -> np.ndarray:
+def as_label_array(array: np.ndarray, what: str) -> np.ndarray:
+    """``array`` as non-negative integer labels (booleans -> 0/1; integral floats -> int64).
+
+    Raises:
+        ValueError: non-integer, non-finite or negative values, naming ``what``.
+    """
     array = np.asarray(array)
     if array.dtype == bool:
         return array.astype(np.uint8)
@@ -278,8 +284,8 @@ def compute_label_metrics(
         ValueError: shapes differ, spacing does not match the number of axes or is not positive,
             labels are not non-negative integers, or the tolerance is negative.
     """
-    prediction = _as_label_array(prediction, "prediction")
-    reference = _as_label_array(reference, "reference")
+    prediction = as_label_array(prediction, "prediction")
+    reference = as_label_array(reference, "reference")
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
     spacing = np.asarray(spacing_mm, dtype=np.float64)
