@@ -132,6 +132,7 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
 
     def test_metrics_of_a_segmentation_against_itself_and_a_shifted_copy(self):
         import numpy as np
+
         from AttentionSegLib.image import Image
         from AttentionSegLib.mrml import segmentation_node_from_label_image, volume_node_from_image
         from AttentionSegLib.phantoms import ellipsoid_label_map

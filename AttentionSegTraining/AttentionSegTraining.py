@@ -101,6 +101,7 @@ class AttentionSegTrainingTest(ScriptedLoadableModuleTest):
         import tempfile
 
         import numpy as np
+
         from AttentionSegLib.image import Image, write_image
 
         folder = tempfile.mkdtemp()

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
 
 

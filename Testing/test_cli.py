@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from AttentionSegLib import __version__
 from AttentionSegLib.image import Image, write_image
 from AttentionSegLib.metrics import compute_label_metrics

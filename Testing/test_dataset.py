@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+
 from AttentionSegLib.dataset import k_fold_split, load_dataset, resolve_split, validate_dataset
 from AttentionSegLib.errors import DatasetError
 from AttentionSegLib.image import Image, write_image

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from AttentionSegLib.errors import GeometryMismatchError, ImageReadError, ImageWriteError
 from AttentionSegLib.image import Image, check_same_grid, read_image, read_image_header, write_image
 from conftest import oblique_direction

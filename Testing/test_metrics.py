@@ -6,10 +6,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from AttentionSegLib.metrics import compute_label_metrics, evaluate_label_maps, label_surfaces, summarize
-from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
 from scipy import ndimage
 from scipy.spatial.distance import cdist
+
+from AttentionSegLib.metrics import compute_label_metrics, evaluate_label_maps, label_surfaces, summarize
+from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
 
 
 def monai_metrics(prediction, reference, spacing, values, tolerance_mm=1.0):

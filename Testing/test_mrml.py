@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from conftest import oblique_direction
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is installed by the test command")

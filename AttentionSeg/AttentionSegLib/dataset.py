@@ -151,6 +151,17 @@ class DatasetDefinition:
     def foreground_labels(self) -> dict[int, str]:
         return {value: name for value, name in self.labels.items() if value != 0}
 
+    def undeclared_values_message(self, label_array: np.ndarray) -> str | None:
+        """``"label values 7, 9 are not declared (declared: 0, 1)"`` for a label map, or None."""
+        undeclared = sorted(set(np.unique(label_array).tolist()) - set(self.labels))
+        if not undeclared:
+            return None
+        shown = ", ".join(str(int(v)) if float(v).is_integer() else str(v) for v in undeclared[:10])
+        return (
+            f"label values {shown}{' ...' if len(undeclared) > 10 else ''} are not declared "
+            f"(declared: {', '.join(str(v) for v in self.labels)})"
+        )
+
     def case(self, case_id: str) -> Case:
         for case in self.cases + self.test_cases:
             if case.case_id == case_id:
@@ -477,7 +488,6 @@ def _attach_splits(definition: DatasetDefinition, content: dict) -> None:
 
 def _check_case(definition: DatasetDefinition, case: Case, check_label_values: bool) -> list[Problem]:
     problems = []
-    headers = []
     for file in case.images + ([case.label] if case.label is not None else []):
         if not file.exists():
             problems.append(Problem("file not found", case.case_id, file))
@@ -524,18 +534,9 @@ def _check_case(definition: DatasetDefinition, case: Case, check_label_values: b
             label_array = read_image(case.label).array
         except AttentionSegError as error:
             return problems + [Problem(str(error), case.case_id)]
-        values = np.unique(label_array)
-        undeclared = sorted(set(values.tolist()) - set(definition.labels))
+        undeclared = definition.undeclared_values_message(label_array)
         if undeclared:
-            shown = ", ".join(str(int(v)) if float(v).is_integer() else str(v) for v in undeclared[:10])
-            problems.append(
-                Problem(
-                    f"label values {shown}{' ...' if len(undeclared) > 10 else ''} are not declared "
-                    f"(declared: {', '.join(str(v) for v in definition.labels)})",
-                    case.case_id,
-                    case.label,
-                )
-            )
+            problems.append(Problem(undeclared, case.case_id, case.label))
     return problems
 
 

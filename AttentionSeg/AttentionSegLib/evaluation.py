@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 from AttentionSegLib.dataset import DatasetDefinition
@@ -60,16 +59,16 @@ def evaluate_label_images(
         raise GeometryMismatchError(
             f"{prediction_name} is {prediction.spatial_dims}D but {reference_name} is {reference.spatial_dims}D"
         )
-    if grid_differences(prediction, reference):
-        if not resample:
-            check_same_grid(prediction, reference, prediction_name, reference_name)
+    if not resample:
+        check_same_grid(prediction, reference, prediction_name, reference_name)
+    elif grid_differences(prediction, reference):
         prediction = resample_nearest(prediction, reference)
     labels = None
     if definition is not None:
         for what, image in ((prediction_name, prediction), (reference_name, reference)):
-            undeclared = sorted(set(np.unique(image.array).tolist()) - set(definition.labels))
+            undeclared = definition.undeclared_values_message(image.array)
             if undeclared:
-                raise AttentionSegError(f"{what}: label values {undeclared[:10]} are not declared in {definition.path}")
+                raise AttentionSegError(f"{what}: {undeclared} in {definition.path}")
         labels = definition.foreground_labels
     return evaluate_label_maps(
         prediction.array, reference.array, reference.spacing_array_order, labels, nsd_tolerance_mm

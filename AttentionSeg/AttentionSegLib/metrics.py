@@ -52,7 +52,7 @@ __all__ = [
     "compute_label_metrics",
     "summarize",
     "evaluate_label_maps",
-    "surface_mask",
+    "label_surfaces",
 ]
 
 LABEL_METRIC_KEYS = (
@@ -75,11 +75,6 @@ DEFAULT_NSD_TOLERANCE_MM = 1.0
 _MAX_DIRECT_LABEL_VALUE = 1 << 20
 _MAX_CONFUSION_CELLS = 1 << 22
 _PARALLEL_QUERY_POINTS = 20_000
-
-
-def surface_mask(mask: np.ndarray) -> np.ndarray:
-    """Voxels of a binary mask with a face neighbour outside it (the array border is outside)."""
-    return label_surfaces(np.asarray(mask, dtype=np.uint8)).astype(bool)
 
 
 def label_surfaces(label_map: np.ndarray) -> np.ndarray:
