@@ -143,3 +143,21 @@ def test_demo_writes_pair_and_metrics(tmp_path):
     (foreign / "thesis.docx").write_text("precious")
     assert_bad_input(attentionseg("demo", "--out", foreign), "not made by the demo")
     assert [p.name for p in foreign.iterdir()] == ["thesis.docx"]
+
+
+def test_models_lists_every_network_with_its_figures():
+    result = attentionseg("models", "--json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    names = [entry["name"] for entry in listing["models"]]
+    assert sorted(names) == sorted(
+        ["axunet", "iacnn", "danie", "swinnext", "unetrpp", "unet", "attention_unet", "unetr", "swin_unetr",
+         "segresnet", "dynunet", "mednext"]
+    )
+    unetrpp = next(entry for entry in listing["models"] if entry["name"] == "unetrpp")
+    assert unetrpp["patch_multiple"]["3"] == [16, 32, 32] and unetrpp["deep_supervision"] is True
+    assert abs(unetrpp["parameters"] - 42.96e6) / 42.96e6 < 0.01
+    assert unetrpp["recipe"]["optimizer"] == "sgd"
+    assert "unetrpp_synapse" in [preset["name"] for preset in listing["presets"]]
+    table = attentionseg("models")
+    assert table.returncode == 0 and "unetrpp_synapse" in table.stdout and "swin_unetr" in table.stdout

@@ -78,6 +78,18 @@ def _add_dataset(commands: argparse._SubParsersAction) -> None:
     split.set_defaults(run=_run_dataset_split)
 
 
+def _add_models(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "models",
+        help="list the networks: dimensions, default patch, constraints, parameters, deep supervision, recipe",
+        description="Every registered network with its paper, supported dimensions, default patch size (array "
+        "order), what every patch axis must be a multiple of, the parameter count of its default configuration, "
+        "whether it has deep supervision and clinical input, and its default training recipe; then the presets.",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    parser.set_defaults(run=_run_models)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attentionseg",
@@ -88,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_demo(commands)
     _add_dataset(commands)
+    _add_models(commands)
     return parser
 
 
@@ -124,6 +137,24 @@ def _run_demo(args: argparse.Namespace) -> int:
     from AttentionSegLib.demo import run_demo
 
     run_demo(args.out, args.seed)
+    return EXIT_OK
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from AttentionSegLib.models import describe_model, get_preset, list_models, list_presets
+    from AttentionSegLib.report import format_models_table
+
+    models = [describe_model(name) for name in list_models()]
+    presets = [get_preset(name) for name in list_presets()]
+    if args.json:
+        preset_rows = [
+            {"name": p.name, "model": p.model, "spatial_dims": p.spatial_dims, "in_channels": p.in_channels,
+             "out_channels": p.out_channels, "patch_size": list(p.patch_size), "description": p.description}
+            for p in presets
+        ]
+        print(json.dumps({"models": models, "presets": preset_rows}, indent=2))
+    else:
+        print(format_models_table(models, presets))
     return EXIT_OK
 
 

@@ -80,6 +80,43 @@ def format_metrics_table(report: dict) -> str:
     return "\n".join(out + notes)
 
 
+def format_models_table(models: list[dict], presets: list) -> str:
+    """The ``attentionseg models`` listing: one line per network, its recipe, then the presets."""
+
+    def patch(entry: dict, dims: str) -> str:
+        size = entry["default_patch_size"].get(dims)
+        return "x".join(map(str, size)) if size else "-"
+
+    def multiple(entry: dict) -> str:
+        return " ".join(f"{dims}D:" + "x".join(map(str, m)) for dims, m in entry["patch_multiple"].items())
+
+    header = f"{'name':<15} {'dims':<5} {'patch 3D':<12} {'patch 2D':<9} {'multiple of':<20} {'params':>8}  DS  clin"
+    lines = [header, "-" * len(header)]
+    for entry in models:
+        dims = ",".join(map(str, entry["spatial_dims"]))
+        lines.append(
+            f"{entry['name']:<15} {dims:<5} {patch(entry, '3'):<12} {patch(entry, '2'):<9} {multiple(entry):<20} "
+            f"{entry['parameters'] / 1e6:>7.2f}M  {'yes' if entry['deep_supervision'] else 'no ':<3} "
+            f"{'yes' if entry['clinical_input'] else 'no'}"
+        )
+    lines += ["", "Descriptions and default recipes (parameters at the default configuration, see --json):"]
+    for entry in models:
+        recipe = entry["recipe"]
+        lines.append(f"  {entry['name']}: {entry['description']}")
+        if entry["paper"]:
+            lines.append(f"      paper: {entry['paper']}")
+        lines.append(
+            f"      recipe ({recipe['source']}): {recipe['loss']}, {recipe['optimizer']} lr {recipe['learning_rate']:g}, "
+            f"{recipe['schedule']} schedule, {recipe['epochs']} epochs, batch {recipe['batch_size']}"
+        )
+    lines += ["", "Presets (published configurations):"]
+    for preset in presets:
+        size = "x".join(map(str, preset.patch_size))
+        lines.append(f"  {preset.name}: {preset.model}, {preset.in_channels} -> {preset.out_channels} classes, "
+                     f"patch {size}; {preset.description}")
+    return "\n".join(lines)
+
+
 def metrics_to_json(report: dict) -> str:
     return json.dumps(json_safe(report), indent=2) + "\n"
 

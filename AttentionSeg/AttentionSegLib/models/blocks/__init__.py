@@ -1,0 +1,1 @@
+"""Building blocks shared by the networks: attention modules, convolution helpers, argument checks."""

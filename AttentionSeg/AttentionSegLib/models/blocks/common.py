@@ -1,0 +1,79 @@
+"""Argument checks and small layer factories shared by every network in the zoo.
+
+Every network validates its arguments when it is built, with a ``ValueError`` that names the
+argument and the rule, so a bad configuration fails before any tensor is allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn as nn
+
+__all__ = [
+    "check_network_args",
+    "check_patch_size",
+    "conv_type",
+    "conv_transpose_type",
+    "norm_type",
+    "max_pool_type",
+]
+
+
+def check_network_args(network: str, spatial_dims: int, in_channels: int, out_channels: int,
+                       supported_dims: Sequence[int] = (2, 3)) -> None:
+    """Raise ``ValueError`` unless the dimensionality and channel counts are usable.
+
+    Args:
+        network: the network's name, quoted in the message.
+        spatial_dims: 2 or 3 (must be in ``supported_dims``).
+        in_channels: number of image channels, at least 1.
+        out_channels: number of output classes (logit channels), at least 1.
+        supported_dims: the dimensionalities this network implements.
+    """
+    if spatial_dims not in supported_dims:
+        raise ValueError(f"{network}: spatial_dims must be one of {tuple(supported_dims)}, got {spatial_dims!r}")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"{network}: in_channels must be a positive integer, got {in_channels!r}")
+    if not isinstance(out_channels, int) or out_channels < 1:
+        raise ValueError(f"{network}: out_channels must be a positive integer, got {out_channels!r}")
+
+
+def check_patch_size(network: str, patch_size: Sequence[int], spatial_dims: int,
+                     multiple: int | Sequence[int]) -> tuple[int, ...]:
+    """Return ``patch_size`` as a tuple, or raise ``ValueError`` when an axis is not a positive
+    multiple of ``multiple`` (one int for every axis, or one per axis in array order)."""
+    try:
+        patch = tuple(int(size) for size in patch_size)
+    except TypeError:
+        raise ValueError(f"{network}: patch_size must be a sequence of {spatial_dims} integers, "
+                         f"got {patch_size!r}") from None
+    if len(patch) != spatial_dims:
+        raise ValueError(f"{network}: patch_size must have {spatial_dims} values for spatial_dims={spatial_dims}, "
+                         f"got {patch_size!r}")
+    multiples = (multiple,) * spatial_dims if isinstance(multiple, int) else tuple(multiple)
+    bad = [(size, m) for size, m in zip(patch, multiples) if size < m or size % m]
+    if bad:
+        raise ValueError(f"{network}: every patch_size axis must be a positive multiple of "
+                         f"{multiples if len(set(multiples)) > 1 else multiples[0]}, got {patch}")
+    return patch
+
+
+def conv_type(spatial_dims: int) -> type[nn.Module]:
+    return (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
+
+
+def conv_transpose_type(spatial_dims: int) -> type[nn.Module]:
+    return (nn.ConvTranspose2d, nn.ConvTranspose3d)[spatial_dims - 2]
+
+
+def max_pool_type(spatial_dims: int) -> type[nn.Module]:
+    return (nn.MaxPool2d, nn.MaxPool3d)[spatial_dims - 2]
+
+
+def norm_type(name: str, spatial_dims: int) -> type[nn.Module]:
+    """``batch`` or ``instance`` normalisation for ``spatial_dims``."""
+    table = {"batch": (nn.BatchNorm2d, nn.BatchNorm3d), "instance": (nn.InstanceNorm2d, nn.InstanceNorm3d)}
+    if name not in table:
+        raise ValueError(f"norm must be one of {sorted(table)}, got {name!r}")
+    return table[name][spatial_dims - 2]
