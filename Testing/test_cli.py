@@ -151,13 +151,33 @@ def test_models_lists_every_network_with_its_figures():
     listing = json.loads(result.stdout)
     names = [entry["name"] for entry in listing["models"]]
     assert sorted(names) == sorted(
-        ["axunet", "iacnn", "danie", "swinnext", "unetrpp", "unet", "attention_unet", "unetr", "swin_unetr",
-         "segresnet", "dynunet", "mednext"]
+        [
+            "axunet",
+            "iacnn",
+            "danie",
+            "swinnext",
+            "unetrpp",
+            "unet",
+            "attention_unet",
+            "unetr",
+            "swin_unetr",
+            "segresnet",
+            "dynunet",
+            "mednext",
+        ]
     )
     unetrpp = next(entry for entry in listing["models"] if entry["name"] == "unetrpp")
     assert unetrpp["patch_multiple"]["3"] == [16, 32, 32] and unetrpp["deep_supervision"] is True
     assert abs(unetrpp["parameters"] - 42.96e6) / 42.96e6 < 0.01
     assert unetrpp["recipe"]["optimizer"] == "sgd"
     assert "unetrpp_synapse" in [preset["name"] for preset in listing["presets"]]
-    table = attentionseg("models")
-    assert table.returncode == 0 and "unetrpp_synapse" in table.stdout and "swin_unetr" in table.stdout
+
+
+def test_models_table_names_networks_constraints_and_presets(capsys):
+    from AttentionSegLib.cli import main
+
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out
+    assert "unetrpp_synapse" in table and "swin_unetr" in table
+    unetrpp_row = next(line for line in table.splitlines() if line.startswith("unetrpp "))
+    assert "64x128x128" in unetrpp_row and "3D:16x32x32" in unetrpp_row and "42.95M" in unetrpp_row

@@ -20,11 +20,10 @@ def epa_by_hand(epa: EfficientPairedAttention, x: torch.Tensor) -> torch.Tensor:
     channel_out = torch.zeros(batch, tokens, channels, dtype=x.dtype)
     spatial_out = torch.zeros(batch, tokens, channels, dtype=x.dtype)
     for h in range(heads):
-        def part(slot):
-            start = slot * channels + h * d
-            return qkvv[:, :, start : start + d].transpose(1, 2)  # (B, d, N)
-
-        q, k, v_channel, v_spatial = part(0), part(1), part(2), part(3)
+        # slot s of the 4C outputs, head h: features s*C + h*d ... + d, as (B, d, N)
+        q, k, v_channel, v_spatial = (
+            qkvv[:, :, slot * channels + h * d : slot * channels + (h + 1) * d].transpose(1, 2) for slot in range(4)
+        )
         q_hat = q / q.norm(dim=2, keepdim=True)
         k_hat = k / k.norm(dim=2, keepdim=True)
         # channel branch: (d x d) map over features
@@ -58,12 +57,9 @@ def test_epa_spatial_branch_cost_is_linear_in_tokens():
     maps = []
     for tokens in (64, 128):
         epa = EfficientPairedAttention(num_tokens=tokens, hidden_size=8, proj_size=4, num_heads=2).eval()
-        captured = []
-        handle = epa.spatial_dropout.register_forward_hook(lambda m, i, o: captured.append(o.shape))
+        epa.spatial_dropout.register_forward_hook(lambda module, inputs, output: maps.append(output.shape))
         with torch.no_grad():
             epa(torch.randn(1, tokens, 8))
-        handle.remove()
-        maps.append(captured[0])
     assert maps == [torch.Size([1, 2, 64, 4]), torch.Size([1, 2, 128, 4])]
 
 
@@ -92,8 +88,19 @@ def test_transformer_block_refuses_another_spatial_size():
     "dims,patch,stage0", [(3, (32, 64, 32), (16, 16, 8)), (3, (16, 32, 32), (8, 8, 8)), (2, (64, 32), (16, 8))]
 )
 def test_token_counts_and_embeddings_follow_the_patch_size(dims, patch, stage0):
-    network = UNETRPlusPlus(dims, 1, 2, patch, feature_sizes=(8, 16), depths=(1, 1), proj_sizes=(4, 4),
-                            decoder_depth=1, decoder_proj_size=4, num_heads=2, full_resolution_features=4)
+    network = UNETRPlusPlus(
+        dims,
+        1,
+        2,
+        patch,
+        feature_sizes=(8, 16),
+        depths=(1, 1),
+        proj_sizes=(4, 4),
+        decoder_depth=1,
+        decoder_proj_size=4,
+        num_heads=2,
+        full_resolution_features=4,
+    )
     first = network.encoder_stages[0][0]
     tokens = 1
     for size in stage0:
@@ -106,9 +113,20 @@ def test_token_counts_and_embeddings_follow_the_patch_size(dims, patch, stage0):
 
 
 def test_deep_supervision_outputs_are_full_then_coarser():
-    network = UNETRPlusPlus(3, 1, 3, (16, 32, 32), feature_sizes=(8, 16, 32), depths=(1, 1, 1),
-                            proj_sizes=(4, 4, 4), decoder_depth=1, decoder_proj_size=4, num_heads=2,
-                            full_resolution_features=4, deep_supervision=True).train()
+    network = UNETRPlusPlus(
+        3,
+        1,
+        3,
+        (16, 32, 32),
+        feature_sizes=(8, 16, 32),
+        depths=(1, 1, 1),
+        proj_sizes=(4, 4, 4),
+        decoder_depth=1,
+        decoder_proj_size=4,
+        num_heads=2,
+        full_resolution_features=4,
+        deep_supervision=True,
+    ).train()
     outputs = network(torch.randn(2, 1, 16, 32, 32))
     assert [tuple(o.shape[2:]) for o in outputs] == [(16, 32, 32), (8, 8, 8), (4, 4, 4)]
     assert network.eval()(torch.zeros(1, 1, 16, 32, 32)).shape == (1, 3, 16, 32, 32)
@@ -118,7 +136,11 @@ def test_synapse_stem_uses_anisotropic_patches():
     network = UNETRPlusPlus(3, 1, 14, (64, 128, 128))
     stem = network.downsample[0][0]
     assert stem.kernel_size == (2, 4, 4) and stem.stride == (2, 4, 4)
-    assert [stage[0].spatial_size for stage in network.encoder_stages] == [(32, 32, 32), (16, 16, 16), (8, 8, 8),
-                                                                          (4, 4, 4)]
+    assert [stage[0].spatial_size for stage in network.encoder_stages] == [
+        (32, 32, 32),
+        (16, 16, 16),
+        (8, 8, 8),
+        (4, 4, 4),
+    ]
     with pytest.raises(ValueError, match="multiple of \\(16, 32, 32\\)"):
         UNETRPlusPlus(3, 1, 14, (64, 128, 112))

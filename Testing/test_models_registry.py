@@ -20,8 +20,18 @@ from AttentionSegLib.models import (
 )
 
 EXPECTED_MODELS = {
-    "axunet", "iacnn", "danie", "swinnext", "unetrpp",
-    "unet", "attention_unet", "unetr", "swin_unetr", "segresnet", "dynunet", "mednext",
+    "axunet",
+    "iacnn",
+    "danie",
+    "swinnext",
+    "unetrpp",
+    "unet",
+    "attention_unet",
+    "unetr",
+    "swin_unetr",
+    "segresnet",
+    "dynunet",
+    "mednext",
 }
 CASES = [(name, dims) for name in sorted(EXPECTED_MODELS) for dims in get_model_info(name).spatial_dims]
 CLINICAL_FEATURES = 3
@@ -41,8 +51,9 @@ def compact_network(name: str, dims: int, in_channels: int = 2, out_channels: in
         options["deep_supervision"] = True
     options.update(extra)
     clinical = CLINICAL_FEATURES if info.clinical_input else 0
-    return build_model(name, dims, in_channels, out_channels, smallest_patch(name, dims),
-                       clinical_features=clinical, **options)
+    return build_model(
+        name, dims, in_channels, out_channels, smallest_patch(name, dims), clinical_features=clinical, **options
+    )
 
 
 def run(network, name: str, x: torch.Tensor):
@@ -131,8 +142,15 @@ def test_unknown_name_and_misplaced_clinical_features_are_refused():
 @pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
 def test_description_is_plain_json_with_the_promised_fields(name):
     description = json.loads(json.dumps(describe_model(name)))
-    for key in ("description", "spatial_dims", "default_patch_size", "patch_multiple", "parameters",
-                "deep_supervision", "recipe"):
+    for key in (
+        "description",
+        "spatial_dims",
+        "default_patch_size",
+        "patch_multiple",
+        "parameters",
+        "deep_supervision",
+        "recipe",
+    ):
         assert key in description
     assert description["parameters"] > 0
     for dims, size in description["default_patch_size"].items():

@@ -148,8 +148,15 @@ def _run_models(args: argparse.Namespace) -> int:
     presets = [get_preset(name) for name in list_presets()]
     if args.json:
         preset_rows = [
-            {"name": p.name, "model": p.model, "spatial_dims": p.spatial_dims, "in_channels": p.in_channels,
-             "out_channels": p.out_channels, "patch_size": list(p.patch_size), "description": p.description}
+            {
+                "name": p.name,
+                "model": p.model,
+                "spatial_dims": p.spatial_dims,
+                "in_channels": p.in_channels,
+                "out_channels": p.out_channels,
+                "patch_size": list(p.patch_size),
+                "description": p.description,
+            }
             for p in presets
         ]
         print(json.dumps({"models": models, "presets": preset_rows}, indent=2))

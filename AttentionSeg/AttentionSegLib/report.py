@@ -106,14 +106,17 @@ def format_models_table(models: list[dict], presets: list) -> str:
         if entry["paper"]:
             lines.append(f"      paper: {entry['paper']}")
         lines.append(
-            f"      recipe ({recipe['source']}): {recipe['loss']}, {recipe['optimizer']} lr {recipe['learning_rate']:g}, "
-            f"{recipe['schedule']} schedule, {recipe['epochs']} epochs, batch {recipe['batch_size']}"
+            f"      recipe ({recipe['source']}): {recipe['loss']}, {recipe['optimizer']} "
+            f"lr {recipe['learning_rate']:g}, {recipe['schedule']} schedule, {recipe['epochs']} epochs, "
+            f"batch {recipe['batch_size']}"
         )
     lines += ["", "Presets (published configurations):"]
     for preset in presets:
         size = "x".join(map(str, preset.patch_size))
-        lines.append(f"  {preset.name}: {preset.model}, {preset.in_channels} -> {preset.out_channels} classes, "
-                     f"patch {size}; {preset.description}")
+        lines.append(
+            f"  {preset.name}: {preset.model}, {preset.in_channels} -> {preset.out_channels} classes, "
+            f"patch {size}; {preset.description}"
+        )
     return "\n".join(lines)
 
 

@@ -15,9 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-import importlib
-
-from . import baselines
+from . import axunet, baselines, danie, iacnn, swinnext, unetrpp
 from .blocks.common import check_network_args, check_patch_size
 from .spec import ModelInfo, Preset
 
@@ -33,19 +31,10 @@ __all__ = [
     "resolve_patch_size",
 ]
 
-# TEMPORARY while the networks are written in parallel: skip modules that do not exist yet.
-_MODULES = []
-for _name in ("axunet", "iacnn", "danie", "swinnext", "unetrpp"):
-    try:
-        _MODULES.append(importlib.import_module(f"{__package__}.{_name}"))
-    except ModuleNotFoundError as error:
-        if error.name != f"{__package__}.{_name}":
-            raise
+_MODULES = (axunet, iacnn, danie, swinnext, unetrpp)
 _INFOS: dict[str, ModelInfo] = {module.MODEL_INFO.name: module.MODEL_INFO for module in _MODULES}
 _INFOS.update({info.name: info for info in baselines.MODEL_INFOS})
-_PRESETS: dict[str, Preset] = {
-    preset.name: preset for module in (*_MODULES, baselines) for preset in module.PRESETS
-}
+_PRESETS: dict[str, Preset] = {preset.name: preset for module in (*_MODULES, baselines) for preset in module.PRESETS}
 
 
 def _unknown(kind: str, name: str, known: Sequence[str]) -> ValueError:
@@ -75,20 +64,30 @@ def get_preset(name: str) -> Preset:
     return _PRESETS[name]
 
 
-def resolve_patch_size(name: str, spatial_dims: int, patch_size: Sequence[int] | None = None,
-                       **options: Any) -> tuple[int, ...]:
+def resolve_patch_size(
+    name: str, spatial_dims: int, patch_size: Sequence[int] | None = None, **options: Any
+) -> tuple[int, ...]:
     """The patch size a build would use (the network's default when ``None``), checked."""
     info = get_model_info(name)
     if spatial_dims not in info.spatial_dims:
-        raise ValueError(f"{name}: spatial_dims must be one of {info.spatial_dims}, got {spatial_dims!r}"
-                         + (f" ({info.notes})" if info.notes else ""))
+        raise ValueError(
+            f"{name}: spatial_dims must be one of {info.spatial_dims}, got {spatial_dims!r}"
+            + (f" ({info.notes})" if info.notes else "")
+        )
     if patch_size is None:
         patch_size = info.default_patch_size[spatial_dims]
     return check_patch_size(name, patch_size, spatial_dims, info.patch_multiple(spatial_dims, options))
 
 
-def build_model(name: str, spatial_dims: int, in_channels: int, out_channels: int,
-                patch_size: Sequence[int] | None = None, clinical_features: int = 0, **options: Any) -> nn.Module:
+def build_model(
+    name: str,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    patch_size: Sequence[int] | None = None,
+    clinical_features: int = 0,
+    **options: Any,
+) -> nn.Module:
     """Build a registered network.
 
     Args:
@@ -110,29 +109,46 @@ def build_model(name: str, spatial_dims: int, in_channels: int, out_channels: in
     if not isinstance(clinical_features, int) or clinical_features < 0:
         raise ValueError(f"{name}: clinical_features must be a non-negative integer, got {clinical_features!r}")
     if clinical_features and not info.clinical_input:
-        raise ValueError(f"{name} takes no clinical features; networks that do: "
-                         f"{', '.join(n for n, i in _INFOS.items() if i.clinical_input)}")
+        raise ValueError(
+            f"{name} takes no clinical features; networks that do: "
+            f"{', '.join(n for n, i in _INFOS.items() if i.clinical_input)}"
+        )
     if options.get("deep_supervision") and not info.deep_supervision:
         raise ValueError(f"{name} has no deep supervision")
-    return info.factory(spatial_dims, in_channels, out_channels, patch, clinical_features=clinical_features,
-                        **options)
+    return info.factory(spatial_dims, in_channels, out_channels, patch, clinical_features=clinical_features, **options)
 
 
 def build_preset(name: str, **overrides: Any) -> nn.Module:
     """Build a published configuration (:func:`list_presets`); ``overrides`` replace its options."""
     preset = get_preset(name)
-    return build_model(preset.model, preset.spatial_dims, preset.in_channels, preset.out_channels,
-                       preset.patch_size, **{**preset.options, **overrides})
+    return build_model(
+        preset.model,
+        preset.spatial_dims,
+        preset.in_channels,
+        preset.out_channels,
+        preset.patch_size,
+        **{**preset.options, **overrides},
+    )
 
 
-def count_parameters(name: str, spatial_dims: int | None = None, in_channels: int | None = None,
-                     out_channels: int | None = None, patch_size: Sequence[int] | None = None,
-                     **options: Any) -> int:
+def count_parameters(
+    name: str,
+    spatial_dims: int | None = None,
+    in_channels: int | None = None,
+    out_channels: int | None = None,
+    patch_size: Sequence[int] | None = None,
+    **options: Any,
+) -> int:
     """Trainable parameters, by default of the network's default configuration. The network is built
     on PyTorch's meta device where it can be (nothing allocated), otherwise on the CPU."""
     config = get_model_info(name).default_config
-    arguments = (name, spatial_dims or config["spatial_dims"], in_channels or config["in_channels"],
-                 out_channels or config["out_channels"], patch_size)
+    arguments = (
+        name,
+        spatial_dims or config["spatial_dims"],
+        in_channels or config["in_channels"],
+        out_channels or config["out_channels"],
+        patch_size,
+    )
     try:
         with torch.device("meta"):
             network = build_model(*arguments, **options)

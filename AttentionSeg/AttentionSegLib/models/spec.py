@@ -43,8 +43,11 @@ class TrainingRecipe:
     source: str = "our choice"
 
     def __post_init__(self) -> None:
-        for value, allowed, what in ((self.loss, LOSSES, "loss"), (self.optimizer, OPTIMIZERS, "optimizer"),
-                                     (self.schedule, SCHEDULES, "schedule")):
+        for value, allowed, what in (
+            (self.loss, LOSSES, "loss"),
+            (self.optimizer, OPTIMIZERS, "optimizer"),
+            (self.schedule, SCHEDULES, "schedule"),
+        ):
             if value not in allowed:
                 raise ValueError(f"TrainingRecipe: {what} must be one of {allowed}, got {value!r}")
 

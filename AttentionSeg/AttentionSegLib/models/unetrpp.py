@@ -81,21 +81,40 @@ def patch_multiple(spatial_dims: int, options: Mapping[str, Any]) -> tuple[int, 
 class UNETRPlusPlusUpBlock(nn.Module):
     """Transposed-convolution upsampling, additive skip, then EPA blocks (or one residual block)."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, upsample: tuple[int, ...],
-                 spatial_size: tuple[int, ...] | None, depth: int, proj_size: int, num_heads: int,
-                 attention_dropout: float) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        upsample: tuple[int, ...],
+        spatial_size: tuple[int, ...] | None,
+        depth: int,
+        proj_size: int,
+        num_heads: int,
+        attention_dropout: float,
+    ) -> None:
         super().__init__()
-        self.upsample = conv_transpose_type(spatial_dims)(in_channels, out_channels, upsample, stride=upsample,
-                                                          bias=False)
+        self.upsample = conv_transpose_type(spatial_dims)(
+            in_channels, out_channels, upsample, stride=upsample, bias=False
+        )
         if spatial_size is None:  # the last decoder stage: full resolution, a convolution block
-            self.blocks = UnetResBlock(spatial_dims, out_channels, out_channels, kernel_size=3, stride=1,
-                                       norm_name="instance")
+            self.blocks = UnetResBlock(
+                spatial_dims, out_channels, out_channels, kernel_size=3, stride=1, norm_name="instance"
+            )
         else:
-            self.blocks = nn.Sequential(*[
-                EPATransformerBlock(spatial_dims, spatial_size, out_channels, proj_size, num_heads,
-                                    attention_dropout=attention_dropout)
-                for _ in range(depth)
-            ])
+            self.blocks = nn.Sequential(
+                *[
+                    EPATransformerBlock(
+                        spatial_dims,
+                        spatial_size,
+                        out_channels,
+                        proj_size,
+                        num_heads,
+                        attention_dropout=attention_dropout,
+                    )
+                    for _ in range(depth)
+                ]
+            )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.upsample(x) + skip)
@@ -144,11 +163,14 @@ class UNETRPlusPlus(nn.Module):
         feature_sizes, depths, proj_sizes = tuple(feature_sizes), tuple(depths), tuple(proj_sizes)
         stages = len(feature_sizes)
         if stages < 2 or len(depths) != stages or len(proj_sizes) != stages:
-            raise ValueError(f"{NAME}: feature_sizes, depths and proj_sizes need the same length (at least 2), got "
-                             f"{feature_sizes}, {depths}, {proj_sizes}")
+            raise ValueError(
+                f"{NAME}: feature_sizes, depths and proj_sizes need the same length (at least 2), got "
+                f"{feature_sizes}, {depths}, {proj_sizes}"
+            )
         if any(width % num_heads or width % 2 for width in feature_sizes):
-            raise ValueError(f"{NAME}: every feature size must be even and divisible by num_heads={num_heads}, "
-                             f"got {feature_sizes}")
+            raise ValueError(
+                f"{NAME}: every feature size must be even and divisible by num_heads={num_heads}, got {feature_sizes}"
+            )
         if min(depths) < 1 or decoder_depth < 1:
             raise ValueError(f"{NAME}: depths and decoder_depth must be at least 1, got {depths}, {decoder_depth}")
         stem = _stem_stride(spatial_dims, stem_stride)
@@ -158,33 +180,64 @@ class UNETRPlusPlus(nn.Module):
         stage_sizes = [tuple(p // (s * 2**i) for p, s in zip(self.patch_size, stem)) for i in range(stages)]
         conv = conv_type(spatial_dims)
 
-        self.downsample = nn.ModuleList([nn.Sequential(
-            conv(in_channels, feature_sizes[0], stem, stride=stem, bias=False),
-            nn.GroupNorm(math.gcd(in_channels, feature_sizes[0]), feature_sizes[0]),
-        )])
+        self.downsample = nn.ModuleList(
+            [
+                nn.Sequential(
+                    conv(in_channels, feature_sizes[0], stem, stride=stem, bias=False),
+                    nn.GroupNorm(math.gcd(in_channels, feature_sizes[0]), feature_sizes[0]),
+                )
+            ]
+        )
         for i in range(stages - 1):
-            self.downsample.append(nn.Sequential(
-                conv(feature_sizes[i], feature_sizes[i + 1], 2, stride=2, bias=False),
-                nn.GroupNorm(feature_sizes[i], feature_sizes[i + 1]),
-            ))
-        self.encoder_stages = nn.ModuleList([
-            nn.Sequential(*[
-                EPATransformerBlock(spatial_dims, stage_sizes[i], feature_sizes[i], proj_sizes[i], num_heads,
-                                    attention_dropout=attention_dropout)
-                for _ in range(depths[i])
-            ])
-            for i in range(stages)
-        ])
-        self.full_resolution_skip = UnetResBlock(spatial_dims, in_channels, full_resolution_features, kernel_size=3,
-                                                 stride=1, norm_name="instance")
+            self.downsample.append(
+                nn.Sequential(
+                    conv(feature_sizes[i], feature_sizes[i + 1], 2, stride=2, bias=False),
+                    nn.GroupNorm(feature_sizes[i], feature_sizes[i + 1]),
+                )
+            )
+        self.encoder_stages = nn.ModuleList(
+            [
+                nn.Sequential(
+                    *[
+                        EPATransformerBlock(
+                            spatial_dims,
+                            stage_sizes[i],
+                            feature_sizes[i],
+                            proj_sizes[i],
+                            num_heads,
+                            attention_dropout=attention_dropout,
+                        )
+                        for _ in range(depths[i])
+                    ]
+                )
+                for i in range(stages)
+            ]
+        )
+        self.full_resolution_skip = UnetResBlock(
+            spatial_dims, in_channels, full_resolution_features, kernel_size=3, stride=1, norm_name="instance"
+        )
         # Decoder stages from coarse to fine; the last one returns to full resolution.
-        self.decoder_stages = nn.ModuleList([
-            UNETRPlusPlusUpBlock(spatial_dims, feature_sizes[i + 1], feature_sizes[i], (2,) * spatial_dims,
-                                 stage_sizes[i], decoder_depth, decoder_proj_size, num_heads, attention_dropout)
-            for i in reversed(range(stages - 1))
-        ])
-        self.decoder_stages.append(UNETRPlusPlusUpBlock(spatial_dims, feature_sizes[0], full_resolution_features,
-                                                        stem, None, 0, 0, num_heads, 0.0))
+        self.decoder_stages = nn.ModuleList(
+            [
+                UNETRPlusPlusUpBlock(
+                    spatial_dims,
+                    feature_sizes[i + 1],
+                    feature_sizes[i],
+                    (2,) * spatial_dims,
+                    stage_sizes[i],
+                    decoder_depth,
+                    decoder_proj_size,
+                    num_heads,
+                    attention_dropout,
+                )
+                for i in reversed(range(stages - 1))
+            ]
+        )
+        self.decoder_stages.append(
+            UNETRPlusPlusUpBlock(
+                spatial_dims, feature_sizes[0], full_resolution_features, stem, None, 0, 0, num_heads, 0.0
+            )
+        )
         self.head = UnetOutBlock(spatial_dims, full_resolution_features, out_channels)
         if deep_supervision:
             self.auxiliary_heads = nn.ModuleList(
@@ -215,8 +268,14 @@ def _init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def build(spatial_dims: int, in_channels: int, out_channels: int, patch_size: Sequence[int],
-          clinical_features: int = 0, **options: Any) -> UNETRPlusPlus:
+def build(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    patch_size: Sequence[int],
+    clinical_features: int = 0,
+    **options: Any,
+) -> UNETRPlusPlus:
     if clinical_features:
         raise ValueError(f"{NAME} takes no clinical features (got clinical_features={clinical_features})")
     return UNETRPlusPlus(spatial_dims, in_channels, out_channels, patch_size, **options)
@@ -234,16 +293,39 @@ MODEL_INFO = ModelInfo(
     patch_multiple=patch_multiple,
     default_config={"spatial_dims": 3, "in_channels": 1, "out_channels": 14},
     # Official Synapse trainer: SGD (Nesterov, momentum 0.99), lr 0.01, poly schedule, 1000 epochs, Dice + CE.
-    recipe=TrainingRecipe(loss="dice_ce", optimizer="sgd", learning_rate=1e-2, weight_decay=3e-5, schedule="poly",
-                          epochs=1000, batch_size=2, momentum=0.99, source="official code"),
+    recipe=TrainingRecipe(
+        loss="dice_ce",
+        optimizer="sgd",
+        learning_rate=1e-2,
+        weight_decay=3e-5,
+        schedule="poly",
+        epochs=1000,
+        batch_size=2,
+        momentum=0.99,
+        source="official code",
+    ),
     deep_supervision=True,
-    compact_options={"feature_sizes": (8, 16), "depths": (1, 1), "proj_sizes": (8, 4), "decoder_depth": 1,
-                     "decoder_proj_size": 8, "num_heads": 2, "full_resolution_features": 4},
+    compact_options={
+        "feature_sizes": (8, 16),
+        "depths": (1, 1),
+        "proj_sizes": (8, 4),
+        "decoder_depth": 1,
+        "decoder_proj_size": 8,
+        "num_heads": 2,
+        "full_resolution_features": 4,
+    },
     notes="Runs on exactly its patch size (positional embeddings and token projections depend on it).",
 )
 
 PRESETS = (
-    Preset(name="unetrpp_synapse", model=NAME, spatial_dims=3, in_channels=1, out_channels=14,
-           patch_size=(64, 128, 128), options={"deep_supervision": True},
-           description="Synapse multi-organ CT (paper: 42.96 M parameters, 47.98 G multiply-adds, DSC 87.22)"),
+    Preset(
+        name="unetrpp_synapse",
+        model=NAME,
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=14,
+        patch_size=(64, 128, 128),
+        options={"deep_supervision": True},
+        description="Synapse multi-organ CT (paper: 42.96 M parameters, 47.98 G multiply-adds, DSC 87.22)",
+    ),
 )

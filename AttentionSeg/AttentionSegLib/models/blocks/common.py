@@ -20,8 +20,9 @@ __all__ = [
 ]
 
 
-def check_network_args(network: str, spatial_dims: int, in_channels: int, out_channels: int,
-                       supported_dims: Sequence[int] = (2, 3)) -> None:
+def check_network_args(
+    network: str, spatial_dims: int, in_channels: int, out_channels: int, supported_dims: Sequence[int] = (2, 3)
+) -> None:
     """Raise ``ValueError`` unless the dimensionality and channel counts are usable.
 
     Args:
@@ -39,23 +40,28 @@ def check_network_args(network: str, spatial_dims: int, in_channels: int, out_ch
         raise ValueError(f"{network}: out_channels must be a positive integer, got {out_channels!r}")
 
 
-def check_patch_size(network: str, patch_size: Sequence[int], spatial_dims: int,
-                     multiple: int | Sequence[int]) -> tuple[int, ...]:
+def check_patch_size(
+    network: str, patch_size: Sequence[int], spatial_dims: int, multiple: int | Sequence[int]
+) -> tuple[int, ...]:
     """Return ``patch_size`` as a tuple, or raise ``ValueError`` when an axis is not a positive
     multiple of ``multiple`` (one int for every axis, or one per axis in array order)."""
     try:
         patch = tuple(int(size) for size in patch_size)
     except TypeError:
-        raise ValueError(f"{network}: patch_size must be a sequence of {spatial_dims} integers, "
-                         f"got {patch_size!r}") from None
+        raise ValueError(
+            f"{network}: patch_size must be a sequence of {spatial_dims} integers, got {patch_size!r}"
+        ) from None
     if len(patch) != spatial_dims:
-        raise ValueError(f"{network}: patch_size must have {spatial_dims} values for spatial_dims={spatial_dims}, "
-                         f"got {patch_size!r}")
+        raise ValueError(
+            f"{network}: patch_size must have {spatial_dims} values for spatial_dims={spatial_dims}, got {patch_size!r}"
+        )
     multiples = (multiple,) * spatial_dims if isinstance(multiple, int) else tuple(multiple)
     bad = [(size, m) for size, m in zip(patch, multiples) if size < m or size % m]
     if bad:
-        raise ValueError(f"{network}: every patch_size axis must be a positive multiple of "
-                         f"{multiples if len(set(multiples)) > 1 else multiples[0]}, got {patch}")
+        raise ValueError(
+            f"{network}: every patch_size axis must be a positive multiple of "
+            f"{multiples if len(set(multiples)) > 1 else multiples[0]}, got {patch}"
+        )
     return patch
 
 

@@ -40,17 +40,27 @@ class EfficientPairedAttention(nn.Module):
         attention_dropout: dropout on both attention maps; default 0.15 (Synapse setting).
     """
 
-    def __init__(self, num_tokens: int, hidden_size: int, proj_size: int, num_heads: int = 4,
-                 qkv_bias: bool = False, attention_dropout: float = 0.15) -> None:
+    def __init__(
+        self,
+        num_tokens: int,
+        hidden_size: int,
+        proj_size: int,
+        num_heads: int = 4,
+        qkv_bias: bool = False,
+        attention_dropout: float = 0.15,
+    ) -> None:
         super().__init__()
         if hidden_size % num_heads or hidden_size % 2:
-            raise ValueError(f"EfficientPairedAttention: hidden_size ({hidden_size}) must be even and divisible by "
-                             f"num_heads ({num_heads})")
+            raise ValueError(
+                f"EfficientPairedAttention: hidden_size ({hidden_size}) must be even and divisible by "
+                f"num_heads ({num_heads})"
+            )
         if not 0 <= attention_dropout <= 1:
             raise ValueError(f"EfficientPairedAttention: attention_dropout must be in [0, 1], got {attention_dropout}")
         if num_tokens < 1 or proj_size < 1:
-            raise ValueError(f"EfficientPairedAttention: num_tokens and proj_size must be positive, got "
-                             f"{num_tokens}, {proj_size}")
+            raise ValueError(
+                f"EfficientPairedAttention: num_tokens and proj_size must be positive, got {num_tokens}, {proj_size}"
+            )
         self.num_heads = num_heads
         self.temperature_channel = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.temperature_spatial = nn.Parameter(torch.ones(num_heads, 1, 1))
@@ -100,8 +110,16 @@ class EPATransformerBlock(nn.Module):
         feature_dropout: channel dropout before the 1x1 convolution; default 0.1 (official code).
     """
 
-    def __init__(self, spatial_dims: int, spatial_size: tuple[int, ...], hidden_size: int, proj_size: int,
-                 num_heads: int = 4, attention_dropout: float = 0.15, feature_dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        spatial_size: tuple[int, ...],
+        hidden_size: int,
+        proj_size: int,
+        num_heads: int = 4,
+        attention_dropout: float = 0.15,
+        feature_dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         num_tokens = 1
         for size in spatial_size:
@@ -110,18 +128,22 @@ class EPATransformerBlock(nn.Module):
         self.norm = nn.LayerNorm(hidden_size)
         self.layer_scale = nn.Parameter(1e-6 * torch.ones(hidden_size))
         self.position_embedding = nn.Parameter(torch.zeros(1, num_tokens, hidden_size))
-        self.attention = EfficientPairedAttention(num_tokens, hidden_size, proj_size, num_heads,
-                                                  attention_dropout=attention_dropout)
-        self.conv_block = UnetResBlock(spatial_dims, hidden_size, hidden_size, kernel_size=3, stride=1,
-                                       norm_name="batch")
+        self.attention = EfficientPairedAttention(
+            num_tokens, hidden_size, proj_size, num_heads, attention_dropout=attention_dropout
+        )
+        self.conv_block = UnetResBlock(
+            spatial_dims, hidden_size, hidden_size, kernel_size=3, stride=1, norm_name="batch"
+        )
         channel_dropout = (nn.Dropout2d, nn.Dropout3d)[spatial_dims - 2]
         conv = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
         self.pointwise = nn.Sequential(channel_dropout(feature_dropout), conv(hidden_size, hidden_size, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[2:]) != self.spatial_size:
-            raise ValueError(f"EPATransformerBlock: expected spatial size {self.spatial_size}, got {tuple(x.shape[2:])}"
-                             " (UNETR++ runs on the patch size it was built for)")
+            raise ValueError(
+                f"EPATransformerBlock: expected spatial size {self.spatial_size}, got {tuple(x.shape[2:])}"
+                " (UNETR++ runs on the patch size it was built for)"
+            )
         batch, channels = x.shape[:2]
         tokens = x.flatten(2).transpose(1, 2) + self.position_embedding
         attended = tokens + self.layer_scale * self.attention(self.norm(tokens))
