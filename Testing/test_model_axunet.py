@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from AttentionSegLib.models import axunet
-from AttentionSegLib.models.axunet import MODEL_INFO, AXUNet, build, patch_multiple
+from AttentionSegLib.models import axunet, build_model
+from AttentionSegLib.models.axunet import MODEL_INFO, AXUNet, patch_multiple
 from AttentionSegLib.models.blocks.separable_conv import SeparableConv, XceptionBlock
 
 DTYPE = torch.float64
@@ -226,7 +226,7 @@ def test_plain_xception_unet_without_attention():
 @pytest.mark.parametrize("spatial_dims, patch", [(2, (8, 12)), (3, (4, 8, 12))])
 def test_compact_shapes(spatial_dims, patch):
     torch.manual_seed(0)
-    net = build(spatial_dims, 3, 4, patch, **MODEL_INFO.compact_options)
+    net = AXUNet(spatial_dims, 3, 4, patch, **MODEL_INFO.compact_options)
     assert net(torch.randn(2, 3, *patch)).shape == (2, 4, *patch)
     assert patch_multiple(spatial_dims, MODEL_INFO.compact_options) == (4,) * spatial_dims
 
@@ -234,7 +234,7 @@ def test_compact_shapes(spatial_dims, patch):
 def test_default_parameter_count_matches_docstring():
     config = MODEL_INFO.default_config
     with torch.device("meta"):
-        net = build(
+        net = AXUNet(
             config["spatial_dims"],
             config["in_channels"],
             config["out_channels"],
@@ -268,9 +268,9 @@ def test_bad_options_raise(options, message):
 
 def test_bad_patch_and_clinical_features_raise():
     with pytest.raises(ValueError, match="multiple of 4"):
-        build(2, 3, 4, (8, 6), **MODEL_INFO.compact_options)
+        AXUNet(2, 3, 4, (8, 6), **MODEL_INFO.compact_options)
     with pytest.raises(ValueError, match="clinical"):
-        build(2, 3, 4, (8, 8), clinical_features=2, **MODEL_INFO.compact_options)
+        build_model("axunet", 2, 3, 4, (8, 8), clinical_features=2, **MODEL_INFO.compact_options)
     with pytest.raises(ValueError, match="kernel_size"):
         SeparableConv(2, 4, 4, kernel_size=4)
     with pytest.raises(ValueError, match="num_convs"):

@@ -9,13 +9,14 @@ import math
 import pytest
 import torch
 
+from AttentionSegLib.models import build_model
 from AttentionSegLib.models.blocks.hierarchical_attention import HierarchicalAttention
 from AttentionSegLib.models.blocks.joint_preservation import (
     EnhancingHierarchicalAttentionalPerceptron,
     EnhancingSelfAttentionalPerceptron,
     JointAggregation,
 )
-from AttentionSegLib.models.danie import DANIE, MODEL_INFO, SelfAttentionalPerception, build, patch_multiple
+from AttentionSegLib.models.danie import DANIE, MODEL_INFO, SelfAttentionalPerception, patch_multiple
 
 COMPACT = MODEL_INFO.compact_options
 
@@ -232,7 +233,7 @@ def test_stage_joins_token_and_local_streams():
 
 @pytest.mark.parametrize("dims,patch", [(2, (16, 24)), (3, (8, 16, 24))])
 def test_output_shapes_with_compact_options(dims, patch):
-    network = build(dims, 2, 5, patch, **COMPACT).eval()
+    network = DANIE(dims, 2, 5, patch, **COMPACT).eval()
     with torch.no_grad():
         assert network(torch.randn(1, 2, *patch)).shape == (1, 5, *patch)
 
@@ -240,15 +241,15 @@ def test_output_shapes_with_compact_options(dims, patch):
 def test_default_parameter_counts_match_the_docstring():
     for dims, expected in ((2, 19_651_947), (3, 46_557_579)):
         with torch.device("meta"):
-            network = build(dims, 1, 9, MODEL_INFO.default_patch_size[dims])
+            network = DANIE(dims, 1, 9, MODEL_INFO.default_patch_size[dims])
         assert sum(p.numel() for p in network.parameters()) == expected
 
 
 def test_default_token_grids_stay_small():
     """2D 224x224: stages 0-2 on a 14x14 grid (196 tokens), stage 3 on 7x7; 3D never above 512 tokens."""
     with torch.device("meta"):
-        network_2d = build(2, 1, 9, (224, 224))
-        network_3d = build(3, 1, 9, (64, 128, 128))
+        network_2d = DANIE(2, 1, 9, (224, 224))
+        network_3d = DANIE(3, 1, 9, (64, 128, 128))
     assert [stage.token_grid for stage in network_2d.stages] == [(14, 14)] * 3 + [(7, 7)]
     assert [stage.token_grid for stage in network_3d.stages] == [(8, 8, 8)] * 3 + [(4, 4, 4)]
     assert network_3d.stages[0].hap_layers[0][2].pool.kernel_size == 4
@@ -299,4 +300,4 @@ def test_bad_options_are_refused(options, message):
 
 def test_clinical_features_are_refused():
     with pytest.raises(ValueError, match="no clinical features"):
-        build(2, 1, 2, (16, 16), clinical_features=3, **COMPACT)
+        build_model("danie", 2, 1, 2, (16, 16), clinical_features=3, **COMPACT)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from AttentionSegLib.models.blocks.affinity_attention import AffinityAttention
 from AttentionSegLib.models.blocks.scale_feature_attention import ScaleFeatureAttention
-from AttentionSegLib.models.iacnn import IACNN, MODEL_INFO, PRESETS, build
+from AttentionSegLib.models.iacnn import IACNN, MODEL_INFO, PRESETS
 
 COMPACT = dict(MODEL_INFO.compact_options)
 
@@ -181,7 +181,7 @@ def test_forward_follows_figure_one(spatial_dims):
 @pytest.mark.parametrize("spatial_dims,patch", [(2, (32, 16)), (3, (16, 32, 16))])
 def test_output_shape_for_non_square_patches(spatial_dims, patch):
     torch.manual_seed(0)
-    net = build(spatial_dims, 3, 1, patch, **COMPACT).eval()
+    net = IACNN(spatial_dims, 3, 1, patch, **COMPACT).eval()
     with torch.no_grad():
         assert net(torch.randn(2, 3, *patch)).shape == (2, 1, *patch)
 
@@ -192,7 +192,7 @@ def test_parameter_count_of_the_default_configuration_matches_the_docstring():
     counts = {}
     for dims in (2, 3):
         with torch.device("meta"):
-            net = build(dims, config["in_channels"], config["out_channels"], MODEL_INFO.default_patch_size[dims])
+            net = IACNN(dims, config["in_channels"], config["out_channels"], MODEL_INFO.default_patch_size[dims])
         counts[dims] = sum(p.numel() for p in net.parameters() if p.requires_grad)
     assert counts == {2: 31_205_241, 3: 90_690_809}
 
@@ -223,9 +223,8 @@ def test_recipe_and_preset_are_the_papers():
         ({"sa_modes": "spatial"}, "sa_modes"),
         ({"ca_reduction": 0}, "ca_reduction"),
         ({"norm": "group"}, "norm"),
-        ({"clinical_features": 2}, "clinical features"),
     ],
 )
 def test_bad_options_are_refused_with_their_name(options, argument):
     with pytest.raises(ValueError, match=argument):
-        build(2, 3, 1, (32, 32), **options)
+        IACNN(2, 3, 1, (32, 32), **options)

@@ -10,8 +10,9 @@ import math
 import pytest
 import torch
 
+from AttentionSegLib.models import build_model
 from AttentionSegLib.models.blocks.clinical_cross_attention import ClinicalCrossAttention
-from AttentionSegLib.models.swinnext import MODEL_INFO, PRESETS, ChannelLayerNorm, SwinNeXt, build, patch_multiple
+from AttentionSegLib.models.swinnext import MODEL_INFO, PRESETS, ChannelLayerNorm, SwinNeXt, patch_multiple
 
 COMPACT = dict(MODEL_INFO.compact_options)
 
@@ -177,7 +178,7 @@ def test_build_passes_clinical_features_and_the_patch_multiple_is_32():
     assert MODEL_INFO.clinical_input and MODEL_INFO.deep_supervision
     assert MODEL_INFO.recipe.loss == "dice_focal_ce"
     assert patch_multiple(3, {}) == (32, 32, 32) and patch_multiple(2, COMPACT) == (32, 32)
-    net = build(2, 1, 2, (32, 32), clinical_features=6, **COMPACT)
+    net = build_model("swinnext", 2, 1, 2, (32, 32), clinical_features=6, **COMPACT)
     assert net.clinical_attention.clinical_features == 6
     assert {p.name: p.options.get("clinical_features", 0) for p in PRESETS} == {
         "swinnext_liver": 0,

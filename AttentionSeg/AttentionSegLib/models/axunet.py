@@ -79,7 +79,7 @@ from .blocks.common import check_network_args, check_patch_size, conv_transpose_
 from .blocks.separable_conv import XceptionBlock
 from .spec import ModelInfo, Preset, TrainingRecipe
 
-__all__ = ["AXUNet", "build", "patch_multiple", "MODEL_INFO", "PRESETS"]
+__all__ = ["AXUNet", "patch_multiple", "MODEL_INFO", "PRESETS"]
 
 NAME = "axunet"
 DEFAULT_FEATURES = (32, 64, 128, 256, 512)
@@ -236,26 +236,12 @@ def patch_multiple(spatial_dims: int, options: Mapping[str, Any]) -> tuple[int, 
     return (2 ** (len(features) - 1),) * spatial_dims
 
 
-def build(
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    patch_size: Sequence[int],
-    clinical_features: int = 0,
-    **options: Any,
-) -> AXUNet:
-    """Registry factory: ``AXUNet(spatial_dims, in_channels, out_channels, patch_size, **options)``."""
-    if clinical_features:
-        raise ValueError(f"{NAME}: the network takes no clinical features, got clinical_features={clinical_features}")
-    return AXUNet(spatial_dims, in_channels, out_channels, patch_size, **options)
-
-
 MODEL_INFO = ModelInfo(
     name=NAME,
     description="Attention Xception UNet: Xception separable-conv encoder with dot-product self-attention",
     paper="Attention Xception UNet (AXUNet): A Novel Combination of CNN and Self-Attention "
     "for Brain Tumor Segmentation, arXiv 2503.20446 (2025)",
-    factory=build,
+    factory=AXUNet,
     spatial_dims=(2, 3),
     native_spatial_dims=2,
     default_patch_size={2: (192, 192), 3: (128, 128, 128)},

@@ -75,15 +75,15 @@ def _dynunet_defaults(spatial_dims: int, options: Mapping[str, Any]) -> dict[str
     }
 
 
-def _build_unet(spatial_dims, in_channels, out_channels, patch_size, clinical_features=0, **options):
+def _build_unet(spatial_dims, in_channels, out_channels, patch_size, **options):
     return nets.UNet(spatial_dims, in_channels, out_channels, **_unet_defaults(options))
 
 
-def _build_attention_unet(spatial_dims, in_channels, out_channels, patch_size, clinical_features=0, **options):
+def _build_attention_unet(spatial_dims, in_channels, out_channels, patch_size, **options):
     return nets.AttentionUnet(spatial_dims, in_channels, out_channels, **_attention_unet_defaults(options))
 
 
-def _build_unetr(spatial_dims, in_channels, out_channels, patch_size, clinical_features=0, **options):
+def _build_unetr(spatial_dims, in_channels, out_channels, patch_size, **options):
     network = nets.UNETR(
         in_channels,
         out_channels,
@@ -99,17 +99,17 @@ def _build_unetr(spatial_dims, in_channels, out_channels, patch_size, clinical_f
     return network
 
 
-def _build_swin_unetr(spatial_dims, in_channels, out_channels, patch_size, clinical_features=0, **options):
+def _build_swin_unetr(spatial_dims, in_channels, out_channels, patch_size, **options):
     return nets.SwinUNETR(in_channels, out_channels, spatial_dims=spatial_dims, **{"feature_size": 48, **options})
 
 
-def _build_segresnet(spatial_dims, in_channels, out_channels, patch_size, clinical_features=0, **options):
+def _build_segresnet(spatial_dims, in_channels, out_channels, patch_size, **options):
     return nets.SegResNet(
         spatial_dims, in_channels=in_channels, out_channels=out_channels, **{"init_filters": 16, **options}
     )
 
 
-def _build_dynunet(spatial_dims, in_channels, out_channels, patch_size, clinical_features=0, **options):
+def _build_dynunet(spatial_dims, in_channels, out_channels, patch_size, **options):
     deep_supervision = bool(options.pop("deep_supervision", False))
     network = nets.DynUNet(
         spatial_dims,
@@ -121,7 +121,7 @@ def _build_dynunet(spatial_dims, in_channels, out_channels, patch_size, clinical
     return DeepSupervisionOutputs(network, deep_supervision)
 
 
-def _build_mednext(spatial_dims, in_channels, out_channels, patch_size, clinical_features=0, **options):
+def _build_mednext(spatial_dims, in_channels, out_channels, patch_size, **options):
     deep_supervision = bool(options.pop("deep_supervision", False))
     network = nets.MedNeXt(
         spatial_dims=spatial_dims,
@@ -134,12 +134,10 @@ def _build_mednext(spatial_dims, in_channels, out_channels, patch_size, clinical
 
 
 def _checked(name: str, factory):
-    """Adds the common argument checks and the clinical-feature refusal to a MONAI factory."""
+    """Adds the common argument checks to a MONAI factory."""
 
-    def build(spatial_dims, in_channels, out_channels, patch_size, clinical_features=0, **options):
+    def build(spatial_dims, in_channels, out_channels, patch_size, **options):
         check_network_args(name, spatial_dims, in_channels, out_channels)
-        if clinical_features:
-            raise ValueError(f"{name} takes no clinical features (got clinical_features={clinical_features})")
         return factory(spatial_dims, in_channels, out_channels, patch_size, **options)
 
     build.__name__ = f"build_{name}"

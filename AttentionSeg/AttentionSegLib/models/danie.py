@@ -88,7 +88,7 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import Convolution, SABlock, UnetOutBlock, UnetResBlock, UnetrUpBlock
 
-from .blocks.common import check_network_args, check_patch_size, conv_type
+from .blocks.common import check_network_args, check_patch_size, conv_type, init_linear_trunc_normal
 from .blocks.hierarchical_attention import HAP_ORDERS, HierarchicalAttention
 from .blocks.joint_preservation import (
     EnhancingHierarchicalAttentionalPerceptron,
@@ -97,7 +97,7 @@ from .blocks.joint_preservation import (
 )
 from .spec import ModelInfo, Preset, TrainingRecipe
 
-__all__ = ["DANIE", "DANIEStage", "SelfAttentionalPerception", "build", "patch_multiple", "MODEL_INFO", "PRESETS"]
+__all__ = ["DANIE", "DANIEStage", "SelfAttentionalPerception", "patch_multiple", "MODEL_INFO", "PRESETS"]
 
 NAME = "danie"
 DEFAULT_FEATURE_SIZES = (48, 96, 192, 384)
@@ -395,7 +395,7 @@ class DANIE(nn.Module):
             res_block=True,
         )
         self.head = UnetOutBlock(spatial_dims, full_resolution_features, out_channels)
-        self.apply(_init_linear)
+        self.apply(init_linear_trunc_normal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -408,32 +408,12 @@ class DANIE(nn.Module):
         return self.head(self.full_resolution_decoder(features, self.full_resolution_skip(x)))
 
 
-def _init_linear(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
-def build(
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    patch_size: Sequence[int],
-    clinical_features: int = 0,
-    **options: Any,
-) -> DANIE:
-    if clinical_features:
-        raise ValueError(f"{NAME} takes no clinical features (got clinical_features={clinical_features})")
-    return DANIE(spatial_dims, in_channels, out_channels, patch_size, **options)
-
-
 MODEL_INFO = ModelInfo(
     name=NAME,
     description="DANIE: self-attention and channel-then-spatial attention streams joined by Joint Preservation",
     paper="Dual Attention Encoder with Joint Preservation for Medical Image Segmentation, ECAI 2024 "
     "(Frontiers in Artificial Intelligence and Applications 392), doi 10.3233/FAIA240505",
-    factory=build,
+    factory=DANIE,
     spatial_dims=(2, 3),
     native_spatial_dims=2,
     default_patch_size={2: (224, 224), 3: (64, 128, 128)},

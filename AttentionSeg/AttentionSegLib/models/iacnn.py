@@ -87,7 +87,7 @@ from .blocks.common import check_network_args, check_patch_size, conv_transpose_
 from .blocks.scale_feature_attention import ScaleFeatureAttention
 from .spec import ModelInfo, Preset, TrainingRecipe
 
-__all__ = ["IACNN", "build", "patch_multiple", "MODEL_INFO", "PRESETS"]
+__all__ = ["IACNN", "patch_multiple", "MODEL_INFO", "PRESETS"]
 
 NAME = "iacnn"
 NUM_LEVELS = 5
@@ -205,26 +205,12 @@ def patch_multiple(spatial_dims: int, options: Mapping[str, Any]) -> tuple[int, 
     return (2 ** (NUM_LEVELS - 1),) * spatial_dims
 
 
-def build(
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    patch_size: Sequence[int],
-    clinical_features: int = 0,
-    **options: Any,
-) -> IACNN:
-    """Registry factory: ``IACNN(spatial_dims, in_channels, out_channels, patch_size, **options)``."""
-    if clinical_features:
-        raise ValueError(f"{NAME}: the network takes no clinical features, got clinical_features={clinical_features}")
-    return IACNN(spatial_dims, in_channels, out_channels, patch_size, **options)
-
-
 MODEL_INFO = ModelInfo(
     name=NAME,
     description="Integrated-attention CNN: U-Net with scale feature (SFA), affinity (SA) and channel (CA) attention",
     paper="Integrated attention convolutional neural network (综合注意力卷积神经网络) for medical image "
     "segmentation, Chinese journal paper (authors and venue not in our copy); no public code",
-    factory=build,
+    factory=IACNN,
     spatial_dims=(2, 3),
     native_spatial_dims=2,
     default_patch_size={2: (256, 256), 3: (96, 96, 96)},

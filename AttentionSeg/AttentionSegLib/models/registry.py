@@ -115,7 +115,9 @@ def build_model(
         )
     if options.get("deep_supervision") and not info.deep_supervision:
         raise ValueError(f"{name} has no deep supervision")
-    return info.factory(spatial_dims, in_channels, out_channels, patch, clinical_features=clinical_features, **options)
+    if info.clinical_input:
+        options["clinical_features"] = clinical_features
+    return info.factory(spatial_dims, in_channels, out_channels, patch, **options)
 
 
 def build_preset(name: str, **overrides: Any) -> nn.Module:

@@ -19,7 +19,8 @@ LOSSES = ("dice_ce", "dice_focal_ce", "bce_dice")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("poly", "cosine", "warmup_cosine", "constant")
 
-# factory(spatial_dims, in_channels, out_channels, patch_size, clinical_features, **options) -> nn.Module
+# factory(spatial_dims, in_channels, out_channels, patch_size, **options) -> nn.Module; networks with
+# clinical input also take clinical_features=N. Usually the network class itself.
 NetworkFactory = Callable[..., nn.Module]
 # patch_multiple(spatial_dims, options) -> per-axis multiple, in array order
 PatchMultiple = Callable[[int, Mapping[str, Any]], tuple[int, ...]]

@@ -86,7 +86,7 @@ from .blocks.clinical_cross_attention import ClinicalCrossAttention
 from .blocks.common import check_network_args, check_patch_size, conv_type
 from .spec import ModelInfo, Preset, TrainingRecipe
 
-__all__ = ["SwinNeXt", "ChannelLayerNorm", "build", "patch_multiple", "MODEL_INFO", "PRESETS"]
+__all__ = ["SwinNeXt", "ChannelLayerNorm", "patch_multiple", "MODEL_INFO", "PRESETS"]
 
 NAME = "swinnext"
 SWIN_STAGES = 4  # MONAI's SwinTransformer.forward runs exactly four stages
@@ -293,23 +293,12 @@ def _check_decoder_options(
         )
 
 
-def build(
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    patch_size: Sequence[int],
-    clinical_features: int = 0,
-    **options: Any,
-) -> SwinNeXt:
-    return SwinNeXt(spatial_dims, in_channels, out_channels, patch_size, clinical_features=clinical_features, **options)
-
-
 MODEL_INFO = ModelInfo(
     name=NAME,
     description="Swin-NeXt (nnY-Net): Swin Transformer encoder, MedNeXt decoder, clinical cross-attention",
     paper="Liu, Tao, Dong, Sun, nnY-Net: Swin-NeXt with Cross-Attention for 3D Medical Images Segmentation, "
     "arXiv 2501.01406",
-    factory=build,
+    factory=SwinNeXt,
     spatial_dims=(2, 3),
     native_spatial_dims=3,
     default_patch_size={3: (96, 96, 96), 2: (256, 256)},

@@ -53,11 +53,17 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock
 
-from .blocks.common import check_network_args, check_patch_size, conv_transpose_type, conv_type
+from .blocks.common import (
+    check_network_args,
+    check_patch_size,
+    conv_transpose_type,
+    conv_type,
+    init_linear_trunc_normal,
+)
 from .blocks.paired_attention import EPATransformerBlock
 from .spec import ModelInfo, Preset, TrainingRecipe
 
-__all__ = ["UNETRPlusPlus", "build", "patch_multiple", "MODEL_INFO", "PRESETS"]
+__all__ = ["UNETRPlusPlus", "patch_multiple", "MODEL_INFO", "PRESETS"]
 
 NAME = "unetrpp"
 DEFAULT_STEM_STRIDE = {2: (4, 4), 3: (2, 4, 4)}
@@ -243,7 +249,7 @@ class UNETRPlusPlus(nn.Module):
             self.auxiliary_heads = nn.ModuleList(
                 [UnetOutBlock(spatial_dims, feature_sizes[i], out_channels) for i in range(min(2, stages - 1))]
             )
-        self.apply(_init_linear)
+        self.apply(init_linear_trunc_normal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = []
@@ -261,32 +267,12 @@ class UNETRPlusPlus(nn.Module):
         return logits
 
 
-def _init_linear(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
-def build(
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    patch_size: Sequence[int],
-    clinical_features: int = 0,
-    **options: Any,
-) -> UNETRPlusPlus:
-    if clinical_features:
-        raise ValueError(f"{NAME} takes no clinical features (got clinical_features={clinical_features})")
-    return UNETRPlusPlus(spatial_dims, in_channels, out_channels, patch_size, **options)
-
-
 MODEL_INFO = ModelInfo(
     name=NAME,
     description="UNETR++: hierarchical encoder-decoder with efficient paired (channel + spatial) attention",
     paper="Shaker et al., UNETR++: Delving into Efficient and Accurate 3D Medical Image Segmentation, "
     "IEEE TMI 2024, arXiv 2212.04497",
-    factory=build,
+    factory=UNETRPlusPlus,
     spatial_dims=(2, 3),
     native_spatial_dims=3,
     default_patch_size={3: (64, 128, 128), 2: (256, 256)},

@@ -83,3 +83,12 @@ def norm_type(name: str, spatial_dims: int) -> type[nn.Module]:
     if name not in table:
         raise ValueError(f"norm must be one of {sorted(table)}, got {name!r}")
     return table[name][spatial_dims - 2]
+
+
+def init_linear_trunc_normal(module: nn.Module) -> None:
+    """Transformer-style start for linear layers (truncated normal, std 0.02, zero bias); use with
+    ``network.apply``."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
