@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 from AttentionSegLib import __version__
+from AttentionSegLib.devices import DEVICE_CHOICES
 from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.models.spec import LOSSES, OPTIMIZERS, SCHEDULES
 
 __all__ = ["main", "build_parser"]
 
@@ -90,6 +92,43 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_models)
 
 
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a network on a dataset definition; writes RUN_DIR/model.pt, checkpoints and progress.jsonl",
+        description="Train a registered network (attentionseg models) on the annotated cases of a dataset "
+        "definition, validating on a held-out fold. Unset recipe values come from the network's default recipe. "
+        "RUN_DIR gets model.pt (the model file, updated at every new best validation Dice), checkpoints/last.pt "
+        "and best.pt, progress.jsonl (one JSON event per line) and config.json. Under torchrun the run uses "
+        "DistributedDataParallel.",
+    )
+    parser.add_argument("dataset_json", type=Path, metavar="DATASET_JSON")
+    parser.add_argument("--model", required=True, help="network name (attentionseg models)")
+    parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (new, or --resume)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the recipe's)")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop before this wall-clock budget")
+    parser.add_argument("--patch", type=int, nargs="+", metavar="N", help="patch size in array order (z y x | y x)")
+    parser.add_argument("--batch", type=int, help="batch size")
+    parser.add_argument("--lr", type=float, help="base learning rate")
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--loss", choices=LOSSES)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--schedule", choices=SCHEDULES)
+    parser.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
+    parser.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation/sampling/augmentation seed (default 0)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    parser.add_argument("--slice-wise", action="store_true", help="train a 2D network on the slices of a 3D dataset")
+    parser.add_argument("--iterations", type=int, metavar="N", help="batches per epoch (default: one pass, >= 10)")
+    parser.add_argument("--val-every", type=int, default=1, metavar="N", help="validate every N epochs (default 1)")
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    parser.add_argument("--compact", action="store_true", help="the network's small configuration (demos, tests)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--json", action="store_true", help="end by printing one JSON summary on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.set_defaults(run=_run_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attentionseg",
@@ -101,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_dataset(commands)
     _add_models(commands)
+    _add_train(commands)
     return parser
 
 
@@ -162,6 +202,83 @@ def _run_models(args: argparse.Namespace) -> int:
         print(json.dumps({"models": models, "presets": preset_rows}, indent=2))
     else:
         print(format_models_table(models, presets))
+    return EXIT_OK
+
+
+def _print_training_event(event: dict) -> None:
+    kind = event["event"]
+    if kind == "start":
+        line = (
+            f"training {event['model']} on {event['dataset']}: {event['n_train']} train / {event['n_val']} "
+            f"validation cases, patch {'x'.join(map(str, event['patch_size']))}, batch {event['batch_size']}, "
+            f"device {event['device']}" + (f", resumed at epoch {event['start_epoch']}" if event["resumed"] else "")
+        )
+    elif kind == "epoch":
+        line = (
+            f"epoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.4f}  lr {event['lr']:.2e}  "
+            f"{event['seconds']:.1f} s"
+        )
+    elif kind == "validation":
+        dice = "  ".join(
+            f"{value}: {score:.3f}" if score is not None else f"{value}: -" for value, score in event["dice"].items()
+        )
+        mean = event["mean_dice"]
+        line = f"  validation Dice {dice}  mean {mean:.4f}" if mean is not None else f"  validation Dice {dice}"
+        line += "  (best)" if event["is_best"] else ""
+    elif kind == "end":
+        best = event["best_mean_dice"]
+        line = (
+            f"done ({event['reason']}): {event['epochs_done']} epochs in {event['elapsed_s']:.0f} s, best mean "
+            f"Dice {best:.4f} at epoch {event['best_epoch']}"
+            if best is not None
+            else f"done ({event['reason']}): {event['epochs_done']} epochs"
+        )
+        if event["model_file"]:
+            line += f"\nmodel file: {event['model_file']}"
+    elif kind == "error":
+        line = f"error: {event['message']}"
+    else:
+        return
+    print(line, file=sys.stderr, flush=True)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from AttentionSegLib.training import TrainingConfig, train
+
+    config = TrainingConfig(
+        dataset=str(args.dataset_json),
+        model=args.model,
+        run_dir=str(args.out),
+        epochs=args.epochs,
+        time_limit_min=args.time_limit,
+        patch_size=args.patch,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        loss=args.loss,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        fold=args.fold,
+        n_folds=args.folds,
+        seed=args.seed,
+        device=args.device,
+        slice_wise=args.slice_wise,
+        iterations_per_epoch=args.iterations,
+        val_every=args.val_every,
+        workers=args.workers,
+        compact=args.compact,
+    )
+    try:
+        summary = train(config, resume=args.resume, echo=None if args.quiet else _print_training_event)
+    except AttentionSegError:
+        raise
+    except ValueError as error:  # a network refusing its configuration
+        raise AttentionSegError(str(error)) from None
+    except Exception as error:
+        print(f"attentionseg: training failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    if args.json:
+        print(json.dumps(summary, indent=2))
     return EXIT_OK
 
 

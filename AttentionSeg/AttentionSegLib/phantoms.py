@@ -5,10 +5,13 @@ The phantoms are deterministic for a given seed: the same arrays on every machin
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ellipsoid_label_map", "perturbed_label_map", "phantom_image"]
+__all__ = ["ellipsoid_label_map", "perturbed_label_map", "phantom_image", "write_phantom_dataset"]
 
 
 def ellipsoid_label_map(
@@ -63,3 +66,49 @@ def phantom_image(label_map: np.ndarray, seed: int = 0, noise: float = 0.2) -> n
     means[0] = 0.0
     image = means[label_map] + rng.normal(0.0, noise, label_map.shape)
     return ndimage.gaussian_filter(image, 0.7).astype(np.float32)
+
+
+def write_phantom_dataset(
+    folder: str | Path,
+    n_cases: int = 8,
+    shape: tuple[int, ...] = (24, 28, 24),
+    n_labels: int = 2,
+    spacing_mm: tuple[float, ...] | None = None,
+    seed: int = 0,
+    name: str = "Phantoms",
+) -> Path:
+    """Write a small nnU-Net v2 dataset of MRI-like phantoms and return its dataset.json path.
+
+    Every case has ``n_labels`` ellipsoids (ellipses for a 2D ``shape``) with fixed mean
+    intensities per label (so a network can learn them), a per-case brightness change and noise.
+    ``spacing_mm`` is in array order (default 1 mm). Images are ``imagesTr/phantom_XXX_0000.nii.gz``.
+    """
+    from AttentionSegLib.image import Image, write_image
+
+    folder = Path(folder)
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    spacing = tuple(spacing_mm or (1.0,) * len(shape))
+    label_means = np.linspace(0.5, 1.0, n_labels + 1)
+    label_means[0] = 0.0
+    for index in range(n_cases):
+        rng = np.random.default_rng(seed * 1000 + index)
+        label_map = ellipsoid_label_map(shape, n_labels, seed=seed * 1000 + index, spacing_mm=spacing)
+        image = label_means[label_map] * rng.uniform(0.8, 1.2) + rng.normal(0.0, 0.1, shape)
+        image = ndimage.gaussian_filter(image, 0.7).astype(np.float32) * 100.0
+        geometry = {"spacing": spacing[::-1], "origin": (0.0,) * len(shape)}
+        case_id = f"phantom_{index:03d}"
+        write_image(Image(image, **geometry), folder / "imagesTr" / f"{case_id}_0000.nii.gz")
+        write_image(Image(label_map.astype(np.uint8), **geometry), folder / "labelsTr" / f"{case_id}.nii.gz")
+    definition = {
+        "name": name,
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, **{f"structure_{value}": value for value in range(1, n_labels + 1)}},
+        "numTraining": n_cases,
+        "file_ending": ".nii.gz",
+    }
+    if len(shape) == 2:
+        definition["tensorImageSize"] = "2D"
+    path = folder / "dataset.json"
+    path.write_text(json.dumps(definition, indent=1))
+    return path
