@@ -41,7 +41,8 @@ def smallest_patch(name: str, dims: int) -> tuple[int, ...]:
     info = get_model_info(name)
     """The patch multiple, doubled where it is small: a patch of exactly one small multiple leaves a 1-voxel
     bottleneck, which instance normalisation refuses in training mode."""
-    return tuple(m if m >= 16 else 2 * m for m in info.patch_multiple(dims, info.compact_options))
+    factor = max(info.min_patch_multiples, 1)
+    return tuple(m * max(factor, 1 if m >= 16 else 2) for m in info.patch_multiple(dims, info.compact_options))
 
 
 def compact_network(name: str, dims: int, in_channels: int = 2, out_channels: int = 3, **extra):
@@ -128,6 +129,13 @@ def test_invalid_patch_size_and_channels_are_refused(name, dims):
         build_model(name, dims, 1, 0, patch, **info.compact_options)
     with pytest.raises(ValueError, match="spatial_dims"):
         build_model(name, 4, 1, 2, patch + [patch[-1]], **info.compact_options)
+
+
+def test_a_patch_leaving_a_one_voxel_normalised_bottleneck_is_refused():
+    with pytest.raises(ValueError, match="at least \\(32, 32, 32\\)"):
+        build_model("unet", 3, 1, 2, (16, 16, 16))
+    build_model("unet", 3, 1, 2, (32, 48, 32))
+    assert describe_model("unet")["min_patch_size"]["3"] == [32, 32, 32]
 
 
 def test_unknown_name_and_misplaced_clinical_features_are_refused():

@@ -421,7 +421,8 @@ class Trainer:
             multiple = info.patch_multiple(network_dims, options)
             default = info.default_patch_size[network_dims]
             shape = median_shape[1:] if self.config.slice_wise else median_shape
-            patch = tuple(min(d, m * math.ceil(s / m)) for d, m, s in zip(default, multiple, shape))
+            smallest = info.min_patch_multiples
+            patch = tuple(max(min(d, m * math.ceil(s / m)), smallest * m) for d, m, s in zip(default, multiple, shape))
             if self.config.slice_wise:
                 patch = (1, *patch)
         network_patch = patch[1:] if self.config.slice_wise else patch

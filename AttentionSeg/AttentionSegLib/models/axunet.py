@@ -259,6 +259,7 @@ MODEL_INFO = ModelInfo(
     ),
     deep_supervision=False,
     clinical_input=False,
+    min_patch_multiples=2,  # batch norm at a 1-voxel bottleneck fails in training
     compact_options={
         "features": (8, 16, 32),
         "middle_blocks": 1,

@@ -183,6 +183,7 @@ def _info(
     patch3d=(96, 96, 96),
     patch2d=(256, 256),
     notes: str = "",
+    min_patch_multiples: int = 2,
 ) -> ModelInfo:
     return ModelInfo(
         name=name,
@@ -199,6 +200,7 @@ def _info(
         deep_supervision=deep_supervision,
         compact_options=compact,
         notes=notes,
+        min_patch_multiples=min_patch_multiples,
     )
 
 
@@ -226,6 +228,7 @@ MODEL_INFOS = (
         lambda dims, options: (16,) * dims,
         _ADAMW,
         {"feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 2},
+        min_patch_multiples=1,
         notes="Runs on exactly its patch size (ViT positional embeddings).",
     ),
     _info(
@@ -243,6 +246,7 @@ MODEL_INFOS = (
         lambda dims, options: (2 ** (len(options.get("blocks_down", (1, 2, 2, 4))) - 1),) * dims,
         _ADAMW,
         {"init_filters": 4, "blocks_down": (1, 1, 1), "blocks_up": (1, 1), "norm": ("GROUP", {"num_groups": 2})},
+        min_patch_multiples=1,
     ),
     _info(
         "dynunet",

@@ -229,6 +229,7 @@ MODEL_INFO = ModelInfo(
     ),
     deep_supervision=False,
     clinical_input=False,
+    min_patch_multiples=2,  # batch norm at a 1-voxel bottleneck fails in training
     compact_options={
         "features": (4, 8, 8, 16, 16),
         "sa_modes": ("channel", "spatial", "spatial"),

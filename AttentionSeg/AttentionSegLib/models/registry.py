@@ -76,7 +76,15 @@ def resolve_patch_size(
         )
     if patch_size is None:
         patch_size = info.default_patch_size[spatial_dims]
-    return check_patch_size(name, patch_size, spatial_dims, info.patch_multiple(spatial_dims, options))
+    multiple = info.patch_multiple(spatial_dims, options)
+    patch = check_patch_size(name, patch_size, spatial_dims, multiple)
+    if any(size < info.min_patch_multiples * m for size, m in zip(patch, multiple)):
+        smallest = tuple(info.min_patch_multiples * m for m in multiple)
+        raise ValueError(
+            f"{name}: every patch_size axis must be at least {smallest} (its bottleneck is normalised "
+            f"per channel and needs more than one voxel), got {patch}"
+        )
+    return patch
 
 
 def build_model(
@@ -172,6 +180,10 @@ def describe_model(name: str) -> dict[str, Any]:
         "native_spatial_dims": info.native_spatial_dims,
         "default_patch_size": {str(dims): list(size) for dims, size in info.default_patch_size.items()},
         "patch_multiple": {str(dims): list(info.patch_multiple(dims, {})) for dims in info.spatial_dims},
+        "min_patch_size": {
+            str(dims): [info.min_patch_multiples * m for m in info.patch_multiple(dims, {})]
+            for dims in info.spatial_dims
+        },
         "default_config": dict(config),
         "parameters": count_parameters(name),
         "deep_supervision": info.deep_supervision,

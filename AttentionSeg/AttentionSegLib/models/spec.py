@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch.nn as nn
-
 __all__ = ["TrainingRecipe", "ModelInfo", "Preset", "LOSSES", "OPTIMIZERS", "SCHEDULES"]
 
 LOSSES = ("dice_ce", "dice_focal_ce", "bce_dice")
@@ -21,7 +19,7 @@ SCHEDULES = ("poly", "cosine", "warmup_cosine", "constant")
 
 # factory(spatial_dims, in_channels, out_channels, patch_size, **options) -> nn.Module; networks with
 # clinical input also take clinical_features=N. Usually the network class itself.
-NetworkFactory = Callable[..., nn.Module]
+NetworkFactory = Callable[..., Any]
 # patch_multiple(spatial_dims, options) -> per-axis multiple, in array order
 PatchMultiple = Callable[[int, Mapping[str, Any]], tuple[int, ...]]
 
@@ -75,6 +73,9 @@ class ModelInfo:
         deep_supervision: whether the network can return auxiliary outputs (``deep_supervision=True``).
         clinical_input: whether ``forward(x, clinical)`` takes a clinical feature vector.
         compact_options: a small configuration of the same architecture, for smoke tests and the demo.
+        min_patch_multiples: every patch axis must be at least this many multiples long; 2 for networks
+            that normalise per channel at the bottleneck (a 1-voxel bottleneck cannot be normalised
+            in training).
         notes: limits a user should know (for example why a dimensionality is not offered).
     """
 
@@ -92,6 +93,7 @@ class ModelInfo:
     deep_supervision: bool = False
     clinical_input: bool = False
     compact_options: Mapping[str, Any] = field(default_factory=dict)
+    min_patch_multiples: int = 1
     notes: str = ""
 
 
