@@ -334,3 +334,31 @@ def test_config_refuses_bad_recipe_values():
         TrainingConfig(dataset="d", model="unet", run_dir="r", loss="mse").resolved()
     resolved = TrainingConfig(dataset="d", model="swinnext", run_dir="r").resolved()
     assert resolved.loss == "dice_focal_ce" and np.isclose(resolved.learning_rate, 1e-4)
+
+
+def test_clinical_features_reach_the_network_and_the_model_file(tmp_path):
+    dataset = write_phantom_dataset(tmp_path / "clinical", n_cases=5, shape=(32, 32, 32), n_labels=1)
+    rows = ["case_id,age,dose"] + [f"phantom_{i:03d},{40 + 7 * i},{1.5 * i}" for i in range(5)]
+    (dataset.parent / "clinical.csv").write_text("\n".join(rows) + "\n")
+    definition = json.loads(dataset.read_text())
+    definition["clinical_features"] = {"variables": ["age", "dose"], "file": "clinical.csv", "id_column": "case_id"}
+    dataset.write_text(json.dumps(definition))
+    summary = train(
+        TrainingConfig(
+            dataset=str(dataset),
+            run_dir=str(tmp_path / "run"),
+            model="swinnext",
+            compact=True,
+            patch_size=[32, 32, 32],
+            batch_size=2,
+            epochs=1,
+            iterations_per_epoch=2,
+        )
+    )
+    model = load_model_file(summary["model_file"])
+    assert model.network["clinical_features"] == 2 and model.clinical["variables"] == ["age", "dose"]
+    train_ages = [40 + 7 * int(case[-3:]) for case in model.training["train_cases"]]
+    assert model.clinical["mean"][0] == pytest.approx(np.mean(train_ages))
+    assert model.clinical["std"][0] == pytest.approx(np.std(train_ages))
+    network = model.build_network()
+    assert network.clinical_attention.clinical_features == 2

@@ -123,6 +123,13 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-every", type=int, default=1, metavar="N", help="validate every N epochs (default 1)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
     parser.add_argument("--compact", action="store_true", help="the network's small configuration (demos, tests)")
+    parser.add_argument(
+        "--options",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="network constructor options as a JSON object, e.g. '{\"channels\": [16, 32, 64]}'",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--json", action="store_true", help="end by printing one JSON summary on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -205,6 +212,16 @@ def _run_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
 def _print_training_event(event: dict) -> None:
     kind = event["event"]
     if kind == "start":
@@ -267,6 +284,7 @@ def _run_train(args: argparse.Namespace) -> int:
         val_every=args.val_every,
         workers=args.workers,
         compact=args.compact,
+        options=args.options,
     )
     try:
         summary = train(config, resume=args.resume, echo=None if args.quiet else _print_training_event)

@@ -562,7 +562,7 @@ class Trainer:
             sampler=sampler,
             num_workers=config.workers,
             drop_last=False,
-            persistent_workers=config.workers > 0,
+            persistent_workers=False,  # fresh workers each epoch, seeded from the epoch's seed
         )
 
         if self.rank == 0 and not self.resume:

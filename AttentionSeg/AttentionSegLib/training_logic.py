@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import vtk
 
+from AttentionSegLib.devices import DEVICE_CHOICES
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.model_store import register_model
 from AttentionSegLib.progress import ProgressLog, read_events
@@ -55,8 +56,7 @@ __all__ = [
     "trainer_python",
 ]
 
-# The trainer's devices (AttentionSegLib.devices.DEVICE_CHOICES, a module that imports torch).
-DEVICES = ("auto", "cuda", "cpu")
+DEVICES = DEVICE_CHOICES
 PROGRESS_FILE = "progress.jsonl"
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 MODEL_FILE = "model.pt"
