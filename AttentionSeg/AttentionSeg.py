@@ -4,8 +4,10 @@ Module, Widget and Test are thin: the work is done by the Qt-free engine ``Atten
 (``SegmentationMetricsLogic`` and friends), which the command line ``attentionseg`` shares.
 """
 
+from typing import Annotated
+
 import slicer
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -38,7 +40,7 @@ class AttentionSegParameterNode:
     segmentation: slicer.vtkMRMLSegmentationNode
     referenceSegmentation: slicer.vtkMRMLSegmentationNode
     referenceVolume: slicer.vtkMRMLScalarVolumeNode
-    nsdToleranceMm: float = 1.0
+    nsdToleranceMm: Annotated[float, WithinRange(0.0, 100.0)] = 1.0
 
 
 class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
