@@ -23,6 +23,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -447,8 +448,6 @@ class Trainer:
         previous_handlers = self._install_signal_handlers()
         try:
             return self._run(log)
-        except StopRequested:  # raised before the first epoch finished setting up
-            return {}
         except AttentionSegError:
             raise
         except Exception as error:
@@ -462,8 +461,8 @@ class Trainer:
                 dist.destroy_process_group()
 
     def _install_signal_handlers(self) -> dict:
-        if threading_main() is False:
-            return {}
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be installed from the main thread
 
         def request_stop(signum, frame):
             self.stop_requested = True
@@ -892,12 +891,6 @@ def _monai_version() -> str:
     import monai
 
     return monai.__version__
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def train(config: TrainingConfig, resume: bool = False, echo: Callable[[dict], None] | None = None) -> dict:
