@@ -1,13 +1,18 @@
-"""AttentionSeg: attention-based segmentation in 3D Slicer, and metrics against a reference.
+"""AttentionSeg: attention-based segmentation in 3D Slicer, model comparison, click-to-segment,
+corrections that feed training, and metrics against a reference.
 
 Module, Widget and Test are thin: the work is done by the Qt-free engine ``AttentionSegLib``
-(``SegmentationMetricsLogic`` and friends), which the command line ``attentionseg`` shares.
+(``AttentionSegLib.logic.AttentionSegLogic``, tested with slicer-core), which the command line
+``attentionseg`` shares. Long segmentations run in a separate process
+(``AttentionSegLib.background``), so Slicer stays responsive and Cancel leaves the scene as it was.
 """
 
+import pathlib
 from typing import Annotated
 
+import qt
 import slicer
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -26,8 +31,11 @@ class AttentionSeg(ScriptedLoadableModule):
         self.parent.contributors = ["AttentionSeg developers"]
         self.parent.helpText = (
             "Segment volumes with attention-based networks (AXUNet, integrated-attention CNN, DANIE, "
-            "Swin-NeXt, UNETR++, MONAI baselines) and measure per-label Dice, HD95, ASSD and NSD "
-            "against a reference segmentation. See the extension's README for the command line."
+            "Swin-NeXt, UNETR++, MONAI baselines) trained by the AttentionSeg Training module: one model, or "
+            "several side by side. Click on a structure to add it with one window of the model (or remove it "
+            "with a negative click), correct in the Segment Editor, and save the corrected case into the "
+            "training dataset. Per-label Dice, HD95, ASSD and NSD against a reference segmentation. See the "
+            "extension's README for the command line."
         )
         self.parent.acknowledgementText = (
             "Metrics follow MONAI's definitions. Dataset conventions follow the Medical Segmentation "
@@ -37,6 +45,13 @@ class AttentionSeg(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class AttentionSegParameterNode:
+    modelsFolder: pathlib.Path
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    tta: bool = False
+    clickSegmentation: slicer.vtkMRMLSegmentationNode
+    correctedSegmentation: slicer.vtkMRMLSegmentationNode
+    originalSegmentation: slicer.vtkMRMLSegmentationNode
+    datasetJson: pathlib.Path
     segmentation: slicer.vtkMRMLSegmentationNode
     referenceSegmentation: slicer.vtkMRMLSegmentationNode
     referenceVolume: slicer.vtkMRMLScalarVolumeNode
@@ -50,6 +65,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._clickPoints = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -58,12 +74,30 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = AttentionSegLogic()
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(300)
+        self.pollTimer.connect("timeout()", self.onPoll)
+
+        self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
+        self.ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.refreshModels)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrection)
         self.ui.computeMetricsButton.connect("clicked(bool)", self.onComputeMetrics)
+        self.ui.cancelButton.enabled = False
+        self._setUpClickPoints()
+
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
+        if not str(self._parameterNode.modelsFolder) or str(self._parameterNode.modelsFolder) == ".":
+            self._parameterNode.modelsFolder = self.logic.defaultModelsFolder()
+        self.refreshModels()
 
     def cleanup(self):
+        self.pollTimer.stop()
+        self.logic.cancel()
         self.removeObservers()
 
     def enter(self):
@@ -75,11 +109,13 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = None
 
     def onSceneStartClose(self, caller, event):
+        self.logic.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
             self.initializeParameterNode()
+        self._setUpClickPoints()
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
@@ -91,6 +127,120 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
 
+    # ----------------------------------------------------------------------------- inputs
+    def inputVolumes(self):
+        return list(self.ui.inputVolumesSelector.checkedNodes())
+
+    def checkedModels(self):
+        items = [self.ui.modelsListWidget.item(row) for row in range(self.ui.modelsListWidget.count)]
+        return [item.data(qt.Qt.UserRole) for item in items if item.checkState() == qt.Qt.Checked]
+
+    def refreshModels(self, *unused):
+        checked = set(self.checkedModels())
+        self.ui.modelsListWidget.clear()
+        for path in self.logic.listModels(self.ui.modelsFolderPathLineEdit.currentPath):
+            item = qt.QListWidgetItem(path.name)
+            item.setToolTip(str(path))
+            item.setData(qt.Qt.UserRole, str(path))
+            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+            item.setCheckState(qt.Qt.Checked if str(path) in checked else qt.Qt.Unchecked)
+            self.ui.modelsListWidget.addItem(item)
+
+    def _firstModel(self):
+        models = self.checkedModels()
+        if not models:
+            raise ValueError("Check a model in the model list.")
+        return models[0]
+
+    # ---------------------------------------------------------------------------- segment
+    def onSegment(self):
+        with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
+            self.logic.startSegmentation(
+                self.inputVolumes(), self._firstModel(), self.ui.deviceComboBox.currentText, self.ui.ttaCheckBox.checked
+            )
+            self.ui.progressBar.value = 0
+            self.ui.cancelButton.enabled = True
+            self.ui.segmentButton.enabled = False
+            self.ui.segmentStatusLabel.text = "Segmenting..."
+            self.pollTimer.start()
+
+    def onPoll(self):
+        state, fraction, message, node = self.logic.pollSegmentation()
+        self.ui.progressBar.value = int(100 * fraction)
+        if state == "running":
+            return
+        self.pollTimer.stop()
+        self.ui.cancelButton.enabled = False
+        self.ui.segmentButton.enabled = True
+        self.ui.segmentStatusLabel.text = message
+        if state == "done" and node is not None:
+            self.ui.segmentationSelector.setCurrentNode(node)
+            self.ui.originalSegmentationSelector.setCurrentNode(node)
+            self.ui.clickSegmentationSelector.setCurrentNode(node)
+        elif state == "failed":
+            slicer.util.errorDisplay(f"Segmentation failed: {message}")
+
+    def onCancel(self):
+        self.logic.cancel()
+        self.onPoll()
+
+    def onCompare(self):
+        with slicer.util.tryWithErrorDisplay("Failed to compare the models.", waitCursor=True):
+            result = self.logic.compare(
+                self.inputVolumes(),
+                self.checkedModels(),
+                self.ui.referenceSegmentationSelector.currentNode(),
+                self.ui.deviceComboBox.currentText,
+                self.ui.ttaCheckBox.checked,
+            )
+            self.ui.metricsTableView.setMRMLTableNode(result["table"])
+            slicer.modules.plots.logic().ShowChartInLayout(result["chart"])
+            self.ui.segmentStatusLabel.text = f"Compared {len(result['segmentations'])} model(s)."
+
+    # ---------------------------------------------------------------------- click-to-segment
+    def _setUpClickPoints(self):
+        if self._clickPoints is not None and slicer.mrmlScene.IsNodePresent(self._clickPoints):
+            return
+        self._clickPoints = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AttentionSeg clicks")
+        self._clickPoints.SetSaveWithScene(False)
+        self.ui.clickPointsPlaceWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.clickPointsPlaceWidget.setCurrentNode(self._clickPoints)
+        self.addObserver(self._clickPoints, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onClickPoint)
+
+    def onClickPoint(self, caller, event):
+        count = caller.GetNumberOfControlPoints()
+        if count == 0:
+            return
+        point = [0.0, 0.0, 0.0]
+        caller.GetNthControlPointPositionWorld(count - 1, point)
+        positive = self.ui.positiveRadioButton.checked
+        caller.SetNthControlPointLabel(count - 1, "+" if positive else "-")
+        with slicer.util.tryWithErrorDisplay("Click-to-segment failed.", waitCursor=True):
+            target = self.ui.clickSegmentationSelector.currentNode()
+            if target is None:
+                target = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "AttentionSeg clicks")
+                target.CreateDefaultDisplayNodes()
+                self.ui.clickSegmentationSelector.setCurrentNode(target)
+            seconds = self.logic.clickToSegment(
+                self.inputVolumes(), self._firstModel(), point, target, positive, self.ui.deviceComboBox.currentText
+            )
+            self.ui.clickStatusLabel.text = f"{'Added' if positive else 'Removed'} in {seconds:.2f} s"
+
+    # ---------------------------------------------------------------------------- corrections
+    def onSaveCorrection(self):
+        with slicer.util.tryWithErrorDisplay("Failed to save the correction.", waitCursor=True):
+            result = self.logic.saveCorrection(
+                self.inputVolumes(),
+                self.ui.correctedSegmentationSelector.currentNode(),
+                self.ui.datasetPathLineEdit.currentPath,
+                self.ui.originalSegmentationSelector.currentNode(),
+            )
+            dice = ", ".join(f"{value}: {score:.3f}" for value, score in result["dice"].items())
+            self.ui.correctionStatusLabel.text = f"Saved case {result['case_id']}" + (
+                f"; Dice original vs corrected {dice}" if dice else ""
+            )
+
+    # -------------------------------------------------------------------------------- metrics
     def onComputeMetrics(self):
         with slicer.util.tryWithErrorDisplay("Failed to compute metrics.", waitCursor=True):
             tableNode, report = self.logic.computeMetrics(
@@ -112,13 +262,80 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
+        self._engine = None
+        self._runner = None
 
     def getParameterNode(self):
         return AttentionSegParameterNode(super().getParameterNode())
 
+    def engine(self):
+        from AttentionSegLib.logic import AttentionSegLogic as EngineLogic
+
+        if self._engine is None or self._engine.scene is not slicer.mrmlScene:
+            self._engine = EngineLogic(slicer.mrmlScene)
+        return self._engine
+
+    def defaultModelsFolder(self):
+        from AttentionSegLib.model_store import default_models_folder
+
+        return default_models_folder()
+
+    def listModels(self, folder):
+        from AttentionSegLib.model_store import default_models_folder, list_registered_models
+
+        folders = [pathlib.Path(folder)] if folder else []
+        folders.append(default_models_folder())
+        seen, models = set(), []
+        for each in folders:
+            for path in list_registered_models(each) if each.is_dir() else []:
+                if path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    models.append(path)
+        return models
+
+    def startSegmentation(self, volumeNodes, modelFile, device="auto", tta=False):
+        from AttentionSegLib.background import BackgroundSegmentation
+
+        if self._runner is None:
+            self._runner = BackgroundSegmentation(self.engine())
+        self._runner.logic = self.engine()
+        self._runner.start(volumeNodes, modelFile, device=device, tta=tta)
+
+    def pollSegmentation(self):
+        """(state, fraction, message, segmentation node or None)."""
+        if self._runner is None:
+            return "idle", 0.0, "", None
+        state = self._runner.poll()
+        return state, self._runner.progress, self._runner.message, self._runner.result
+
+    def cancel(self):
+        if self._runner is not None:
+            self._runner.cancel()
+
+    def compare(self, volumeNodes, modelFiles, referenceSegmentationNode=None, device="auto", tta=False):
+        return self.engine().compare(volumeNodes, modelFiles, referenceSegmentationNode, device=device, tta=tta)
+
+    def clickToSegment(self, volumeNodes, modelFile, pointRas, segmentationNode, positive=True, device="auto"):
+        import time
+
+        started = time.perf_counter()
+        self.engine().click_to_segment(
+            volumeNodes, modelFile, pointRas, segmentationNode, positive=positive, device=device
+        )
+        return time.perf_counter() - started
+
+    def saveCorrection(self, volumeNodes, correctedSegmentationNode, datasetJson, originalSegmentationNode=None):
+        if not datasetJson:
+            raise ValueError("Choose the dataset definition (dataset.json).")
+        return self.engine().save_correction(
+            volumeNodes, correctedSegmentationNode, datasetJson, originalSegmentationNode
+        )
+
     def computeMetrics(self, segmentationNode, referenceSegmentationNode, referenceVolumeNode, nsdToleranceMm=1.0):
         from AttentionSegLib.logic import SegmentationMetricsLogic
 
+        if referenceVolumeNode is None:
+            return self.engine().compute_metrics(segmentationNode, referenceSegmentationNode, None, nsdToleranceMm)
         return SegmentationMetricsLogic(slicer.mrmlScene).compute_metrics(
             segmentationNode, referenceSegmentationNode, referenceVolumeNode, nsdToleranceMm
         )
@@ -131,6 +348,8 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_metrics_of_a_segmentation_against_itself_and_a_shifted_copy()
+        self.setUp()
+        self.test_segment_click_and_correct_with_a_model_trained_here()
 
     def test_metrics_of_a_segmentation_against_itself_and_a_shifted_copy(self):
         import numpy as np
@@ -152,3 +371,51 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
         _, moved = logic.computeMetrics(shifted, reference, volume)
         self.assertTrue(all(row["dice"] < 1.0 for row in moved["labels"]))
         self.delayDisplay("AttentionSeg metrics test passed")
+
+    def test_segment_click_and_correct_with_a_model_trained_here(self):
+        """Train a tiny model on generated phantoms (seconds), then segment a generated volume,
+        click on a structure, and save the correction into a copy of the dataset."""
+        import shutil
+        import tempfile
+
+        import numpy as np
+
+        from AttentionSegLib.dataset import load_dataset, validate_dataset
+        from AttentionSegLib.mrml import segmentation_node_from_label_image, volume_node_from_image
+        from AttentionSegLib.phantoms import write_phantom_dataset
+        from AttentionSegLib.preprocessing import read_case_image, read_case_label
+        from AttentionSegLib.training import TrainingConfig, train
+
+        folder = pathlib.Path(tempfile.mkdtemp(prefix="AttentionSegSelfTest-"))
+        try:
+            dataset = write_phantom_dataset(folder / "data", n_cases=6, shape=(16, 24, 24), label_names=["a", "b"])
+            config = TrainingConfig(
+                dataset=str(dataset), model="unet", run_dir=str(folder / "run"), compact=True,
+                patch_size=[16, 16, 16], epochs=6, iterations_per_epoch=6, learning_rate=1e-2, device="cpu",
+            )  # fmt: skip
+            model = train(config)["model_file"]
+            definition = load_dataset(dataset)
+            case = definition.case("phantom_000")
+            image = read_case_image(case, definition).channel(0)
+            volume = volume_node_from_image(slicer.mrmlScene, image, "phantom")
+            engine = AttentionSegLogic().engine()
+            segmentation = engine.segment(volume, model, device="cpu")
+            self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 2)
+
+            reference = read_case_label(case, definition, image)
+            k, j, i = np.argwhere(reference == 2).mean(axis=0).round().astype(int)
+            lps = image.index_to_physical() @ np.array([i, j, k, 1.0])
+            edits = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "edits")
+            edits.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+            engine.click_to_segment(volume, model, (-lps[0], -lps[1], lps[2]), edits, device="cpu")
+
+            corrected = segmentation_node_from_label_image(
+                slicer.mrmlScene, image.with_array(reference.astype(np.uint8)), {1: "a", 2: "b"}, name="corrected"
+            )
+            result = engine.save_correction(volume, corrected, dataset, segmentation)
+            self.assertEqual(validate_dataset(load_dataset(dataset)), [])
+            self.assertIn(result["case_id"], {c.case_id for c in load_dataset(dataset).cases})
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.delayDisplay("AttentionSeg segment / click / correction test passed")
+

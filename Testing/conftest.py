@@ -21,3 +21,39 @@ def anisotropic_pair():
     reference = ellipsoid_label_map((24, 48, 56), 5, seed=7, spacing_mm=spacing)
     prediction = perturbed_label_map(reference, seed=8, max_shift_mm=3.0, spacing_mm=spacing)
     return prediction, reference, spacing
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory):
+    """A phantom dataset on an oblique, anisotropic grid and two small models trained on it:
+    ``good`` (20 short epochs) and ``short`` (2). Returns (dataset.json, [good, short])."""
+    from AttentionSegLib.phantoms import write_phantom_dataset
+    from AttentionSegLib.training import TrainingConfig, train
+
+    folder = tmp_path_factory.mktemp("trained")
+    dataset = write_phantom_dataset(
+        folder / "data",
+        n_cases=8,
+        shape=(16, 24, 24),
+        spacing_mm=(2.0, 1.0, 1.0),
+        origin_mm=(5.0, -10.0, 20.0),
+        direction=oblique_direction(),
+        label_names=["liver", "spleen"],
+    )
+    models = []
+    for name, epochs in (("good", 20), ("short", 2)):
+        config = TrainingConfig(
+            dataset=str(dataset),
+            model="unet",
+            run_dir=str(folder / name),
+            compact=True,
+            patch_size=[16, 16, 16],
+            epochs=epochs,
+            iterations_per_epoch=8,
+            learning_rate=1e-2,
+            batch_size=2,
+        )
+        models.append(train(config)["model_file"])
+    from pathlib import Path
+
+    return dataset, [Path(model) for model in models]

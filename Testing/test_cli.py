@@ -130,21 +130,6 @@ def test_dataset_validate_exit_codes(tmp_path):
     assert_bad_input(attentionseg("dataset", "validate", tmp_path / "missing.json"), "missing.json")
 
 
-def test_demo_writes_pair_and_metrics(tmp_path):
-    out = tmp_path / "demo"
-    result = attentionseg("demo", "--out", out)
-    assert result.returncode == 0, result.stderr
-    assert "liver" in result.stdout and (out / "metrics.csv").exists()
-    report = json.loads((out / "metrics.json").read_text())
-    assert report["n_labels_averaged"] == 5 and 0.5 < report["mean"]["dice"] < 1.0
-    assert attentionseg("demo", "--out", out).returncode == 0  # rerun into its own folder
-    foreign = tmp_path / "foreign"
-    foreign.mkdir()
-    (foreign / "thesis.docx").write_text("precious")
-    assert_bad_input(attentionseg("demo", "--out", foreign), "not made by the demo")
-    assert [p.name for p in foreign.iterdir()] == ["thesis.docx"]
-
-
 def test_models_lists_every_network_with_its_figures():
     result = attentionseg("models", "--json")
     assert result.returncode == 0, result.stderr

@@ -25,6 +25,8 @@ from AttentionSegLib.progress import read_events
 from AttentionSegLib.training import (
     BCEDiceLoss,
     DiceFocalCELoss,
+    RunBudget,
+    Trainer,
     TrainingConfig,
     build_loss,
     learning_rate_factor,
@@ -89,8 +91,25 @@ def test_dice_focal_ce_adds_cross_entropy_to_dice_focal():
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 4, 5, 6)
     target = torch.randint(0, 3, (2, 1, 4, 5, 6))
-    expected = DiceFocalLoss(to_onehot_y=True, softmax=True)(logits, target) + F.cross_entropy(logits, target[:, 0])
+    probabilities = torch.softmax(logits, dim=1)
+    one_hot = F.one_hot(target[:, 0], 3).movedim(-1, 1).float()
+    # Soft Dice over the foreground classes only, per sample and class (MONAI's smoothing 1e-5).
+    p, t = probabilities[:, 1:], one_hot[:, 1:]
+    dice = 1 - (2 * (p * t).sum(dim=(2, 3, 4)) + 1e-5) / (p.sum(dim=(2, 3, 4)) + t.sum(dim=(2, 3, 4)) + 1e-5)
+    focal = DiceFocalLoss(to_onehot_y=True, softmax=True, include_background=False, lambda_dice=0.0)(logits, target)
+    expected = dice.mean() + focal + F.cross_entropy(logits, target[:, 0])
     torch.testing.assert_close(DiceFocalCELoss()(logits, target), expected)
+
+
+def test_dice_ce_is_foreground_soft_dice_plus_cross_entropy():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 4, 5, 6)
+    target = torch.randint(0, 3, (2, 1, 4, 5, 6))
+    p = torch.softmax(logits, dim=1)[:, 1:]
+    t = F.one_hot(target[:, 0], 3).movedim(-1, 1).float()[:, 1:]
+    dice = 1 - (2 * (p * t).sum(dim=(2, 3, 4)) + 1e-5) / (p.sum(dim=(2, 3, 4)) + t.sum(dim=(2, 3, 4)) + 1e-5)
+    expected = dice.mean() + F.cross_entropy(logits, target[:, 0])
+    torch.testing.assert_close(build_loss("dice_ce", deep_supervision=False)(logits, target), expected)
 
 
 def test_deep_supervision_loss_weights_every_output():
@@ -99,6 +118,43 @@ def test_deep_supervision_loss_weights_every_output():
     full = torch.randn(1, 2, 8, 8)
     with_auxiliary = loss([full, torch.randn(1, 2, 4, 4)], target)
     assert with_auxiliary != loss([full], target)
+
+
+def test_budget_progress_is_the_larger_of_epochs_and_time_used_less_the_validation_reserve():
+    state = {"elapsed_s": 30.0}
+    budget = RunBudget(TrainingConfig(dataset="d", model="unet", run_dir="r", epochs=10, time_limit_min=1.0), state)
+    assert budget.progress(epochs_done=2, epoch_seconds=0) == pytest.approx(0.5)  # 30 s of 60 s
+    assert budget.progress(epochs_done=8, epoch_seconds=0) == pytest.approx(0.8)
+    budget.validation_s = 10.0
+    assert budget.progress(epochs_done=2, epoch_seconds=5.0) == pytest.approx(35 / 50)
+    assert not budget.out_of_time(19.0) and budget.out_of_time(20.0)  # 30 + 20 + 10 reserved = 60
+    unlimited = RunBudget(TrainingConfig(dataset="d", model="unet", run_dir="r", epochs=4), state)
+    assert not unlimited.limited and not unlimited.out_of_time(1e9)
+    assert unlimited.progress(epochs_done=1.5, epoch_seconds=1e9) == pytest.approx(0.375)
+
+
+def test_learning_rate_follows_the_schedule_step_by_step(phantom_dataset, tmp_path):
+    train(config_for(phantom_dataset, tmp_path / "run", epochs=2, schedule="poly", learning_rate=0.01))
+    rates = [e["lr"] for e in events_of(tmp_path / "run") if e["event"] == "epoch"]
+    # The epoch event reports the rate of its last step (step 4 of 4 starts at 3/4 of the epoch).
+    assert rates == pytest.approx([0.01 * (1 - 0.75 / 2) ** 0.9, 0.01 * (1 - 1.75 / 2) ** 0.9])
+
+
+def test_time_limit_cuts_the_last_epoch_short_then_validates_and_saves(phantom_dataset, tmp_path):
+    run_dir = tmp_path / "timed"
+    limit_s = 4.0
+    summary = train(
+        config_for(phantom_dataset, run_dir, epochs=1000, iterations_per_epoch=50, time_limit_min=limit_s / 60)
+    )
+    events = events_of(run_dir)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert summary["reason"] == "time_limit" and summary["epochs_done"] == len(epochs) < 1000
+    assert epochs[-1].get("truncated") is True
+    assert [e for e in events if e["event"] == "validation"][-1]["epoch"] == epochs[-1]["epoch"]
+    assert (run_dir / "model.pt").is_file()
+    # One training step and the final validation may overrun the budget, not a whole epoch.
+    assert summary["elapsed_s"] < limit_s + 3.0
+    assert epochs[-1]["lr"] < 0.01 * 0.5
 
 
 # --------------------------------------------------------------------------------- a whole run
@@ -133,7 +189,10 @@ def test_run_folder_holds_model_file_checkpoints_config_and_events(phantom_datas
 def test_same_seed_same_numbers_and_resume_continues_identically(phantom_dataset, tmp_path):
     straight = train(config_for(phantom_dataset, tmp_path / "a", epochs=3))
     again = train(config_for(phantom_dataset, tmp_path / "b", epochs=3))
-    train(config_for(phantom_dataset, tmp_path / "c", epochs=1))
+    # Stop after the first epoch (as the Stop button does), then resume with the same budget.
+    stopped = Trainer(config_for(phantom_dataset, tmp_path / "c", epochs=3))
+    stopped.echo = lambda event: setattr(stopped, "stop_requested", stopped.stop_requested or event["event"] == "epoch")
+    assert stopped.run()["reason"] == "stopped"
     resumed = train(config_for(phantom_dataset, tmp_path / "c", epochs=3), resume=True)
 
     def losses(name):
@@ -362,3 +421,13 @@ def test_clinical_features_reach_the_network_and_the_model_file(tmp_path):
     assert model.clinical["std"][0] == pytest.approx(np.std(train_ages))
     network = model.build_network()
     assert network.clinical_attention.clinical_features == 2
+
+
+def test_mirror_axes_reach_the_model_file_and_bad_axes_are_refused(phantom_dataset, tmp_path):
+    train(config_for(phantom_dataset, tmp_path / "lr", epochs=1, mirror_axes=[2]))
+    assert load_model_file(tmp_path / "lr" / "model.pt").preprocessing["mirror_axes"] == [2]
+    train(config_for(phantom_dataset, tmp_path / "all", epochs=1))
+    assert load_model_file(tmp_path / "all" / "model.pt").preprocessing["mirror_axes"] == [0, 1, 2]
+    with pytest.raises(AttentionSegError, match="mirror axes must be in 0..2"):
+        train(config_for(phantom_dataset, tmp_path / "bad", epochs=1, mirror_axes=[3]))
+    assert not (tmp_path / "bad").exists()

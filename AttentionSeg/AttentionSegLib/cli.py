@@ -45,15 +45,95 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "demo",
-        help="make a phantom reference/prediction pair and evaluate it (no downloads)",
-        description="Writes a synthetic anisotropic multi-label reference, a perturbed prediction, a dataset.json "
-        "naming the labels, then evaluates the pair and writes metrics.csv and metrics.json.",
+        help="the whole job on data it makes: phantom dataset -> train -> segment a held-out case -> metrics",
+        description="Makes a small anisotropic, obliquely oriented phantom dataset, trains a small network on it "
+        "for about a minute on the CPU, segments a held-out case, writes the segmentation (.nii.gz and Slicer "
+        ".seg.nrrd) and metrics.csv / metrics.json, and prints the per-label table. Nothing is downloaded.",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("attentionseg-demo"), help="output folder (default ./attentionseg-demo)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="phantom and training seed (default 0)")
+    parser.add_argument("--minutes", type=float, default=1.0, help="training time budget in minutes (default 1)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.set_defaults(run=_run_demo)
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when present")
+    parser.add_argument("--tta", action="store_true", help="average over mirrored copies (slower, often better)")
+    parser.add_argument(
+        "--overlap", type=float, default=0.5, help="fraction of a window shared with its neighbours (default 0.5)"
+    )
+    parser.add_argument(
+        "--keep-largest", action="store_true", help="keep only the largest connected component of each label"
+    )
+
+
+def _add_segment(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "segment",
+        help="segment image(s) with a model file; writes a label image on the input's grid",
+        description="Runs a model file (attentionseg train) on one image per model channel, in the model's "
+        "channel order (or one image holding all channels). The label image has the input's grid "
+        "(size, spacing, origin, direction). The ending of --out picks the format: .nii.gz, .nrrd, .mha, .png or "
+        ".seg.nrrd (a Slicer segmentation with the model's label names and colours). With --ref, prints "
+        "per-label metrics against that reference label map.",
+    )
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="input image file(s)")
+    parser.add_argument("--model", type=Path, required=True, metavar="MODEL_FILE", help="model file (model.pt)")
+    parser.add_argument("--out", type=Path, required=True, metavar="PRED", help="output label image file")
+    parser.add_argument("--ref", type=Path, metavar="REF", help="reference label map: print metrics against it")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report (timings, metrics)")
+    parser.add_argument(
+        "--clinical", type=_json_value, metavar="JSON", help="clinical values: a JSON object by name, or a list"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument(
+        "--progress", action="store_true", help="print 'progress FRACTION' lines on stderr (for programs)"
+    )
+    _add_inference_options(parser)
+    parser.set_defaults(run=_run_segment)
+
+
+def _add_evaluate_dataset(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate-dataset",
+        help="run a model file over a dataset's cases: per case and per label metrics plus means",
+        description="Segments every case of a split and compares it with the case's reference label map. "
+        "--split heldout (default) takes the cases the model file says were held out of its training.",
+    )
+    parser.add_argument("model_file", type=Path, metavar="MODEL_FILE")
+    parser.add_argument("dataset_json", type=Path, metavar="DATASET_JSON")
+    parser.add_argument(
+        "--split", default="heldout", help="heldout (default), all, test, fold:K or a named split of the dataset"
+    )
+    parser.add_argument("--folds", type=int, default=5, help="number of folds for fold:K (default 5)")
+    parser.add_argument("--split-seed", type=int, default=0, help="split seed for fold:K (default 0)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="write one row per case and label as CSV")
+    _add_inference_options(parser)
+    parser.set_defaults(run=_run_evaluate_dataset)
+
+
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "compare",
+        help="run several model files on the same cases; table, CSV and bar chart of Dice, HD95, ASSD, seconds",
+        description="Either --image (one per channel) with --ref, or --dataset with --split. Writes "
+        "comparison.csv, comparison.json and dice.png into --report and prints the model x label table.",
+    )
+    parser.add_argument("--models", type=Path, nargs="+", required=True, metavar="MODEL_FILE")
+    parser.add_argument("--image", type=Path, nargs="+", metavar="IMAGE", help="image file(s) of one case")
+    parser.add_argument("--ref", type=Path, metavar="REF", help="reference label map of --image")
+    parser.add_argument("--dataset", type=Path, metavar="DATASET_JSON", help="compare on a dataset's cases")
+    parser.add_argument("--split", default="all", help="all (default), test, fold:K or a named split")
+    parser.add_argument("--folds", type=int, default=5, help="number of folds for fold:K (default 5)")
+    parser.add_argument("--split-seed", type=int, default=0, help="split seed for fold:K (default 0)")
+    parser.add_argument("--report", type=Path, required=True, metavar="DIR", help="folder for the report files")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier report files in DIR")
+    _add_inference_options(parser)
+    parser.set_defaults(run=_run_compare)
 
 
 def _add_dataset(commands: argparse._SubParsersAction) -> None:
@@ -119,6 +199,14 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="initialisation/sampling/augmentation seed (default 0)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--slice-wise", action="store_true", help="train a 2D network on the slices of a 3D dataset")
+    parser.add_argument(
+        "--mirror-axes",
+        type=int,
+        nargs="*",
+        metavar="AXIS",
+        help="axes (array order) mirrored by augmentation and by --tta later; default all; give none "
+        "(--mirror-axes alone) when the labels depend on the side, e.g. anterior/posterior",
+    )
     parser.add_argument("--iterations", type=int, metavar="N", help="batches per epoch (default: one pass, >= 10)")
     parser.add_argument("--val-every", type=int, default=1, metavar="N", help="validate every N epochs (default 1)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
@@ -148,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(commands)
     _add_models(commands)
     _add_train(commands)
+    _add_segment(commands)
+    _add_evaluate_dataset(commands)
+    _add_compare(commands)
     return parser
 
 
@@ -183,7 +274,238 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from AttentionSegLib.demo import run_demo
 
-    run_demo(args.out, args.seed)
+    if args.minutes <= 0:
+        raise AttentionSegError(f"--minutes must be positive, got {args.minutes}")
+    run_demo(args.out, args.seed, minutes=args.minutes, device=args.device, echo=_print_training_event)
+    return EXIT_OK
+
+
+def _json_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.active = sys.stderr.isatty()
+
+    def __call__(self, fraction: float, note: str = "") -> None:
+        if self.active:
+            done = int(30 * fraction)
+            sys.stderr.write(f"\r{self.label} [{'#' * done}{'.' * (30 - done)}] {100 * fraction:3.0f}% {note}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.active:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+            sys.stderr.flush()
+
+
+def _predictor(path: Path, args: argparse.Namespace):
+    from AttentionSegLib.inference import Predictor
+
+    return Predictor(path, device=args.device, tta=args.tta, overlap=args.overlap, keep_largest=args.keep_largest)
+
+
+def _check_new_output(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise AttentionSegError(f"{path}: file exists; use --overwrite to replace it")
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from AttentionSegLib.evaluation import read_label_image
+    from AttentionSegLib.image import check_same_grid, image_suffix, read_image
+    from AttentionSegLib.metrics import evaluate_label_maps
+    from AttentionSegLib.report import format_metrics_table, json_safe, write_text_atomic
+    from AttentionSegLib.segmentation_file import write_label_image
+
+    inputs = [*args.images, args.model] + ([args.ref] if args.ref else [])
+    for output in (args.out, args.json):
+        _check_output_path(output, inputs)
+    if not image_suffix(args.out):
+        raise AttentionSegError(f"{args.out}: unknown ending (use .nii.gz, .nrrd, .seg.nrrd, .mha or .png)")
+    _check_new_output(args.out, args.overwrite)
+    predictor = _predictor(args.model, args)
+    images = [read_image(path) for path in args.images]
+    reference = read_label_image(args.ref) if args.ref else None
+    if reference is not None:
+        check_same_grid(images[0], reference, str(args.images[0]), str(args.ref))
+    bar = _ProgressBar("segmenting")
+    if args.progress:
+
+        def bar(fraction: float) -> None:
+            print(f"progress {fraction:.4f}", file=sys.stderr, flush=True)
+
+        bar.close = lambda: None
+    try:
+        names = [str(path) for path in args.images]
+        prediction = predictor.predict(images, clinical=args.clinical, progress=bar, names=names)
+    finally:
+        bar.close()
+    write_label_image(prediction.label_image, args.out, predictor.model_file.labels, overwrite=args.overwrite)
+    timing = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in prediction.seconds.items())
+    print(f"wrote {args.out} ({prediction.device}; {timing})", file=sys.stderr)
+    report = None
+    if reference is not None:
+        labels = {int(label["value"]): label["name"] for label in predictor.labels}
+        report = evaluate_label_maps(
+            prediction.label_image.array, reference.array, reference.spacing_array_order, labels
+        )
+        print(format_metrics_table(report))
+    if args.json:
+        document = {
+            "model": str(args.model),
+            "images": [str(p) for p in args.images],
+            "output": str(args.out),
+            "reference": str(args.ref) if args.ref else None,
+            "device": prediction.device,
+            "seconds": prediction.seconds,
+            "labels": predictor.labels,
+            "metrics": report,
+        }
+        write_text_atomic(args.json, json.dumps(json_safe(document), indent=2))
+    return EXIT_OK
+
+
+def _heldout_cases(predictor, model_path: Path, definition) -> list[str]:
+    held_out = predictor.model_file.training.get("val_cases") or []
+    if not held_out:
+        raise AttentionSegError(f"{model_path}: the model file lists no held-out cases; use --split all|fold:K")
+    known = {case.case_id for case in definition.cases}
+    missing = [case_id for case_id in held_out if case_id not in known]
+    if missing:
+        raise AttentionSegError(
+            f"{model_path}: {len(missing)} of its held-out cases (e.g. {missing[0]}) are not annotated cases of "
+            f"{definition.path}; was it trained on another dataset? Use --split"
+        )
+    return list(held_out)
+
+
+def _warn_trained_on(predictor, name: str, definition, cases: list[str]) -> None:
+    training = predictor.model_file.training
+    if training.get("dataset") != definition.name:
+        return
+    seen = set(training.get("train_cases") or []) & set(cases)
+    if seen:
+        print(
+            f"note: {name} was trained on {len(seen)} of these {len(cases)} cases; their metrics are optimistic",
+            file=sys.stderr,
+        )
+
+
+def _run_evaluate_dataset(args: argparse.Namespace) -> int:
+    from AttentionSegLib.batch_evaluation import (
+        dataset_cases,
+        evaluate_model,
+        format_dataset_table,
+        load_case,
+        write_dataset_csv,
+    )
+    from AttentionSegLib.dataset import load_dataset
+    from AttentionSegLib.report import json_safe, write_text_atomic
+
+    for output in (args.json, args.csv):
+        _check_output_path(output, [args.model_file, args.dataset_json])
+    definition = load_dataset(args.dataset_json)
+    predictor = _predictor(args.model_file, args)
+    if args.split == "heldout":
+        cases = _heldout_cases(predictor, args.model_file, definition)
+    else:
+        cases = dataset_cases(definition, args.split, args.folds, args.split_seed)
+        _warn_trained_on(predictor, str(args.model_file), definition, cases)
+    bar = _ProgressBar("evaluating")
+
+    def on_case(done: int, total: int, row: dict) -> None:
+        bar(done / total, f"{done}/{total} {row['case']}")
+
+    try:
+        report = evaluate_model(predictor, cases, lambda case_id: load_case(definition, case_id), on_case)
+    finally:
+        bar.close()
+    print(f"{args.model_file} on {definition.name} ({args.split}: {len(cases)} cases)")
+    print(format_dataset_table(report))
+    document = {"model": str(args.model_file), "dataset": str(definition.path), "split": args.split, **report}
+    if args.json:
+        write_text_atomic(args.json, json.dumps(json_safe(document), indent=2))
+    if args.csv:
+        write_dataset_csv(report, args.csv)
+    return EXIT_OK
+
+
+def _model_names(paths: list[Path]) -> list[str]:
+    """Short names: the run folder for model.pt files, else the file name; made unique."""
+    names = []
+    for path in paths:
+        name = path.parent.name if path.name == "model.pt" and path.parent.name else path.name
+        base, count = name, 2
+        while name in names:
+            name, count = f"{base}-{count}", count + 1
+        names.append(name)
+    return names
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from AttentionSegLib.batch_evaluation import (
+        EvaluationCase,
+        compare_models,
+        dataset_cases,
+        format_comparison_table,
+        load_case,
+        write_comparison_chart,
+        write_comparison_csv,
+    )
+    from AttentionSegLib.dataset import load_dataset
+    from AttentionSegLib.evaluation import read_label_image
+    from AttentionSegLib.image import check_same_grid, read_image
+    from AttentionSegLib.report import json_safe, write_text_atomic
+
+    if (args.image is None) == (args.dataset is None):
+        raise AttentionSegError("give either --image (with --ref) or --dataset")
+    if args.image is not None and args.ref is None:
+        raise AttentionSegError("--image needs --ref (the reference label map to compare against)")
+    outputs = [args.report / name for name in ("comparison.csv", "comparison.json", "dice.png")]
+    if args.report.exists() and not args.report.is_dir():
+        raise AttentionSegError(f"{args.report}: not a folder")
+    for output in outputs:
+        _check_new_output(output, args.overwrite)
+    names = _model_names(args.models)
+    predictors = {name: _predictor(path, args) for name, path in zip(names, args.models)}
+    if args.dataset is not None:
+        definition = load_dataset(args.dataset)
+        cases = dataset_cases(definition, args.split, args.folds, args.split_seed)
+        for name, predictor in predictors.items():
+            _warn_trained_on(predictor, name, definition, cases)
+
+        def load(case_id: str) -> EvaluationCase:
+            return load_case(definition, case_id)
+    else:
+        images = [read_image(path) for path in args.image]
+        reference = read_label_image(args.ref)
+        check_same_grid(images[0], reference, str(args.image[0]), str(args.ref))
+        cases = [args.image[0].name]
+
+        def load(case_id: str) -> EvaluationCase:
+            return EvaluationCase(case_id, images, [], reference)
+
+    bar = _ProgressBar("comparing")
+    try:
+        comparison = compare_models(
+            predictors, cases, load, lambda name, done, total: bar(done / total, f"{done}/{total} {name}")
+        )
+    finally:
+        bar.close()
+    args.report.mkdir(parents=True, exist_ok=True)
+    write_comparison_csv(comparison, outputs[0])
+    document = {"models": {name: str(path) for name, path in zip(names, args.models)}, **comparison}
+    write_text_atomic(outputs[1], json.dumps(json_safe(document), indent=2))
+    write_comparison_chart(comparison, outputs[2])
+    print(format_comparison_table(comparison))
+    print(f"wrote {', '.join(str(p) for p in outputs)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -222,6 +544,10 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def _format(value, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
 def _print_training_event(event: dict) -> None:
     kind = event["event"]
     if kind == "start":
@@ -232,8 +558,8 @@ def _print_training_event(event: dict) -> None:
         )
     elif kind == "epoch":
         line = (
-            f"epoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.4f}  lr {event['lr']:.2e}  "
-            f"{event['seconds']:.1f} s"
+            f"epoch {event['epoch']}/{event['epochs']}  loss {_format(event['loss'], '.4f')}  lr {event['lr']:.2e}  "
+            f"{event['seconds']:.1f} s" + ("  (cut short by the time limit)" if event.get("truncated") else "")
         )
     elif kind == "validation":
         dice = "  ".join(
@@ -280,6 +606,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         slice_wise=args.slice_wise,
+        mirror_axes=args.mirror_axes,
         iterations_per_epoch=args.iterations,
         val_every=args.val_every,
         workers=args.workers,

@@ -74,10 +74,11 @@ class ModelFile:
         network: ``{"name", "spatial_dims", "in_channels", "out_channels", "patch_size", "clinical_features",
             "options"}``: arguments of :func:`AttentionSegLib.models.build_model`.
         channel_names: the image channels the network expects, in order.
-        labels: ``[{"value", "name", "color"}]`` for output channel 0, 1, ... (background first);
-            with a single sigmoid output, ``labels`` has background and one foreground label.
+        labels: ``[{"value", "name", "color"}]`` (colour RGB in 0-1) for output channel 0, 1, ...
+            (background first); with a single sigmoid output, background and one foreground label.
         output_activation: "softmax" (argmax over channels) or "sigmoid" (one channel, threshold 0.5).
-        preprocessing: ``{"target_spacing": [mm, array order], "normalization": {...}, "slice_wise": bool}``.
+        preprocessing: ``{"target_spacing": [mm, array order], "normalization": {...}, "image_kind",
+            "slice_wise": bool, "patch_size": [...], "mirror_axes": [array axes]}``.
         clinical: ``{"variables": [...], "mean": [...], "std": [...]}`` or empty.
         training: summary of the run that made the model.
         state_dict: the network's weights.

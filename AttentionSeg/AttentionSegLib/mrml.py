@@ -27,6 +27,8 @@ __all__ = [
     "segmentation_node_from_label_image",
     "label_image_from_segmentation_node",
     "table_node_from_metrics",
+    "reference_geometry_volume",
+    "remove_nodes",
     "METRIC_COLUMNS",
 ]
 
@@ -70,6 +72,21 @@ class StandaloneScene:
         self.volumes_logic = slicer.vtkSlicerVolumesLogic()
         self.volumes_logic.SetMRMLScene(self.scene)
         self.volumes_logic.SetMRMLApplicationLogic(self.application_logic)
+
+
+def remove_nodes(scene, *nodes) -> None:
+    """Remove nodes with their display and storage nodes (MRML leaves those behind otherwise)."""
+    for node in nodes:
+        if node is None or node.GetScene() is None:
+            continue
+        helpers = []
+        for kind in ("Display", "Storage"):
+            count = getattr(node, f"GetNumberOf{kind}Nodes", lambda: 0)()
+            helpers += [getattr(node, f"GetNth{kind}Node")(i) for i in range(count)]
+        scene.RemoveNode(node)
+        for helper in helpers:
+            if helper is not None and helper.GetScene() is not None:
+                scene.RemoveNode(helper)
 
 
 def _ijk_to_ras_directions(node) -> np.ndarray:
@@ -175,7 +192,7 @@ def segmentation_node_from_label_image(
         ):
             raise AttentionSegError(f"could not import the label map into segmentation {name!r}")
     finally:
-        scene.RemoveNode(labelmap_node)
+        remove_nodes(scene, labelmap_node)
     segmentation = segmentation_node.GetSegmentation()
     present = {int(segmentation.GetNthSegment(i).GetLabelValue()) for i in range(segmentation.GetNumberOfSegments())}
     if include_empty:
@@ -230,7 +247,7 @@ def label_image_from_segmentation_node(
                 raise AttentionSegError(f"segment {segment.GetName()!r} exported on an unexpected grid {mask.shape}")
             label_array[mask] = value
     finally:
-        scene.RemoveNode(labelmap_node)
+        remove_nodes(scene, labelmap_node)
     return reference.with_array(label_array, has_channels=False)
 
 
@@ -269,4 +286,37 @@ def table_node_from_metrics(scene, report: dict, name: str = "Segmentation metri
         if unit:
             node.SetColumnUnitLabel(f"{title} ({unit})", unit)
     node.Modified()
+    return node
+
+
+def reference_geometry_volume(scene, segmentation_node):
+    """A zero-filled label map volume node on the segmentation's reference image geometry (the
+    grid its labelmaps refer to); the caller removes it when done.
+
+    Raises:
+        AttentionSegError: the segmentation has no reference geometry.
+    """
+    segmentation = segmentation_node.GetSegmentation()
+    geometry = segmentation.GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    )
+    if not geometry:
+        raise AttentionSegError(
+            f"segmentation {segmentation_node.GetName()!r} has no reference geometry; choose a reference volume"
+        )
+    oriented = slicer.vtkOrientedImageData()
+    slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, oriented)
+    extent = oriented.GetExtent()
+    to_world = vtk.vtkMatrix4x4()
+    oriented.GetImageToWorldMatrix(to_world)
+    first_voxel = to_world.MultiplyPoint((extent[0], extent[2], extent[4], 1.0))
+    for row in range(3):  # the grid starts at the extent's first voxel
+        to_world.SetElement(row, 3, first_voxel[row])
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{segmentation_node.GetName()} grid")
+    node.SetIJKToRASMatrix(to_world)
+    image = vtk.vtkImageData()
+    image.SetDimensions(extent[1] - extent[0] + 1, extent[3] - extent[2] + 1, extent[5] - extent[4] + 1)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    image.GetPointData().GetScalars().Fill(0)
+    node.SetAndObserveImageData(image)
     return node

@@ -76,12 +76,17 @@ def write_phantom_dataset(
     spacing_mm: tuple[float, ...] | None = None,
     seed: int = 0,
     name: str = "Phantoms",
+    label_names: list[str] | None = None,
+    origin_mm: tuple[float, ...] | None = None,
+    direction: np.ndarray | None = None,
 ) -> Path:
     """Write a small nnU-Net v2 dataset of MRI-like phantoms and return its dataset.json path.
 
     Every case has ``n_labels`` ellipsoids (ellipses for a 2D ``shape``) with fixed mean
     intensities per label (so a network can learn them), a per-case brightness change and noise.
-    ``spacing_mm`` is in array order (default 1 mm). Images are ``imagesTr/phantom_XXX_0000.nii.gz``.
+    ``spacing_mm`` is in array order (default 1 mm); ``origin_mm`` (LPS, index order) and
+    ``direction`` place the grid (default 0 and identity). Labels are named ``label_names`` (default
+    structure_1, ...). Images are ``imagesTr/phantom_XXX_0000.nii.gz``.
     """
     from AttentionSegLib.image import Image, write_image
 
@@ -89,6 +94,9 @@ def write_phantom_dataset(
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
     spacing = tuple(spacing_mm or (1.0,) * len(shape))
+    names = label_names or [f"structure_{value}" for value in range(1, n_labels + 1)]
+    if len(names) != n_labels:
+        raise ValueError(f"{len(names)} label names for {n_labels} labels")
     label_means = np.linspace(0.5, 1.0, n_labels + 1)
     label_means[0] = 0.0
     for index in range(n_cases):
@@ -96,14 +104,18 @@ def write_phantom_dataset(
         label_map = ellipsoid_label_map(shape, n_labels, seed=seed * 1000 + index, spacing_mm=spacing)
         image = label_means[label_map] * rng.uniform(0.8, 1.2) + rng.normal(0.0, 0.1, shape)
         image = ndimage.gaussian_filter(image, 0.7).astype(np.float32) * 100.0
-        geometry = {"spacing": spacing[::-1], "origin": (0.0,) * len(shape)}
+        geometry = {
+            "spacing": spacing[::-1],
+            "origin": origin_mm or (0.0,) * len(shape),
+            "direction": direction if direction is not None else np.eye(len(shape)),
+        }
         case_id = f"phantom_{index:03d}"
         write_image(Image(image, **geometry), folder / "imagesTr" / f"{case_id}_0000.nii.gz")
         write_image(Image(label_map.astype(np.uint8), **geometry), folder / "labelsTr" / f"{case_id}.nii.gz")
     definition = {
         "name": name,
         "channel_names": {"0": "MRI"},
-        "labels": {"background": 0, **{f"structure_{value}": value for value in range(1, n_labels + 1)}},
+        "labels": {"background": 0, **{name: value for value, name in enumerate(names, start=1)}},
         "numTraining": n_cases,
         "file_ending": ".nii.gz",
     }

@@ -56,7 +56,7 @@ from AttentionSegLib.preprocessing import (
 )
 from AttentionSegLib.progress import ProgressLog
 
-__all__ = ["TrainingConfig", "Trainer", "train", "SliceWise", "build_loss", "learning_rate_factor"]
+__all__ = ["TrainingConfig", "Trainer", "train", "SliceWise", "RunBudget", "build_loss", "learning_rate_factor"]
 
 CHECKPOINT_FORMAT = "attentionseg-checkpoint"
 
@@ -79,6 +79,10 @@ class TrainingConfig:
         seed: initialisation, sampling and augmentation seed.
         device: auto, cuda or cpu.
         slice_wise: train a 2D network on the slices of a 3D dataset (patch (1, h, w)).
+        mirror_axes: spatial axes (array order of the image grid) that augmentation mirrors, and
+            that flip test-time augmentation later uses; None: every axis (in-plane axes when
+            slice-wise); empty: no mirroring (for anatomy whose sides differ, e.g. anterior vs
+            posterior labels).
         iterations_per_epoch: batches per epoch; default one pass over the training cases, at least 10.
         val_every: validate every N epochs (and after the last).
         workers: data-loading worker processes (0: in the training process).
@@ -105,6 +109,7 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"
     slice_wise: bool = False
+    mirror_axes: list[int] | None = None
     iterations_per_epoch: int | None = None
     val_every: int = 1
     workers: int = 0
@@ -168,13 +173,14 @@ class SliceWise(nn.Module):
 
 class DiceFocalCELoss(nn.Module):
     """Dice + focal + cross-entropy (nnY-Net's loss). MONAI 1.6 has DiceCE and DiceFocal but no
-    three-term loss, so this adds plain cross-entropy to MONAI's DiceFocalLoss."""
+    three-term loss, so this adds plain cross-entropy to MONAI's DiceFocalLoss. Dice and focal
+    terms cover the foreground classes, as in :func:`build_loss`."""
 
     def __init__(self) -> None:
         super().__init__()
         from monai.losses import DiceFocalLoss
 
-        self.dice_focal = DiceFocalLoss(to_onehot_y=True, softmax=True)
+        self.dice_focal = DiceFocalLoss(to_onehot_y=True, softmax=True, include_background=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.dice_focal(logits, target) + F.cross_entropy(logits, target[:, 0].long())
@@ -201,11 +207,16 @@ class BCEDiceLoss(nn.Module):
 
 def build_loss(name: str, deep_supervision: bool) -> Callable[..., torch.Tensor]:
     """The recipe's loss on logits and (B, 1, ...) class-index targets; with deep supervision,
-    MONAI's DeepSupervisionLoss over the list of outputs (exponentially decreasing weights)."""
+    MONAI's DeepSupervisionLoss over the list of outputs (exponentially decreasing weights).
+
+    The soft Dice term averages the foreground classes only (nnU-Net's convention): with the
+    background in the average, the large, easy background class dilutes the gradient of small
+    structures. Cross-entropy covers every class.
+    """
     from monai.losses import DeepSupervisionLoss, DiceCELoss
 
     losses = {
-        "dice_ce": lambda: DiceCELoss(to_onehot_y=True, softmax=True),
+        "dice_ce": lambda: DiceCELoss(to_onehot_y=True, softmax=True, include_background=False),
         "dice_focal_ce": DiceFocalCELoss,
         "bce_dice": BCEDiceLoss,
     }
@@ -281,7 +292,16 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**31 - 1)
 
 
-def _training_transforms(patch: tuple[int, ...], slice_wise: bool):
+def _resolve_mirror_axes(config: TrainingConfig, image_dims: int) -> list[int]:
+    if config.mirror_axes is None:
+        return list(range(1, 3)) if config.slice_wise else list(range(image_dims))
+    axes = sorted(set(int(axis) for axis in config.mirror_axes))
+    if any(not 0 <= axis < image_dims for axis in axes):
+        raise AttentionSegError(f"mirror axes must be in 0..{image_dims - 1} (array order), got {config.mirror_axes}")
+    return axes
+
+
+def _training_transforms(patch: tuple[int, ...], slice_wise: bool, mirror_axes: list[int]):
     from monai import transforms as T
 
     keys = ["image", "label"]
@@ -303,8 +323,7 @@ def _training_transforms(patch: tuple[int, ...], slice_wise: bool):
                 padding_mode="zeros",
             )
         )
-    first_flip_axis = 1 if slice_wise else 0
-    steps += [T.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(first_flip_axis, dims)]
+    steps += [T.RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in mirror_axes]
     steps += [
         T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
         T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
@@ -329,6 +348,37 @@ class _TrainingSet(torch.utils.data.Dataset):
         if case.clinical is not None:
             sample["clinical"] = torch.as_tensor(case.clinical, dtype=torch.float32)
         return sample
+
+
+class RunBudget:
+    """Where a run stands against its epoch and time budgets.
+
+    ``progress`` (0..1) drives the learning-rate schedule step by step: the larger of the fraction
+    of epochs done and the fraction of the time budget used, so a time-limited run anneals to its
+    end. The time budget keeps back the longest validation seen, for the final validation.
+    """
+
+    def __init__(self, config: TrainingConfig, state: dict) -> None:
+        self.epochs = config.epochs
+        self.limit_s = config.time_limit_min * 60 if config.time_limit_min else None
+        self.state = state  # state["elapsed_s"]: seconds of completed epochs and validations
+        self.validation_s = 0.0
+
+    @property
+    def limited(self) -> bool:
+        return self.limit_s is not None
+
+    def progress(self, epochs_done: float, epoch_seconds: float) -> float:
+        progress = epochs_done / self.epochs
+        if self.limit_s is not None:
+            training_s = max(self.limit_s - self.validation_s, 1e-9)
+            progress = max(progress, (self.state["elapsed_s"] + epoch_seconds) / training_s)
+        return min(progress, 1.0)
+
+    def out_of_time(self, epoch_seconds: float) -> bool:
+        if self.limit_s is None:
+            return False
+        return self.state["elapsed_s"] + epoch_seconds + self.validation_s >= self.limit_s
 
 
 class StopRequested(Exception):
@@ -482,6 +532,7 @@ class Trainer:
             )
         if not definition.cases:
             raise DatasetError(f"{definition.path}: no annotated cases to train on")
+        mirror_axes = _resolve_mirror_axes(config, definition.spatial_dims)
         split = resolve_split(definition, f"fold:{config.fold}", config.n_folds, config.split_seed)
         label_values = sorted({0, *definition.labels})
         lookup = label_lookup(label_values)
@@ -552,7 +603,7 @@ class Trainer:
         sampler = EpochSampler(
             len(train_cases), iterations * config.batch_size, config.seed, self.rank, self.world_size
         )
-        transforms = _training_transforms(patch, config.slice_wise)
+        transforms = _training_transforms(patch, config.slice_wise, mirror_axes)
         from monai.data import DataLoader
 
         loader = DataLoader(
@@ -579,6 +630,7 @@ class Trainer:
             "kind": kind,
             "clinical_stats": clinical_stats,
             "patch": patch,
+            "mirror_axes": mirror_axes,
             "split": split,
             "device": device,
         }
@@ -603,28 +655,20 @@ class Trainer:
             )
 
         reason = "epochs"
-        epoch_seconds: list[float] = []
+        budget = RunBudget(config, state)
         epoch = state["epoch"]
         while epoch < config.epochs:
-            if config.time_limit_min is not None and epoch_seconds:
-                expected = state["elapsed_s"] + float(np.mean(epoch_seconds[-3:]))
-                if self._agree(expected > config.time_limit_min * 60, device):
-                    reason = "time_limit"
-                    break
+            if self._agree(budget.out_of_time(0.0), device):
+                reason = "time_limit"
+                break
             epoch += 1
             started = time.perf_counter()
-            progress = (epoch - 1) / config.epochs
-            if config.time_limit_min:
-                progress = max(progress, state["elapsed_s"] / (config.time_limit_min * 60))
-            learning_rate = config.learning_rate * learning_rate_factor(config.schedule, progress)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
             torch.manual_seed(_epoch_seed(config.seed, epoch) + self.rank)
             transforms.set_random_state(seed=_epoch_seed(config.seed, epoch) + self.rank)
             sampler.set_epoch(epoch)
             try:
-                mean_loss, device = self._train_epoch(
-                    train_model, loader, loss_function, optimizer, scaler, device, epoch, iterations, log
+                mean_loss, learning_rate, truncated, device = self._train_epoch(
+                    train_model, loader, loss_function, optimizer, scaler, device, epoch, iterations, budget, log
                 )
             except StopRequested:
                 epoch -= 1
@@ -632,6 +676,8 @@ class Trainer:
                 break
             seconds = time.perf_counter() - started
             state["elapsed_s"] += seconds
+            if truncated:
+                reason = "time_limit"
             if log:
                 log.emit(
                     "epoch",
@@ -641,8 +687,9 @@ class Trainer:
                     lr=learning_rate,
                     seconds=seconds,
                     elapsed_s=state["elapsed_s"],
+                    **({"truncated": True} if truncated else {}),
                 )
-            validate = val_cases and (epoch % config.val_every == 0 or epoch == config.epochs)
+            validate = val_cases and (epoch % config.val_every == 0 or epoch == config.epochs or truncated)
             validation_started = time.perf_counter()
             is_best = False
             if self.rank == 0:
@@ -665,7 +712,8 @@ class Trainer:
                     state.update(best_epoch=epoch)
             validation_seconds = time.perf_counter() - validation_started
             state["elapsed_s"] += validation_seconds
-            epoch_seconds.append(seconds + validation_seconds)
+            if validate:
+                budget.validation_s = max(budget.validation_s, validation_seconds)
             state["epoch"] = epoch
             if self.rank == 0:
                 self._save_checkpoints(model, optimizer, scaler, state, is_best, log)
@@ -673,6 +721,8 @@ class Trainer:
                 dist.barrier()
             if self._agree(self.stop_requested, device):
                 reason = "stopped"
+                break
+            if truncated:
                 break
 
         summary = {
@@ -704,13 +754,29 @@ class Trainer:
         dist.broadcast(tensor, src=0)
         return bool(tensor.item())
 
-    def _train_epoch(self, model, loader, loss_function, optimizer, scaler, device, epoch, iterations, log):
+    def _train_epoch(self, model, loader, loss_function, optimizer, scaler, device, epoch, iterations, budget, log):
+        """One epoch; the learning rate follows the schedule step by step. Under a time limit the
+        epoch ends early once the budget (less the time a final validation takes) is spent.
+        Returns (mean loss, last learning rate, whether the epoch was cut short, device)."""
         model.train()
         losses = []
         show_bar = self.echo is not None and sys.stderr.isatty() and self.rank == 0
+        started = time.perf_counter()
+        learning_rate = self.config.learning_rate
+        truncated = False
         for step, batch in enumerate(loader, start=1):
             if self.stop_requested:
                 raise StopRequested
+            seconds = time.perf_counter() - started
+            # A started epoch trains at least one step, so every epoch event has a loss.
+            if step > 1 and budget.limited and self._agree(budget.out_of_time(seconds), device):
+                truncated = True
+                break
+            learning_rate = self.config.learning_rate * learning_rate_factor(
+                self.config.schedule, budget.progress(epoch - 1 + (step - 1) / iterations, seconds)
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
             while True:
                 try:
                     loss = self._train_step(model, batch, loss_function, optimizer, scaler, device)
@@ -729,7 +795,7 @@ class Trainer:
                 sys.stderr.flush()
         if show_bar:
             sys.stderr.write("\r" + " " * 80 + "\r")
-        return float(np.mean(losses)), device
+        return float(np.mean(losses)), learning_rate, truncated, device
 
     def _train_step(self, model, batch, loss_function, optimizer, scaler, device) -> float:
         image = batch["image"].to(device, non_blocking=True)
@@ -858,6 +924,7 @@ class Trainer:
                 "normalization": context["normalization"].as_dict(),
                 "image_kind": context["kind"],
                 "slice_wise": self.config.slice_wise,
+                "mirror_axes": context["mirror_axes"],
                 "patch_size": list(context["patch"]),
             },
             clinical=clinical,
