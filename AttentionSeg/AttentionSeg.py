@@ -418,4 +418,3 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.delayDisplay("AttentionSeg segment / click / correction test passed")
-

@@ -6,6 +6,15 @@ import pytest
 from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
 
 
+def assert_bad_input(result, *fragments):
+    """A command refused bad input: exit code 2, one line on stderr (no traceback) holding each fragment."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 def oblique_direction(degrees: float = 20.0) -> np.ndarray:
     """A rotation about two axes: an oblique, non-axis-aligned direction matrix."""
     a, b = np.deg2rad(degrees), np.deg2rad(degrees / 2)

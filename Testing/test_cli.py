@@ -12,7 +12,7 @@ import pytest
 from AttentionSegLib import __version__
 from AttentionSegLib.image import Image, write_image
 from AttentionSegLib.metrics import compute_label_metrics
-from conftest import oblique_direction
+from conftest import assert_bad_input, oblique_direction
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,14 +67,6 @@ def test_evaluate_names_labels_from_dataset(tmp_path, label_files):
     result = attentionseg("evaluate", prediction_path, reference_path, "--labels", tmp_path / "dataset.json")
     assert result.returncode == 0, result.stderr
     assert "organ3" in result.stdout
-
-
-def assert_bad_input(result, *fragments):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_bad_inputs_exit_2_with_one_line_and_change_no_file(tmp_path, label_files):

@@ -16,6 +16,7 @@ import pytest
 from AttentionSegLib.evaluation import read_label_image
 from AttentionSegLib.image import Image, read_image, write_image
 from AttentionSegLib.metrics import evaluate_label_maps
+from conftest import assert_bad_input
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,14 +26,6 @@ def attentionseg(*args):
     return subprocess.run(
         [sys.executable, "-m", "AttentionSegLib", *map(str, args)], capture_output=True, text=True, env=env
     )
-
-
-def assert_bad_input(result, *fragments):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

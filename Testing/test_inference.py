@@ -16,7 +16,7 @@ from AttentionSegLib.inference import (
     PredictionCancelled,
     Predictor,
     keep_largest_components,
-    probabilities_to_classes,
+    logits_to_classes,
 )
 from AttentionSegLib.model_file import ModelFile
 from AttentionSegLib.models import build_model
@@ -129,7 +129,7 @@ def test_resampling_to_the_model_spacing_and_back_to_the_input_grid():
     assert labels.spatial_shape == (20, 24, 18) and labels.spacing == image.spacing
 
 
-def test_tta_averages_the_probabilities_of_every_mirrored_copy():
+def test_tta_averages_the_logits_of_every_mirrored_copy():
     model = random_model()
     predictor = Predictor(model, device="cpu", tta=True)
     window = torch.randn(2, 1, 16, 16, 16)
@@ -139,8 +139,8 @@ def test_tta_averages_the_probabilities_of_every_mirrored_copy():
     with torch.no_grad():
         for axes in axes_sets:
             flipped = window.flip(axes) if axes else window
-            probabilities = torch.softmax(network(flipped), dim=1)
-            expected += probabilities.flip(axes) if axes else probabilities
+            logits = network(flipped)
+            expected += logits.flip(axes) if axes else logits
         result = predictor._window_function(None)(window)
     torch.testing.assert_close(result, expected / len(axes_sets))
 
@@ -272,10 +272,10 @@ def test_seg_nrrd_opens_in_slicer_as_named_segments(tmp_path):
 @pytest.mark.parametrize("source, target", [((5, 7, 6), (13, 20, 11)), ((9, 8, 8), (4, 8, 8)), ((6, 6, 6), (6, 6, 6))])
 def test_slab_by_slab_interpolation_equals_trilinear_interpolation_then_argmax(source, target):
     torch.manual_seed(0)
-    probabilities = torch.softmax(torch.randn(3, *source, dtype=torch.float64), dim=0)
-    expected = F.interpolate(probabilities[None], size=target, mode="trilinear", align_corners=False)[0].argmax(0)
-    result = probabilities_to_classes(probabilities, target, slab=3)
+    logits = torch.randn(3, *source, dtype=torch.float64)
+    expected = F.interpolate(logits[None], size=target, mode="trilinear", align_corners=False)[0].argmax(0)
+    result = logits_to_classes(logits, target, slab=3)
     np.testing.assert_array_equal(result, expected.numpy())
-    one = torch.rand(1, *source, dtype=torch.float64)
-    expected = F.interpolate(one[None], size=target, mode="trilinear", align_corners=False)[0, 0] > 0.5
-    np.testing.assert_array_equal(probabilities_to_classes(one, target, sigmoid=True), expected.numpy())
+    one = torch.randn(1, *source, dtype=torch.float64)
+    expected = F.interpolate(one[None], size=target, mode="trilinear", align_corners=False)[0, 0] > 0
+    np.testing.assert_array_equal(logits_to_classes(one, target, sigmoid=True), expected.numpy())

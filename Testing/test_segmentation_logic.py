@@ -135,8 +135,11 @@ def test_click_adds_the_structure_then_a_negative_click_removes_it(trained_model
     assert predicted[k, j, i] == 1
     lps = image.index_to_physical() @ np.array([i, j, k, 1.0])
     point_ras = (-lps[0], -lps[1], lps[2])
-    target = wiring.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "edits")
-    target.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    # An earlier edit far from the click (outside the window) must survive the click.
+    far = (0, 0, 0) if j >= 12 else (15, 23, 23)  # the window spans 16 of the 24 rows
+    earlier = np.zeros(image.spatial_shape, np.uint8)
+    earlier[far] = 1
+    target = segmentation_node_from_label_image(wiring.scene, image.with_array(earlier), {1: "liver"}, name="edits")
     segment_id = logic.click_to_segment(volume, good, point_ras, target, device="cpu")
     segment = target.GetSegmentation().GetSegment(segment_id)
     assert segment.GetName() == "liver"
@@ -150,9 +153,11 @@ def test_click_adds_the_structure_then_a_negative_click_removes_it(trained_model
     expected = np.zeros(image.spatial_shape, bool)
     expected[region] = components == components[local]
     assert expected[k, j, i] and expected.sum() > 10
+    expected[far] = True
     np.testing.assert_array_equal(mask, expected)
     logic.click_to_segment(volume, good, point_ras, target, segment_id=segment_id, positive=False, device="cpu")
-    assert not (label_image_from_segmentation_node(target, volume).array > 0)[k, j, i]
+    after = label_image_from_segmentation_node(target, volume).array > 0
+    assert not after[k, j, i] and after[far]  # the click's part is gone, the earlier edit is not
     with pytest.raises(AttentionSegError, match="outside the volume"):
         logic.click_to_segment(volume, good, (1e4, 0, 0), target, device="cpu")
 

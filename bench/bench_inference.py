@@ -7,7 +7,9 @@ Two volumes:
   (``--hippocampus-model``); skipped when not given;
 - large: a synthetic CT-like volume of ``--large-shape`` voxels (array order, default 300 x 512 x 512)
   at 1.0 x 0.8 x 0.8 mm, written as int16 .nii.gz, segmented by a model file built here around a
-  UNet (channels 8-64, random weights: the timing does not depend on them) with patch
+  UNet (``--large-network small``: channels 8-64; ``default``: the registry's unet, 12.9 M
+  parameters; random weights: the timing does not depend on them, but their noisy output is the
+  worst case for the compressed write) with patch
   64 x 128 x 128, CT normalisation and a target spacing of 2.0 x 1.5 x 1.5 mm, as a CT model
   would have. Its pipeline therefore includes resampling down and back up.
 
@@ -46,7 +48,13 @@ sys.path.insert(0, str(ROOT / "AttentionSeg"))
 LARGE_SPACING_IJK_MM = (0.8, 0.8, 1.0)
 
 
-def large_model_file(path: Path) -> Path:
+NETWORKS = {
+    "small": {"channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1},
+    "default": {},  # the registry's unet: channels 32-320, 4 strides, 2 residual units (12.9 M)
+}
+
+
+def large_model_file(path: Path, network: str = "small") -> Path:
     import torch
 
     from AttentionSegLib.model_file import ModelFile
@@ -54,7 +62,7 @@ def large_model_file(path: Path) -> Path:
 
     torch.manual_seed(0)
     patch = [64, 128, 128]
-    options = {"channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1}
+    options = dict(NETWORKS[network])
     network = build_model("unet", 3, 1, 4, patch, **options)
     labels = [
         {"value": v, "name": n, "color": [0.2 * v, 0.4, 0.8 - 0.2 * v]} for v, n in enumerate(["bg", "a", "b", "c"])
@@ -123,13 +131,18 @@ def measure(model_path: Path, image_path: Path, device: str, repeats: int, out_d
         if predictor.device.type == "cuda":
             torch.cuda.synchronize()
 
+    stages: dict[str, list[float]] = {"read": [], "preprocess": [], "network": [], "postprocess": [], "write": []}
+
     def end_to_end() -> float:
         started = time.perf_counter()
         loaded = read_image(image_path)
+        stages["read"].append(time.perf_counter() - started)
         prediction = predictor.predict(loaded)
-        write_label_image(
-            prediction.label_image, out_dir / "labels.nii.gz", predictor.model_file.labels, overwrite=True
-        )
+        for stage, seconds in prediction.seconds.items():
+            stages[stage].append(seconds)
+        written = time.perf_counter()
+        write_label_image(prediction.label_image, out_dir / "labels.nii.gz", predictor.labels, overwrite=True)
+        stages["write"].append(time.perf_counter() - written)
         return time.perf_counter() - started
 
     @torch.no_grad()
@@ -166,6 +179,7 @@ def measure(model_path: Path, image_path: Path, device: str, repeats: int, out_d
         "device": str(predictor.device),
         **{f"{key}_s": value for key, value in medians.items()},
         "ratio": medians["end_to_end"] / medians["network_only"],
+        "stages_s": {stage: statistics.median(values) for stage, values in stages.items()},
         "all": times,
     }
 
@@ -177,11 +191,19 @@ def peak_memory_child(model_path: Path, image_path: Path, device: str, out_dir: 
     from AttentionSegLib.segmentation_file import write_label_image
 
     predictor = Predictor(model_path, device=device)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _peak_rss_mib()
     prediction = predictor.predict(read_image(image_path))
-    write_label_image(prediction.label_image, out_dir / "labels.nii.gz", predictor.model_file.labels, overwrite=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"after_import_and_model_mib": before, "peak_mib": peak}))
+    write_label_image(prediction.label_image, out_dir / "labels.nii.gz", predictor.labels, overwrite=True)
+    print(json.dumps({"after_import_and_model_mib": before, "peak_mib": _peak_rss_mib()}))
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM; unlike ru_maxrss it does not carry the parent's
+    peak across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> int:
@@ -189,6 +211,10 @@ def main() -> int:
     parser.add_argument("--hippocampus-model", type=Path)
     parser.add_argument("--hippocampus-image", type=Path)
     parser.add_argument("--large-shape", type=int, nargs=3, default=[300, 512, 512], metavar=("K", "J", "I"))
+    parser.add_argument(
+        "--large-network", choices=sorted(NETWORKS), default="small", help="UNet configuration of the large model"
+    )
+    parser.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peak-memory-child", nargs=2, type=Path, metavar=("MODEL", "IMAGE"), help=argparse.SUPPRESS)
@@ -206,19 +232,25 @@ def main() -> int:
             rows["hippocampus"] = measure(
                 args.hippocampus_model, args.hippocampus_image, args.device, args.repeats, out_dir
             )
-        model = large_model_file(out_dir / "large_model.pt")
+        model = large_model_file(out_dir / "large_model.pt", args.large_network)
         volume = large_volume(out_dir / "large.nii.gz", tuple(args.large_shape))
         rows["large"] = measure(model, volume, args.device, args.repeats, out_dir)
-        child = subprocess.run(
-            [sys.executable, __file__, "--device", args.device, "--peak-memory-child", str(model), str(volume)],
-            capture_output=True,
-            text=True,
-        )
-        memory = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 else {"error": child.stderr}
+        memory: dict = {"skipped": True}
+        if not args.skip_memory:
+            child = subprocess.run(
+                [sys.executable, __file__, "--device", args.device, "--peak-memory-child", str(model), str(volume)],
+                capture_output=True,
+                text=True,
+            )
+            memory = (
+                json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 else {"error": child.stderr}
+            )
 
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"device: {args.device} ({device_name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"repeats: {args.repeats} (medians)\n")
+    print(
+        f"repeats: {args.repeats} (medians); large model: unet '{args.large_network}' {NETWORKS[args.large_network]}\n"
+    )
     print(
         "| volume | voxels (array order) | model grid | patch | end to end s | network only s | ratio | one window s |"
     )
@@ -229,6 +261,9 @@ def main() -> int:
             f"{'x'.join(map(str, row['patch']))} | {row['end_to_end_s']:.3f} | {row['network_only_s']:.3f} | "
             f"{row['ratio']:.3f} | {row['one_window_s']:.3f} |"
         )
+    print("\nend to end by stage (medians, s):")
+    for name, row in rows.items():
+        print(f"  {name}: " + ", ".join(f"{stage} {seconds:.3f}" for stage, seconds in row["stages_s"].items()))
     print(f"\npeak memory, large volume end to end (child process): {json.dumps(memory)}")
     print("\nraw seconds:", json.dumps({name: row["all"] for name, row in rows.items()}))
     return 0

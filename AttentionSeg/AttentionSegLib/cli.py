@@ -96,6 +96,12 @@ def _add_segment(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_segment)
 
 
+def _add_split_options(parser: argparse.ArgumentParser, default: str, help_text: str) -> None:
+    parser.add_argument("--split", default=default, help=help_text)
+    parser.add_argument("--folds", type=int, default=5, help="number of folds for fold:K (default 5)")
+    parser.add_argument("--split-seed", type=int, default=0, help="split seed for fold:K (default 0)")
+
+
 def _add_evaluate_dataset(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "evaluate-dataset",
@@ -105,11 +111,7 @@ def _add_evaluate_dataset(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model_file", type=Path, metavar="MODEL_FILE")
     parser.add_argument("dataset_json", type=Path, metavar="DATASET_JSON")
-    parser.add_argument(
-        "--split", default="heldout", help="heldout (default), all, test, fold:K or a named split of the dataset"
-    )
-    parser.add_argument("--folds", type=int, default=5, help="number of folds for fold:K (default 5)")
-    parser.add_argument("--split-seed", type=int, default=0, help="split seed for fold:K (default 0)")
+    _add_split_options(parser, "heldout", "heldout (default), all, test, fold:K or a named split of the dataset")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write one row per case and label as CSV")
     _add_inference_options(parser)
@@ -127,9 +129,7 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--image", type=Path, nargs="+", metavar="IMAGE", help="image file(s) of one case")
     parser.add_argument("--ref", type=Path, metavar="REF", help="reference label map of --image")
     parser.add_argument("--dataset", type=Path, metavar="DATASET_JSON", help="compare on a dataset's cases")
-    parser.add_argument("--split", default="all", help="all (default), test, fold:K or a named split")
-    parser.add_argument("--folds", type=int, default=5, help="number of folds for fold:K (default 5)")
-    parser.add_argument("--split-seed", type=int, default=0, help="split seed for fold:K (default 0)")
+    _add_split_options(parser, "all", "all (default), test, fold:K or a named split")
     parser.add_argument("--report", type=Path, required=True, metavar="DIR", help="folder for the report files")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier report files in DIR")
     _add_inference_options(parser)

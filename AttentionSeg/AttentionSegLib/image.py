@@ -38,6 +38,7 @@ __all__ = [
     "read_image",
     "read_image_header",
     "write_image",
+    "write_sitk_atomic",
     "ImageHeader",
     "check_same_grid",
     "grid_differences",
@@ -344,10 +345,16 @@ def write_image(image: Image, path: str | os.PathLike, *, overwrite: bool = True
             )
     if not path.parent.exists():
         raise ImageWriteError(f"{path}: folder {path.parent} does not exist")
+    return write_sitk_atomic(image.to_sitk(), path, suffix, compress=suffix in (".nii.gz", ".nrrd", ".mha"))
+
+
+def write_sitk_atomic(image: sitk.Image, path: Path, suffix: str, compress: bool = True) -> Path:
+    """Write a SimpleITK image to a temporary file beside ``path`` (its ending ``suffix`` picks
+    the format), then rename it: a partial file never appears under ``path``."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
     try:
-        sitk.WriteImage(image.to_sitk(), temporary, useCompression=suffix in (".nii.gz", ".nrrd", ".mha"))
+        sitk.WriteImage(image, temporary, useCompression=compress)
         os.replace(temporary, path)
     except RuntimeError as error:
         raise ImageWriteError(f"{path}: cannot write image: {_short_reason(error)}") from None

@@ -161,6 +161,24 @@ def _default_predictor(model_file: Path, device: str, tta: bool) -> Predictor:
     return Predictor(model_file, device=device, tta=tta)
 
 
+def _region_volume(scene, volume_node, region: tuple[slice, ...]):
+    """A zero label map node on the sub-grid ``region`` (array order) of ``volume_node``."""
+    to_ras = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(to_ras)
+    start = [region[2].start, region[1].start, region[0].start]  # i, j, k
+    first_voxel = to_ras.MultiplyPoint((*start, 1.0))
+    for row in range(3):
+        to_ras.SetElement(row, 3, first_voxel[row])
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "click window")
+    node.SetIJKToRASMatrix(to_ras)
+    image = vtk.vtkImageData()
+    image.SetDimensions(*(r.stop - r.start for r in reversed(region)))
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    image.GetPointData().GetScalars().Fill(0)
+    node.SetAndObserveImageData(image)
+    return node
+
+
 class AttentionSegLogic(SegmentationMetricsLogic):
     """Everything the AttentionSeg module does, on an MRML scene and without Qt.
 
@@ -197,9 +215,8 @@ class AttentionSegLogic(SegmentationMetricsLogic):
         """A segmentation node from a label image and ``[{"value", "name", "color"}]``."""
         names = {int(label["value"]): label["name"] for label in labels if int(label["value"]) != 0}
         colors = {int(label["value"]): tuple(label["color"]) for label in labels if label.get("color")}
-        labels = names
         return segmentation_node_from_label_image(
-            self.scene, label_image, labels, colors, name=name, reference_volume_node=reference_volume_node
+            self.scene, label_image, names, colors, name=name, reference_volume_node=reference_volume_node
         )
 
     def _segmentation_node(self, label_image: Image, predictor: Predictor, name: str, reference_volume_node):
@@ -226,12 +243,6 @@ class AttentionSegLogic(SegmentationMetricsLogic):
         nodes, images, prediction = self._predict(volume_nodes, predictor, progress, cancel)
         label_image = on_volume_grid(prediction.label_image.array, images[0])
         return self._segmentation_node(label_image, predictor, name or model_display_name(model_file), nodes[0])
-
-    def segment_labels(self, volume_nodes, model_file, device="auto", tta=False) -> Image:
-        """The label image of :meth:`segment` on the first volume's grid, without touching the scene."""
-        predictor = self.predictor(model_file, device, tta)
-        _, images, prediction = self._predict(volume_nodes, predictor)
-        return on_volume_grid(prediction.label_image.array, images[0])
 
     # ------------------------------------------------------------------------------- metrics
     def compute_metrics(
@@ -429,9 +440,15 @@ class AttentionSegLogic(SegmentationMetricsLogic):
             raise AttentionSegError(f"the point {tuple(round(v, 1) for v in point_ras)} (RAS mm) is outside the volume")
         inputs = [for_model(image, predictor) for image in images]
         two_d = inputs[0].spatial_dims == 2
-        window_labels, region = predictor.predict_window(inputs, center[1:] if two_d else center)
+        model_center = center[1:] if two_d else center
+        if positive or segment_id is None:
+            window_labels, region = predictor.predict_window(inputs, model_center)
+        else:  # removing from a known segment needs only the window's extent, not the model
+            region = predictor.window_region(predictor.stack_channels(inputs), model_center)
+            window_labels = None
         if two_d:
-            window_labels, region = window_labels[None], (slice(0, 1), *region)
+            window_labels = window_labels[None] if window_labels is not None else None
+            region = (slice(0, 1), *region)
         local = tuple(int(c - r.start) for c, r in zip(center, region))
 
         by_name = {label["name"]: int(label["value"]) for label in predictor.labels}
@@ -442,7 +459,7 @@ class AttentionSegLogic(SegmentationMetricsLogic):
             if segment is None:
                 raise AttentionSegError(f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}")
             value = by_name.get(segment.GetName()) or int(segment.GetLabelValue()) or None
-        if value is None:
+        if value is None and window_labels is not None:
             value = int(window_labels[local])
             if value == 0 and positive:
                 value = _nearest_label(window_labels, local, np.asarray(volume.spacing_array_order))
@@ -454,22 +471,32 @@ class AttentionSegLogic(SegmentationMetricsLogic):
             if not segment_id:
                 segment_id = self._add_segment(segmentation_node, name, value, predictor)
 
-        mask = self._segment_mask(segmentation_node, segment_id, nodes[0])
-        if positive:
-            structure = window_labels == value
-            components, _ = ndimage.label(structure)
-            under = components[local]
-            if under == 0:  # the point is just outside: take the nearest component
-                distances = ndimage.distance_transform_edt(components == 0, return_indices=True)[1]
-                under = components[tuple(distances[(slice(None), *local)])]
-            mask[region] |= components == under
-        else:
-            components, _ = ndimage.label(mask[region])
-            under = components[local]
-            if under == 0:
-                raise AttentionSegError("the point is not inside the segment; nothing to remove")
-            mask[region] &= components != under
-        self._set_segment_mask(segmentation_node, segment_id, mask, nodes[0])
+        # Only the window's region of the segment is read and rewritten: the cost of a click does
+        # not grow with the volume (a 512x512x300 mask would take seconds to export).
+        region_node = _region_volume(self.scene, nodes[0], region)
+        try:
+            logic = slicer.vtkSlicerSegmentationsModuleLogic
+            if positive:
+                components, _ = ndimage.label(window_labels == value)
+                under = components[local]
+                if under == 0:  # the point is just outside: take the nearest component
+                    nearest = ndimage.distance_transform_edt(components == 0, return_indices=True)[1]
+                    under = components[tuple(nearest[(slice(None), *local)])]
+                # Merge (maximum) inside the window: the segment outside it is kept as it is.
+                self._merge_segment(
+                    segmentation_node, segment_id, components == under, region_node, nodes[0], logic.MODE_MERGE_MAX
+                )
+            else:
+                components, _ = ndimage.label(self._segment_mask(segmentation_node, segment_id, region_node))
+                under = components[local]
+                if under == 0:
+                    raise AttentionSegError("the point is not inside the segment; nothing to remove")
+                # Merge (minimum) with "everything but the clicked part": removes only that part.
+                self._merge_segment(
+                    segmentation_node, segment_id, components != under, region_node, nodes[0], logic.MODE_MERGE_MIN
+                )
+        finally:
+            remove_nodes(self.scene, region_node)
         return segment_id
 
     def _add_segment(self, segmentation_node, name: str, value: int, predictor: Predictor) -> str:
@@ -483,32 +510,34 @@ class AttentionSegLogic(SegmentationMetricsLogic):
         segmentation.AddSegment(segment)
         return segmentation.GetSegmentIdBySegmentName(name)
 
-    def _segment_mask(self, segmentation_node, segment_id: str, volume_node) -> np.ndarray:
-        """The segment as a boolean array on the volume's grid."""
+    def _segment_mask(self, segmentation_node, segment_id: str, grid_node) -> np.ndarray:
+        """The segment as a boolean array on the grid of ``grid_node``."""
         labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "segment export")
         try:
             ids = vtk.vtkStringArray()
             ids.InsertNextValue(segment_id)
             slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation_node, ids, labelmap, volume_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+                segmentation_node, ids, labelmap, grid_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
             )
             if labelmap.GetImageData() is None:
-                return np.zeros(slicer.util.arrayFromVolume(volume_node).shape[:3], dtype=bool)
+                return np.zeros(slicer.util.arrayFromVolume(grid_node).shape[:3], dtype=bool)
             return np.array(slicer.util.arrayFromVolume(labelmap)) > 0
         finally:
             remove_nodes(self.scene, labelmap)
 
-    def _set_segment_mask(self, segmentation_node, segment_id: str, mask: np.ndarray, volume_node) -> None:
-        image = _oriented_mask(mask, volume_node)
+    def _merge_segment(
+        self, segmentation_node, segment_id: str, mask: np.ndarray, grid_node, volume_node, mode
+    ) -> None:
+        """Merge ``mask`` (on the grid of ``grid_node``) into the segment with ``mode`` (MRML's
+        MODE_MERGE_MAX adds, MODE_MERGE_MIN keeps only where the mask is set); outside the grid
+        the segment is untouched. (MODE_REPLACE would replace the whole segment, not just the
+        grid's extent.)"""
+        image = _oriented_mask(mask, grid_node)
         geometry_name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
         if not segmentation_node.GetSegmentation().GetConversionParameter(geometry_name):
             segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            image,
-            segmentation_node,
-            segment_id,
-            slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
-            image.GetExtent(),
+            image, segmentation_node, segment_id, mode, image.GetExtent()
         )
         if not ok:
             raise AttentionSegError(f"could not update segment {segment_id!r}")

@@ -9,7 +9,6 @@ in the Segment Editor named and coloured as the model's labels. Every other endi
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from AttentionSegLib.errors import ImageReadError, ImageWriteError
-from AttentionSegLib.image import Image, image_suffix, read_image, write_image
+from AttentionSegLib.image import Image, image_suffix, read_image, write_image, write_sitk_atomic
 
 __all__ = ["write_label_image", "read_segment_names", "SEGMENTATION_SUFFIX"]
 
@@ -56,17 +55,7 @@ def write_label_image(
     sitk_image = volume.to_sitk()
     for key, value in _segmentation_header(volume.array, labels).items():
         sitk_image.SetMetaData(key, value)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nrrd", dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(sitk_image, temporary, useCompression=True)
-        os.replace(temporary, path)
-    except RuntimeError as error:
-        raise ImageWriteError(f"{path}: cannot write segmentation: {str(error).strip().splitlines()[-1]}") from None
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return write_sitk_atomic(sitk_image, path, ".nrrd")
 
 
 def _segmentation_header(array: np.ndarray, labels: Sequence[Mapping]) -> dict[str, str]:
