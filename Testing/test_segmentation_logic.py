@@ -153,8 +153,17 @@ def test_click_adds_the_structure_then_a_negative_click_removes_it(trained_model
     expected = np.zeros(image.spatial_shape, bool)
     expected[region] = components == components[local]
     assert expected[k, j, i] and expected.sum() > 10
-    expected[far] = True
-    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(mask, expected | (np.indices(mask.shape).T == far).all(-1).T)
+    # Into a new, empty segmentation: the segment is created and holds just the structure.
+    fresh = wiring.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "fresh")
+    fresh.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    fresh_id = logic.click_to_segment(volume, good, point_ras, fresh, device="cpu")
+    assert fresh.GetSegmentation().GetSegment(fresh_id).GetName() == "liver"
+    np.testing.assert_array_equal(label_image_from_segmentation_node(fresh, volume).array > 0, expected)
+    logic.click_to_segment(volume, good, point_ras, fresh, fresh_id, positive=False, device="cpu")
+    assert not label_image_from_segmentation_node(fresh, volume).array.any()
+    logic.click_to_segment(volume, good, point_ras, fresh, fresh_id, device="cpu")  # into the emptied segment
+    np.testing.assert_array_equal(label_image_from_segmentation_node(fresh, volume).array > 0, expected)
     logic.click_to_segment(volume, good, point_ras, target, segment_id=segment_id, positive=False, device="cpu")
     after = label_image_from_segmentation_node(target, volume).array > 0
     assert not after[k, j, i] and after[far]  # the click's part is gone, the earlier edit is not

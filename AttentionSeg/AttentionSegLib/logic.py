@@ -17,6 +17,7 @@ from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.image import Image
 from AttentionSegLib.metrics import DEFAULT_NSD_TOLERANCE_MM, evaluate_label_maps
 from AttentionSegLib.mrml import (
+    has_voxels,
     image_from_volume_node,
     label_image_from_segmentation_node,
     reference_geometry_volume,
@@ -159,6 +160,22 @@ def _default_predictor(model_file: Path, device: str, tta: bool) -> Predictor:
     from AttentionSegLib.inference import Predictor
 
     return Predictor(model_file, device=device, tta=tta)
+
+
+def _segment_is_empty(segmentation_node, segment_id: str) -> bool:
+    """Whether the segment has no voxel (its shared labelmap layer holds no voxel of its value)."""
+    from vtk.util import numpy_support
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    labelmap = segment.GetRepresentation(name)
+    if labelmap is None or labelmap.GetPointData().GetScalars() is None:
+        return True
+    extent = labelmap.GetExtent()
+    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        return True
+    values = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())
+    return not np.any(values == segment.GetLabelValue())
 
 
 def _region_volume(scene, volume_node, region: tuple[slice, ...]):
@@ -482,10 +499,11 @@ class AttentionSegLogic(SegmentationMetricsLogic):
                 if under == 0:  # the point is just outside: take the nearest component
                     nearest = ndimage.distance_transform_edt(components == 0, return_indices=True)[1]
                     under = components[tuple(nearest[(slice(None), *local)])]
-                # Merge (maximum) inside the window: the segment outside it is kept as it is.
-                self._merge_segment(
-                    segmentation_node, segment_id, components == under, region_node, nodes[0], logic.MODE_MERGE_MAX
-                )
+                # Merge (maximum) inside the window: the segment outside it is kept as it is. An
+                # empty segment has no labelmap extent to merge into: it is set instead.
+                empty = _segment_is_empty(segmentation_node, segment_id)
+                mode = logic.MODE_REPLACE if empty else logic.MODE_MERGE_MAX
+                self._merge_segment(segmentation_node, segment_id, components == under, region_node, nodes[0], mode)
             else:
                 components, _ = ndimage.label(self._segment_mask(segmentation_node, segment_id, region_node))
                 under = components[local]
@@ -519,7 +537,7 @@ class AttentionSegLogic(SegmentationMetricsLogic):
             slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
                 segmentation_node, ids, labelmap, grid_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
             )
-            if labelmap.GetImageData() is None:
+            if not has_voxels(labelmap):  # an empty segment exports no image
                 return np.zeros(slicer.util.arrayFromVolume(grid_node).shape[:3], dtype=bool)
             return np.array(slicer.util.arrayFromVolume(labelmap)) > 0
         finally:

@@ -29,6 +29,7 @@ __all__ = [
     "table_node_from_metrics",
     "reference_geometry_volume",
     "remove_nodes",
+    "has_voxels",
     "METRIC_COLUMNS",
 ]
 
@@ -87,6 +88,12 @@ def remove_nodes(scene, *nodes) -> None:
         for helper in helpers:
             if helper is not None and helper.GetScene() is not None:
                 scene.RemoveNode(helper)
+
+
+def has_voxels(volume_node) -> bool:
+    """Whether a volume node holds voxel data (an export of an empty segment holds none)."""
+    image = volume_node.GetImageData()
+    return image is not None and image.GetPointData().GetScalars() is not None
 
 
 def _ijk_to_ras_directions(node) -> np.ndarray:
@@ -240,7 +247,7 @@ def label_image_from_segmentation_node(
                 slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY,
             ):
                 raise AttentionSegError(f"could not export segment {segment.GetName()!r}")
-            if labelmap_node.GetImageData() is None:
+            if not has_voxels(labelmap_node):  # an empty segment exports no image
                 continue
             mask = slicer.util.arrayFromVolume(labelmap_node) > 0
             if mask.shape != label_array.shape:
