@@ -17,7 +17,8 @@ from pathlib import Path
 
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.image import read_image, write_image
-from AttentionSegLib.logic import AttentionSegLogic, _volume_nodes, for_model, model_display_name, on_volume_grid
+from AttentionSegLib.logic import AttentionSegLogic, _volume_nodes, for_model, on_volume_grid
+from AttentionSegLib.model_store import model_display_name
 from AttentionSegLib.mrml import image_from_volume_node
 from AttentionSegLib.training_logic import ProcessFactory, TrainingProcess, trainer_environment, trainer_python
 

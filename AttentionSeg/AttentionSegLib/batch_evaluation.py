@@ -23,9 +23,9 @@ from AttentionSegLib.dataset import DatasetDefinition, resolve_split
 from AttentionSegLib.errors import AttentionSegError, DatasetError
 from AttentionSegLib.image import Image
 from AttentionSegLib.inference import Predictor
-from AttentionSegLib.metrics import evaluate_label_maps
+from AttentionSegLib.metrics import dice_per_label, evaluate_label_maps
 from AttentionSegLib.preprocessing import read_case_image, read_case_label
-from AttentionSegLib.report import json_safe, write_text_atomic
+from AttentionSegLib.report import write_text_atomic
 
 __all__ = [
     "EvaluationCase",
@@ -94,7 +94,23 @@ def _run_case(predictor: Predictor, case: EvaluationCase, labels: dict[int, str]
     seconds = time.perf_counter() - started
     reference = case.reference
     report = evaluate_label_maps(prediction.label_image.array, reference.array, reference.spacing_array_order, labels)
-    return {"case": case.case_id, "seconds": seconds, "labels": report["labels"], "prediction": prediction}
+    return {"case": case.case_id, "seconds": seconds, "labels": report["labels"]}
+
+
+def _label_names(predictor: Predictor) -> dict[int, str]:
+    return {int(label["value"]): label["name"] for label in predictor.labels}
+
+
+def _model_report(rows: list[dict], labels: dict[int, str]) -> dict:
+    """Per case rows, per-label means, the mean Dice over labels and seconds per case."""
+    per_label = _summarise(rows, labels)
+    dice = [entry["dice_mean"] for entry in per_label if math.isfinite(entry["dice_mean"])]
+    return {
+        "cases": rows,
+        "per_label": per_label,
+        "mean_dice": float(np.mean(dice)) if dice else math.nan,
+        "seconds_per_case": float(np.mean([row["seconds"] for row in rows])),
+    }
 
 
 def _summarise(case_rows: list[dict], labels: dict[int, str]) -> list[dict]:
@@ -121,22 +137,13 @@ def evaluate_model(
 ) -> dict:
     """Run one model over ``cases`` (ids, read by ``load``); per case and per label metrics plus
     per-label means. ``on_case(done, total, row)`` is called after every case."""
-    labels = {int(label["value"]): label["name"] for label in predictor.labels}
+    labels = _label_names(predictor)
     rows = []
     for index, case_id in enumerate(cases, start=1):
-        row = _run_case(predictor, load(case_id), labels)
-        row.pop("prediction")
-        rows.append(row)
+        rows.append(_run_case(predictor, load(case_id), labels))
         if on_case is not None:
-            on_case(index, len(cases), row)
-    per_label = _summarise(rows, labels)
-    dice = [entry["dice_mean"] for entry in per_label if math.isfinite(entry["dice_mean"])]
-    return {
-        "cases": rows,
-        "per_label": per_label,
-        "mean_dice": float(np.mean(dice)) if dice else math.nan,
-        "seconds_per_case": float(np.mean([row["seconds"] for row in rows])),
-    }
+            on_case(index, len(cases), rows[-1])
+    return _model_report(rows, labels)
 
 
 def compare_models(
@@ -147,27 +154,15 @@ def compare_models(
 ) -> dict:
     """Every model on the same cases (each read once). Returns ``{"models": {name: {"per_label",
     "mean_dice", "seconds_per_case"}}, "cases": [...]}``; labels are matched by value."""
+    labels = {name: _label_names(predictor) for name, predictor in predictors.items()}
     results: dict[str, list[dict]] = {name: [] for name in predictors}
     for index, case_id in enumerate(cases, start=1):
         case = load(case_id)
         for name, predictor in predictors.items():
-            labels = {int(label["value"]): label["name"] for label in predictor.labels}
-            row = _run_case(predictor, case, labels)
-            row.pop("prediction")
-            results[name].append(row)
+            results[name].append(_run_case(predictor, case, labels[name]))
             if on_case is not None:
                 on_case(name, index, len(cases))
-    models = {}
-    for name, predictor in predictors.items():
-        labels = {int(label["value"]): label["name"] for label in predictor.labels}
-        per_label = _summarise(results[name], labels)
-        dice = [entry["dice_mean"] for entry in per_label if math.isfinite(entry["dice_mean"])]
-        models[name] = {
-            "per_label": per_label,
-            "mean_dice": float(np.mean(dice)) if dice else math.nan,
-            "seconds_per_case": float(np.mean([row["seconds"] for row in results[name]])),
-            "cases": results[name],
-        }
+    models = {name: _model_report(results[name], labels[name]) for name in predictors}
     return {"cases": list(cases), "models": models}
 
 
@@ -178,11 +173,9 @@ def pairwise_agreement(label_maps: dict[str, np.ndarray], labels: dict[int, str]
     rows = []
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
+            dice = dice_per_label(label_maps[first], label_maps[second], labels)
             for value, name in labels.items():
-                a, b = label_maps[first] == value, label_maps[second] == value
-                total = int(a.sum()) + int(b.sum())
-                dice = 2.0 * int((a & b).sum()) / total if total else math.nan
-                rows.append({"model_a": first, "model_b": second, "value": value, "name": name, "dice": dice})
+                rows.append({"model_a": first, "model_b": second, "value": value, "name": name, "dice": dice[value]})
     return rows
 
 
@@ -316,7 +309,3 @@ def write_comparison_chart(comparison: dict, path: Path) -> None:
     figure.savefig(temporary)
     plt.close(figure)
     temporary.replace(path)
-
-
-def comparison_json(comparison: dict) -> dict:
-    return json_safe(comparison)

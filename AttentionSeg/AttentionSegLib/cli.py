@@ -437,18 +437,6 @@ def _run_evaluate_dataset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _model_names(paths: list[Path]) -> list[str]:
-    """Short names: the run folder for model.pt files, else the file name; made unique."""
-    names = []
-    for path in paths:
-        name = path.parent.name if path.name == "model.pt" and path.parent.name else path.name
-        base, count = name, 2
-        while name in names:
-            name, count = f"{base}-{count}", count + 1
-        names.append(name)
-    return names
-
-
 def _run_compare(args: argparse.Namespace) -> int:
     from AttentionSegLib.batch_evaluation import (
         EvaluationCase,
@@ -473,7 +461,9 @@ def _run_compare(args: argparse.Namespace) -> int:
         raise AttentionSegError(f"{args.report}: not a folder")
     for output in outputs:
         _check_new_output(output, args.overwrite)
-    names = _model_names(args.models)
+    from AttentionSegLib.model_store import model_display_names
+
+    names = model_display_names(args.models)
     predictors = {name: _predictor(path, args) for name, path in zip(names, args.models)}
     if args.dataset is not None:
         definition = load_dataset(args.dataset)

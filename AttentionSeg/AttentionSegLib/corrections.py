@@ -14,7 +14,6 @@ may, at worst, hold an image without its label, which ``attentionseg dataset val
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -25,21 +24,11 @@ import numpy as np
 from AttentionSegLib.dataset import DatasetDefinition, load_dataset
 from AttentionSegLib.errors import AttentionSegError, DatasetError
 from AttentionSegLib.image import Image, check_same_grid, write_image
+from AttentionSegLib.metrics import dice_per_label
 
 __all__ = ["add_training_case", "ORIGINALS_FOLDER"]
 
 ORIGINALS_FOLDER = "originalsTr"
-
-
-def _dice_per_label(original: np.ndarray, corrected: np.ndarray, labels: dict[int, str]) -> dict[int, float]:
-    scores = {}
-    for value in labels:
-        if value == 0:
-            continue
-        a, b = original == value, corrected == value
-        total = int(a.sum()) + int(b.sum())
-        scores[value] = 2.0 * int((a & b).sum()) / total if total else math.nan
-    return scores
 
 
 def _fresh_case_id(definition: DatasetDefinition, prefix: str) -> str:
@@ -163,7 +152,8 @@ def add_training_case(
         raise AttentionSegError(f"{definition.path}: the new case {case_id} is not listed: {error}") from None
 
     labels = definition.labels
-    dice = _dice_per_label(original.array, corrected.array, labels) if original is not None else {}
+    foreground = [value for value in labels if value != 0]
+    dice = dice_per_label(original.array, corrected.array, foreground) if original is not None else {}
     return {
         "case_id": case_id,
         "image_files": [path for _, path in image_targets],

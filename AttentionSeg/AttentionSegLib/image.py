@@ -37,6 +37,7 @@ __all__ = [
     "image_suffix",
     "read_image",
     "read_image_header",
+    "open_image_header",
     "write_image",
     "write_sitk_atomic",
     "ImageHeader",
@@ -235,13 +236,12 @@ def _short_reason(error: RuntimeError) -> str:
     return reason
 
 
-def read_image_header(path: str | os.PathLike) -> ImageHeader:
-    """Read the grid of an image file without its voxels.
+def open_image_header(path: Path) -> sitk.ImageFileReader:
+    """A SimpleITK reader holding the file's header (geometry and metadata), voxels not read.
 
     Raises:
-        ImageReadError: the file is missing, of an unsupported type, or unreadable.
+        ImageReadError: the file is missing, of an unsupported type, or its header is unreadable.
     """
-    path = Path(path)
     _check_readable(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -249,6 +249,17 @@ def read_image_header(path: str | os.PathLike) -> ImageHeader:
         reader.ReadImageInformation()
     except RuntimeError as error:
         raise ImageReadError(f"{path}: cannot read image header: {_short_reason(error)}") from None
+    return reader
+
+
+def read_image_header(path: str | os.PathLike) -> ImageHeader:
+    """Read the grid of an image file without its voxels.
+
+    Raises:
+        ImageReadError: the file is missing, of an unsupported type, or unreadable.
+    """
+    path = Path(path)
+    reader = open_image_header(path)
     dims = reader.GetDimension()
     size = tuple(int(s) for s in reader.GetSize())
     spacing, origin = reader.GetSpacing(), reader.GetOrigin()

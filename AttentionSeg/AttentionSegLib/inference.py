@@ -71,10 +71,6 @@ class Prediction:
     seconds: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
 
-    @property
-    def network_seconds(self) -> float:
-        return self.seconds.get("network", 0.0)
-
 
 def keep_largest_components(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     """Keep, for each label value, only its largest connected component (face connectivity)."""
@@ -141,6 +137,8 @@ class Predictor:
         self.normalization = Normalization.from_dict(preprocessing["normalization"])
         self.sigmoid = self.model_file.output_activation == "sigmoid"
         self.label_values = np.asarray(self.model_file.label_values, dtype=np.int64)
+        # class index -> label value, in the smallest type that holds the values
+        self._class_to_value = self.label_values.astype(np.uint8 if self.label_values.max() < 256 else np.uint16)
         network = self.model_file.build_network()
         if self.slice_wise:
             from AttentionSegLib.training import SliceWise
@@ -248,7 +246,7 @@ class Predictor:
                 self._fall_back_to_cpu()
         started = time.perf_counter()
         classes = self._to_classes(logits, shape)
-        labels = self.label_values.astype(_label_dtype(self.label_values))[classes]
+        labels = self._class_to_value[classes]
         if self.keep_largest:
             labels = keep_largest_components(labels, [v for v in self.label_values.tolist() if v])
         seconds["postprocess"] = time.perf_counter() - started
@@ -351,7 +349,7 @@ class Predictor:
             tensor, self.patch, 1, self._window_function(self.clinical_vector(clinical)), overlap=0.0
         )[0]
         classes = self._to_classes(logits, crop_shape)
-        return self.label_values.astype(_label_dtype(self.label_values))[classes], region
+        return self._class_to_value[classes], region
 
 
 def _argmax_channels(block: torch.Tensor) -> torch.Tensor:
@@ -402,7 +400,3 @@ def logits_to_classes(logits: torch.Tensor, shape: Sequence[int], sigmoid: bool 
             block = F.interpolate(block, size=shape[1:], mode="bilinear", align_corners=False)
         classes[start:stop] = decide(block).cpu().numpy()
     return classes
-
-
-def _label_dtype(values: np.ndarray):
-    return np.uint8 if int(values.max()) < 256 else np.uint16

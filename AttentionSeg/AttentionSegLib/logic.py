@@ -16,6 +16,7 @@ from AttentionSegLib.dataset import DEFAULT_LABEL_COLORS
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.image import Image
 from AttentionSegLib.metrics import DEFAULT_NSD_TOLERANCE_MM, evaluate_label_maps
+from AttentionSegLib.model_store import model_display_name, model_display_names
 from AttentionSegLib.mrml import (
     has_voxels,
     image_from_volume_node,
@@ -29,7 +30,7 @@ from AttentionSegLib.mrml import (
 if TYPE_CHECKING:  # PyTorch loads only when a model runs (Slicer starts without it)
     from AttentionSegLib.inference import Predictor
 
-__all__ = ["SegmentationMetricsLogic", "AttentionSegLogic", "segment_label_values", "model_display_name"]
+__all__ = ["SegmentationMetricsLogic", "AttentionSegLogic", "segment_label_values"]
 
 
 def segment_label_values(segmentation_node) -> dict[str, int]:
@@ -94,24 +95,6 @@ class SegmentationMetricsLogic:
 
 # ----------------------------------------------------------------------------------------------
 # Segmentation with model files: segment, compare, click-to-segment, corrections.
-
-
-def model_display_name(model_file: str | Path) -> str:
-    """A short name for a model file: its run folder for ``model.pt``, else the file's stem."""
-    path = Path(model_file)
-    if path.name == "model.pt" and path.parent.name:  # the trainer's MODEL_FILE_NAME
-        return path.parent.name
-    return path.name[: -len(path.suffix)] if path.suffix else path.name
-
-
-def _unique_names(names: list[str]) -> list[str]:
-    unique: list[str] = []
-    for name in names:
-        candidate, count = name, 2
-        while candidate in unique:
-            candidate, count = f"{name}-{count}", count + 1
-        unique.append(candidate)
-    return unique
 
 
 def _number(value) -> float:
@@ -307,7 +290,7 @@ class AttentionSegLogic(SegmentationMetricsLogic):
         if len(model_files) < 1:
             raise AttentionSegError("choose at least one model to compare")
         nodes = _volume_nodes(volume_nodes)
-        names = _unique_names([model_display_name(path) for path in model_files])
+        names = model_display_names(model_files)
         added, label_maps, seconds = [], {}, {}
         try:
             for index, (name, path) in enumerate(zip(names, model_files)):

@@ -53,6 +53,7 @@ __all__ = [
     "summarize",
     "evaluate_label_maps",
     "label_surfaces",
+    "dice_per_label",
 ]
 
 LABEL_METRIC_KEYS = (
@@ -414,3 +415,14 @@ def evaluate_label_maps(
         "spacing_mm": [float(s) for s in spacing_mm],
         "nsd_tolerance_mm": float(nsd_tolerance_mm),
     }
+
+
+def dice_per_label(first: np.ndarray, second: np.ndarray, values: Iterable[int]) -> dict[int, float]:
+    """Dice overlap of two label maps for each label value (no distances); NaN where the label
+    is in neither map."""
+    scores = {}
+    for value in values:
+        a, b = first == value, second == value
+        total = int(a.sum()) + int(b.sum())
+        scores[int(value)] = 2.0 * int((a & b).sum()) / total if total else math.nan
+    return scores

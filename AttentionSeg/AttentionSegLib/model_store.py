@@ -20,7 +20,15 @@ from pathlib import Path
 
 from AttentionSegLib.errors import AttentionSegError
 
-__all__ = ["MODELS_DIR_ENV", "MODEL_SUFFIX", "default_models_folder", "list_registered_models", "register_model"]
+__all__ = [
+    "MODELS_DIR_ENV",
+    "MODEL_SUFFIX",
+    "default_models_folder",
+    "list_registered_models",
+    "register_model",
+    "model_display_name",
+    "model_display_names",
+]
 
 MODELS_DIR_ENV = "ATTENTIONSEG_MODELS_DIR"
 MODEL_SUFFIX = ".pt"
@@ -104,3 +112,24 @@ def list_registered_models(folder: str | os.PathLike | None = None) -> list[Path
     if not models_folder.is_dir():
         return []
     return sorted(path for path in models_folder.iterdir() if path.suffix == MODEL_SUFFIX and path.is_file())
+
+
+def model_display_name(model_file: str | os.PathLike) -> str:
+    """A short name for a model file: its run folder for a trainer's ``model.pt``, else the
+    file's stem."""
+    path = Path(model_file)
+    if path.name == "model.pt" and path.parent.name:  # model_file.MODEL_FILE_NAME (no torch here)
+        return path.parent.name
+    return path.name[: -len(path.suffix)] if path.suffix else path.name
+
+
+def model_display_names(model_files) -> list[str]:
+    """:func:`model_display_name` of each file, made unique with ``-2``, ``-3``, ..."""
+    names: list[str] = []
+    for path in model_files:
+        name = candidate = model_display_name(path)
+        count = 2
+        while candidate in names:
+            candidate, count = f"{name}-{count}", count + 1
+        names.append(candidate)
+    return names

@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
-from AttentionSegLib.errors import ImageReadError, ImageWriteError
-from AttentionSegLib.image import Image, image_suffix, read_image, write_image, write_sitk_atomic
+from AttentionSegLib.errors import ImageWriteError
+from AttentionSegLib.image import Image, image_suffix, open_image_header, write_image, write_sitk_atomic
 
 __all__ = ["write_label_image", "read_segment_names", "SEGMENTATION_SUFFIX"]
 
@@ -101,13 +100,7 @@ def read_segment_names(path: str | os.PathLike) -> dict[int, str]:
     path = Path(path)
     if image_suffix(path) != SEGMENTATION_SUFFIX:
         return {}
-    read_image(path)  # the same one-line errors as every other read
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise ImageReadError(f"{path}: cannot read the segmentation header: {error}") from None
+    reader = open_image_header(path)  # the header only, with the same one-line errors as every read
     keys = set(reader.GetMetaDataKeys())
     names = {}
     index = 0

@@ -746,13 +746,17 @@ class Trainer:
             )
         return summary
 
+    def _from_rank_0(self, values: list[float], device: torch.device) -> list[float]:
+        """Rank 0's values, shared with every rank (so all ranks decide and step alike)."""
+        if self.world_size == 1:
+            return [float(value) for value in values]
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.broadcast(tensor, src=0)
+        return tensor.tolist()
+
     def _agree(self, flag: bool, device: torch.device) -> bool:
         """Rank 0's decision, shared with every rank (so all stop at the same epoch)."""
-        if self.world_size == 1:
-            return bool(flag)
-        tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.broadcast(tensor, src=0)
-        return bool(tensor.item())
+        return bool(self._from_rank_0([1.0 if flag else 0.0], device)[0])
 
     def _train_epoch(self, model, loader, loss_function, optimizer, scaler, device, epoch, iterations, budget, log):
         """One epoch; the learning rate follows the schedule step by step. Under a time limit the
@@ -769,12 +773,14 @@ class Trainer:
                 raise StopRequested
             seconds = time.perf_counter() - started
             # A started epoch trains at least one step, so every epoch event has a loss.
-            if step > 1 and budget.limited and self._agree(budget.out_of_time(seconds), device):
+            out_of_time = step > 1 and budget.out_of_time(seconds)
+            progress = budget.progress(epoch - 1 + (step - 1) / iterations, seconds)
+            if budget.limited:  # time-based: each rank's clock differs, rank 0's counts
+                out_of_time, progress = self._from_rank_0([float(out_of_time), progress], device)
+            if out_of_time:
                 truncated = True
                 break
-            learning_rate = self.config.learning_rate * learning_rate_factor(
-                self.config.schedule, budget.progress(epoch - 1 + (step - 1) / iterations, seconds)
-            )
+            learning_rate = self.config.learning_rate * learning_rate_factor(self.config.schedule, progress)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
             while True:
