@@ -2,9 +2,9 @@
 corrections that feed training, and metrics against a reference.
 
 Module, Widget and Test are thin: the work is done by the Qt-free engine ``AttentionSegLib``
-(``AttentionSegLib.logic.AttentionSegLogic``, tested with slicer-core), which the command line
+(``AttentionSegLib.slicer.logic.AttentionSegLogic``, tested with slicer-core), which the command line
 ``attentionseg`` shares. Long segmentations run in a separate process
-(``AttentionSegLib.background``), so Slicer stays responsive and Cancel leaves the scene as it was.
+(``AttentionSegLib.slicer.background``), so Slicer stays responsive and Cancel leaves the scene as it was.
 """
 
 import pathlib
@@ -258,7 +258,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class AttentionSegLogic(ScriptedLoadableModuleLogic):
-    """Slicer-facing logic; the work is in ``AttentionSegLib.logic`` (Qt-free, tested with slicer-core)."""
+    """Slicer-facing logic; the work is in ``AttentionSegLib.slicer.logic`` (Qt-free, tested with slicer-core)."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
@@ -269,19 +269,19 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         return AttentionSegParameterNode(super().getParameterNode())
 
     def engine(self):
-        from AttentionSegLib.logic import AttentionSegLogic as EngineLogic
+        from AttentionSegLib.slicer.logic import AttentionSegLogic as EngineLogic
 
         if self._engine is None or self._engine.scene is not slicer.mrmlScene:
             self._engine = EngineLogic(slicer.mrmlScene)
         return self._engine
 
     def defaultModelsFolder(self):
-        from AttentionSegLib.model_store import default_models_folder
+        from AttentionSegLib.inference.model_store import default_models_folder
 
         return default_models_folder()
 
     def listModels(self, folder):
-        from AttentionSegLib.model_store import default_models_folder, list_registered_models
+        from AttentionSegLib.inference.model_store import default_models_folder, list_registered_models
 
         folders = [pathlib.Path(folder)] if folder else []
         folders.append(default_models_folder())
@@ -294,7 +294,7 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         return models
 
     def startSegmentation(self, volumeNodes, modelFile, device="auto", tta=False):
-        from AttentionSegLib.background import BackgroundSegmentation
+        from AttentionSegLib.slicer.background import BackgroundSegmentation
 
         if self._runner is None:
             self._runner = BackgroundSegmentation(self.engine())
@@ -332,7 +332,7 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         )
 
     def computeMetrics(self, segmentationNode, referenceSegmentationNode, referenceVolumeNode, nsdToleranceMm=1.0):
-        from AttentionSegLib.logic import SegmentationMetricsLogic
+        from AttentionSegLib.slicer.logic import SegmentationMetricsLogic
 
         if referenceVolumeNode is None:
             return self.engine().compute_metrics(segmentationNode, referenceSegmentationNode, None, nsdToleranceMm)
@@ -354,9 +354,9 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
     def test_metrics_of_a_segmentation_against_itself_and_a_shifted_copy(self):
         import numpy as np
 
-        from AttentionSegLib.image import Image
-        from AttentionSegLib.mrml import segmentation_node_from_label_image, volume_node_from_image
-        from AttentionSegLib.phantoms import ellipsoid_label_map
+        from AttentionSegLib.data.phantoms import ellipsoid_label_map
+        from AttentionSegLib.io.image import Image
+        from AttentionSegLib.slicer.mrml import segmentation_node_from_label_image, volume_node_from_image
 
         labels = ellipsoid_label_map((20, 40, 40), 2, seed=3, spacing_mm=(2.0, 1.0, 1.0))
         image = Image(labels.astype(np.float32), spacing=(1.0, 1.0, 2.0))
@@ -380,11 +380,11 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
 
         import numpy as np
 
-        from AttentionSegLib.dataset import load_dataset, validate_dataset
-        from AttentionSegLib.mrml import segmentation_node_from_label_image, volume_node_from_image
-        from AttentionSegLib.phantoms import write_phantom_dataset
-        from AttentionSegLib.preprocessing import read_case_image, read_case_label
-        from AttentionSegLib.training import TrainingConfig, train
+        from AttentionSegLib.data.dataset import load_dataset, validate_dataset
+        from AttentionSegLib.data.phantoms import write_phantom_dataset
+        from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
+        from AttentionSegLib.slicer.mrml import segmentation_node_from_label_image, volume_node_from_image
+        from AttentionSegLib.training.trainer import TrainingConfig, train
 
         folder = pathlib.Path(tempfile.mkdtemp(prefix="AttentionSegSelfTest-"))
         try:

@@ -5,7 +5,7 @@ on it in a separate process, with live loss and validation-Dice curves, Stop and
 finished model is registered in the folder the AttentionSeg module lists models from.
 
 Module, Widget and Test are thin: the work is done by the Qt-free engine
-(``AttentionSegLib.training_logic``, tested with slicer-core), and the trainer is the command line's
+(``AttentionSegLib.slicer.training_logic``, tested with slicer-core), and the trainer is the command line's
 ``attentionseg train``.
 """
 
@@ -200,7 +200,7 @@ class AttentionSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
 
 class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
-    """Slicer-facing logic; the work is in ``AttentionSegLib.training_logic`` (Qt-free, tested with slicer-core).
+    """Slicer-facing logic; the work is in ``AttentionSegLib.slicer.training_logic`` (Qt-free, tested with slicer-core).
 
     Args:
         processFactory: how the trainer process is started (default: a real process); tests pass
@@ -221,25 +221,25 @@ class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
     def training(self):
         """The engine's ``TrainingLogic`` on the application's scene, made on first use."""
         if self._training is None:
-            from AttentionSegLib.training_logic import TrainingLogic
+            from AttentionSegLib.slicer.training_logic import TrainingLogic
 
             self._training = TrainingLogic(slicer.mrmlScene, self.processFactory, self.modelsFolder)
         return self._training
 
     def validateDataset(self, datasetPath):
-        from AttentionSegLib.dataset import load_dataset, validate_dataset
+        from AttentionSegLib.data.dataset import load_dataset, validate_dataset
 
         definition = load_dataset(datasetPath)
         return definition.summary(), validate_dataset(definition)
 
     def folds(self, datasetPath, nFolds, seed):
-        from AttentionSegLib.dataset import k_fold_split, load_dataset
+        from AttentionSegLib.data.dataset import k_fold_split, load_dataset
 
         return k_fold_split([case.case_id for case in load_dataset(datasetPath).cases], nFolds, seed)
 
     def trainingSettings(self, parameterNode):
-        """The run the parameter node describes (``AttentionSegLib.training_logic.TrainingSettings``)."""
-        from AttentionSegLib.training_logic import TrainingSettings
+        """The run the parameter node describes (``AttentionSegLib.slicer.training_logic.TrainingSettings``)."""
+        from AttentionSegLib.slicer.training_logic import TrainingSettings
 
         return TrainingSettings.from_form(
             dataset=parameterNode.datasetPath,
@@ -298,7 +298,7 @@ class AttentionSegTrainingTest(ScriptedLoadableModuleTest):
 
         import numpy as np
 
-        from AttentionSegLib.image import Image, write_image
+        from AttentionSegLib.io.image import Image, write_image
 
         folder = tempfile.mkdtemp()
         os.makedirs(os.path.join(folder, "imagesTr"))
@@ -321,7 +321,7 @@ class AttentionSegTrainingTest(ScriptedLoadableModuleTest):
     def test_training_with_a_replayed_trainer(self):
         import tempfile
 
-        from AttentionSegLib.training_logic import ReplayTrainingProcess
+        from AttentionSegLib.slicer.training_logic import ReplayTrainingProcess
 
         folder = pathlib.Path(tempfile.mkdtemp())
         dataset = folder / "Dataset001_Organ" / "dataset.json"

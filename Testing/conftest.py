@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
+from AttentionSegLib.data.phantoms import ellipsoid_label_map, perturbed_label_map
 
 
 def assert_bad_input(result, *fragments):
@@ -36,8 +36,8 @@ def anisotropic_pair():
 def trained_models(tmp_path_factory):
     """A phantom dataset on an oblique, anisotropic grid and two small models trained on it:
     ``good`` (20 short epochs) and ``short`` (2). Returns (dataset.json, [good, short])."""
-    from AttentionSegLib.phantoms import write_phantom_dataset
-    from AttentionSegLib.training import TrainingConfig, train
+    from AttentionSegLib.data.phantoms import write_phantom_dataset
+    from AttentionSegLib.training.trainer import TrainingConfig, train
 
     folder = tmp_path_factory.mktemp("trained")
     dataset = write_phantom_dataset(

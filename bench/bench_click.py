@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 def measure(model_path: Path, image_path: Path, device: str, repeats: int) -> dict:
     import numpy as np
 
-    from AttentionSegLib.image import read_image
-    from AttentionSegLib.inference import Predictor
-    from AttentionSegLib.logic import AttentionSegLogic
-    from AttentionSegLib.mrml import StandaloneScene, volume_node_from_image
+    from AttentionSegLib.inference.predictor import Predictor
+    from AttentionSegLib.io.image import read_image
+    from AttentionSegLib.slicer.logic import AttentionSegLogic
+    from AttentionSegLib.slicer.mrml import StandaloneScene, volume_node_from_image
 
     wiring = StandaloneScene()
     image = read_image(image_path)

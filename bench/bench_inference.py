@@ -57,7 +57,7 @@ NETWORKS = {
 def large_model_file(path: Path, network: str = "small") -> Path:
     import torch
 
-    from AttentionSegLib.model_file import ModelFile
+    from AttentionSegLib.inference.model_file import ModelFile
     from AttentionSegLib.models import build_model
 
     torch.manual_seed(0)
@@ -103,7 +103,7 @@ def large_model_file(path: Path, network: str = "small") -> Path:
 def large_volume(path: Path, shape: tuple[int, ...]) -> Path:
     import numpy as np
 
-    from AttentionSegLib.image import Image, write_image
+    from AttentionSegLib.io.image import Image, write_image
 
     rng = np.random.default_rng(0)
     k, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
@@ -118,9 +118,9 @@ def measure(model_path: Path, image_path: Path, device: str, repeats: int, out_d
     from monai.inferers import sliding_window_inference
 
     from AttentionSegLib.devices import autocast
-    from AttentionSegLib.image import read_image
-    from AttentionSegLib.inference import Predictor
-    from AttentionSegLib.segmentation_file import write_label_image
+    from AttentionSegLib.inference.predictor import Predictor
+    from AttentionSegLib.io.image import read_image
+    from AttentionSegLib.io.segmentation_file import write_label_image
 
     predictor = Predictor(model_path, device=device)
     image = read_image(image_path)
@@ -186,9 +186,9 @@ def measure(model_path: Path, image_path: Path, device: str, repeats: int, out_d
 
 def peak_memory_child(model_path: Path, image_path: Path, device: str, out_dir: Path) -> None:
     """Runs in a fresh process: import, then one end-to-end segmentation; prints JSON."""
-    from AttentionSegLib.image import read_image
-    from AttentionSegLib.inference import Predictor
-    from AttentionSegLib.segmentation_file import write_label_image
+    from AttentionSegLib.inference.predictor import Predictor
+    from AttentionSegLib.io.image import read_image
+    from AttentionSegLib.io.segmentation_file import write_label_image
 
     predictor = Predictor(model_path, device=device)
     before = _peak_rss_mib()

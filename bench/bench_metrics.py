@@ -50,12 +50,12 @@ N_SLICES = 20
 PERTURB_SEED = 7
 
 try:
-    from AttentionSegLib.metrics import compute_label_metrics
-    from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
+    from AttentionSegLib.data.phantoms import ellipsoid_label_map, perturbed_label_map
+    from AttentionSegLib.evaluation.metrics import compute_label_metrics
 except ImportError:
     sys.path.insert(0, str(REPO_ROOT / "AttentionSeg"))
-    from AttentionSegLib.metrics import compute_label_metrics
-    from AttentionSegLib.phantoms import ellipsoid_label_map, perturbed_label_map
+    from AttentionSegLib.data.phantoms import ellipsoid_label_map, perturbed_label_map
+    from AttentionSegLib.evaluation.metrics import compute_label_metrics
 
 import monai  # noqa: E402
 import scipy  # noqa: E402

@@ -2,7 +2,7 @@
 
 The Slicer modules ``AttentionSeg`` and ``AttentionSegTraining`` are thin layers over this
 package; everything they do can also be done with the ``attentionseg`` command. Only
-:mod:`AttentionSegLib.mrml` imports ``slicer``.
+:mod:`AttentionSegLib.slicer.mrml` imports ``slicer``.
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,6 @@
-"""Training progress as JSON lines: one event per line, the same stream for the terminal, the
-Slicer module and tests.
+"""Progress as JSON lines: one event per line, the one protocol between the engine's long jobs
+(training, ``attentionseg segment --progress``) and whoever follows them (the terminal, the Slicer
+modules' process runner, tests).
 
 Every event has ``"event"`` (its kind) and ``"time"`` (UTC, ISO 8601). Kinds and their fields:
 
@@ -11,6 +12,7 @@ Every event has ``"event"`` (its kind) and ``"time"`` (UTC, ISO 8601). Kinds and
 - ``end``: ``epochs_done``, ``best_epoch``, ``best_mean_dice``, ``model_file``, ``reason``
   ("epochs", "time_limit" or "stopped"), ``elapsed_s``.
 - ``error``: ``message``.
+- ``progress``: ``fraction`` (0 to 1) of a job without epochs (a segmentation's windows).
 
 Keys of ``labels`` and ``dice`` are label values as strings (JSON object keys).
 """
@@ -24,9 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EVENT_KINDS", "ProgressLog", "read_events"]
+__all__ = ["EVENT_KINDS", "ProgressLog", "event_line", "read_events", "parse_events"]
 
-EVENT_KINDS = ("start", "epoch", "validation", "checkpoint", "end", "error")
+EVENT_KINDS = ("start", "epoch", "validation", "checkpoint", "end", "error", "progress")
 
 
 def _plain(value: Any) -> Any:
@@ -53,15 +55,38 @@ class ProgressLog:
         self.echo = echo
 
     def emit(self, kind: str, /, **fields: Any) -> dict:
-        if kind not in EVENT_KINDS:
-            raise ValueError(f"unknown progress event {kind!r}; known: {', '.join(EVENT_KINDS)}")
-        event = {"event": kind, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **_plain(fields)}
+        event = make_event(kind, **fields)
         with open(self.path, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(event) + "\n")
             stream.flush()
         if self.echo is not None:
             self.echo(event)
         return event
+
+
+def make_event(kind: str, /, **fields: Any) -> dict:
+    """An event dict: its kind, the time and JSON-safe fields."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"unknown progress event {kind!r}; known: {', '.join(EVENT_KINDS)}")
+    return {"event": kind, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **_plain(fields)}
+
+
+def event_line(kind: str, /, **fields: Any) -> str:
+    """One event as the line a program prints (without the newline)."""
+    return json.dumps(make_event(kind, **fields))
+
+
+def parse_events(lines) -> list[dict]:
+    """The events among text or bytes lines; lines that are not events (other output) are skipped."""
+    events = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            events.append(event)
+    return events
 
 
 def read_events(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
@@ -77,12 +102,4 @@ def read_events(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], i
     except FileNotFoundError:
         return [], offset
     complete = data[: data.rfind(b"\n") + 1]
-    events = []
-    for line in complete.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and "event" in event:
-            events.append(event)
-    return events, offset + len(complete)
+    return parse_events(complete.splitlines()), offset + len(complete)

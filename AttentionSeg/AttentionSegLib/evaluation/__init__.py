@@ -1,0 +1,1 @@
+"""Evaluation: per-label metrics, file and dataset evaluation, model comparison, reports."""

@@ -1,0 +1,311 @@
+"""Models run over several cases: ``evaluate-dataset`` (one model, per case and per label) and
+``compare`` (several models on the same cases, a model x label table and a bar chart).
+
+Metrics are the foundation's (:func:`AttentionSegLib.evaluation.metrics.evaluate_label_maps`) on each
+case's own grid and spacing. Means over cases skip values that cannot be computed (NaN: the
+label is in neither map; infinite distances: the label is missing from one map) and say how
+many cases each mean covers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from AttentionSegLib.data.dataset import DatasetDefinition, resolve_split
+from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
+from AttentionSegLib.errors import AttentionSegError, DatasetError
+from AttentionSegLib.evaluation.metrics import dice_per_label, evaluate_label_maps
+from AttentionSegLib.inference.predictor import Predictor
+from AttentionSegLib.io.atomic import write_text_atomic
+from AttentionSegLib.io.image import Image
+
+__all__ = [
+    "EvaluationCase",
+    "dataset_cases",
+    "evaluate_model",
+    "compare_models",
+    "pairwise_agreement",
+    "format_dataset_table",
+    "format_comparison_table",
+    "write_dataset_csv",
+    "write_comparison_csv",
+    "write_comparison_chart",
+    "MEAN_KEYS",
+]
+
+MEAN_KEYS = ("dice", "hd95_mm", "assd_mm", "nsd")
+
+
+@dataclass
+class EvaluationCase:
+    """Images (one per channel, or one holding all), their channel names, and the reference."""
+
+    case_id: str
+    images: list[Image]
+    channel_names: list[str]
+    reference: Image | None
+
+
+def dataset_cases(definition: DatasetDefinition, split: str, n_folds: int = 5, seed: int = 0) -> list[str]:
+    """Case ids of ``split`` (all, test, fold:K or a named split) that have a reference label map."""
+    selected = resolve_split(definition, split, n_folds, seed)
+    ids = selected.get("test", []) if split == "test" else (selected.get("val") or selected.get("test") or [])
+    unlabeled = [case_id for case_id in ids if definition.case(case_id).label is None]
+    if unlabeled:
+        raise DatasetError(
+            f"{definition.path}: split {split!r} has {len(unlabeled)} case(s) without a reference label map "
+            f"(e.g. {unlabeled[0]}); metrics need references"
+        )
+    if not ids:
+        raise DatasetError(f"{definition.path}: split {split!r} holds no cases")
+    return list(ids)
+
+
+def load_case(definition: DatasetDefinition, case_id: str) -> EvaluationCase:
+    case = definition.case(case_id)
+    image = read_case_image(case, definition)
+    reference = image.with_array(read_case_label(case, definition, image), has_channels=False)
+    return EvaluationCase(case_id, [image], list(definition.channel_names), reference)
+
+
+def _ordered_images(predictor: Predictor, case: EvaluationCase) -> list[Image]:
+    """The case's channels in the model's order (matched by name when the names agree as sets)."""
+    wanted = predictor.channel_names
+    if not case.channel_names or case.channel_names == wanted or len(case.channel_names) != len(wanted):
+        return case.images  # same order, or a count mismatch the predictor reports
+    if sorted(case.channel_names) != sorted(wanted):
+        raise AttentionSegError(f"case {case.case_id}: channels {case.channel_names} do not match the model's {wanted}")
+    stacked = predictor.stack_channels(case.images)
+    order = [case.channel_names.index(name) for name in wanted]
+    return [stacked.with_array(stacked.array[order], has_channels=True)]
+
+
+def _run_case(predictor: Predictor, case: EvaluationCase, labels: dict[int, str]) -> dict:
+    started = time.perf_counter()
+    prediction = predictor.predict(_ordered_images(predictor, case), names=[case.case_id])
+    seconds = time.perf_counter() - started
+    reference = case.reference
+    report = evaluate_label_maps(prediction.label_image.array, reference.array, reference.spacing_array_order, labels)
+    return {"case": case.case_id, "seconds": seconds, "labels": report["labels"]}
+
+
+def _label_names(predictor: Predictor) -> dict[int, str]:
+    return {int(label["value"]): label["name"] for label in predictor.labels}
+
+
+def _model_report(rows: list[dict], labels: dict[int, str]) -> dict:
+    """Per case rows, per-label means, the mean Dice over labels and seconds per case."""
+    per_label = _summarise(rows, labels)
+    dice = [entry["dice_mean"] for entry in per_label if math.isfinite(entry["dice_mean"])]
+    return {
+        "cases": rows,
+        "per_label": per_label,
+        "mean_dice": float(np.mean(dice)) if dice else math.nan,
+        "seconds_per_case": float(np.mean([row["seconds"] for row in rows])),
+    }
+
+
+def _summarise(case_rows: list[dict], labels: dict[int, str]) -> list[dict]:
+    """Per label: mean and standard deviation of each metric over the cases where it is finite."""
+    summary = []
+    for value, name in labels.items():
+        rows = [row for case in case_rows for row in case["labels"] if row["value"] == value]
+        entry: dict = {"value": value, "name": name, "n_cases": len(rows)}
+        for key in MEAN_KEYS:
+            values = np.asarray([row[key] for row in rows], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            entry[f"{key}_mean"] = float(finite.mean()) if finite.size else math.nan
+            entry[f"{key}_std"] = float(finite.std()) if finite.size else math.nan
+            entry[f"{key}_n"] = int(finite.size)
+        summary.append(entry)
+    return summary
+
+
+def evaluate_model(
+    predictor: Predictor,
+    cases: Sequence[str],
+    load: Callable[[str], EvaluationCase],
+    on_case: Callable[[int, int, dict], None] | None = None,
+) -> dict:
+    """Run one model over ``cases`` (ids, read by ``load``); per case and per label metrics plus
+    per-label means. ``on_case(done, total, row)`` is called after every case."""
+    labels = _label_names(predictor)
+    rows = []
+    for index, case_id in enumerate(cases, start=1):
+        rows.append(_run_case(predictor, load(case_id), labels))
+        if on_case is not None:
+            on_case(index, len(cases), rows[-1])
+    return _model_report(rows, labels)
+
+
+def compare_models(
+    predictors: dict[str, Predictor],
+    cases: Sequence[str],
+    load: Callable[[str], EvaluationCase],
+    on_case: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Every model on the same cases (each read once). Returns ``{"models": {name: {"per_label",
+    "mean_dice", "seconds_per_case"}}, "cases": [...]}``; labels are matched by value."""
+    labels = {name: _label_names(predictor) for name, predictor in predictors.items()}
+    results: dict[str, list[dict]] = {name: [] for name in predictors}
+    for index, case_id in enumerate(cases, start=1):
+        case = load(case_id)
+        for name, predictor in predictors.items():
+            results[name].append(_run_case(predictor, case, labels[name]))
+            if on_case is not None:
+                on_case(name, index, len(cases))
+    models = {name: _model_report(results[name], labels[name]) for name in predictors}
+    return {"cases": list(cases), "models": models}
+
+
+def pairwise_agreement(label_maps: dict[str, np.ndarray], labels: dict[int, str]) -> list[dict]:
+    """Dice between every pair of models' label maps, per label (no reference needed).
+    A label absent from both maps of a pair gives NaN."""
+    names = list(label_maps)
+    rows = []
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            dice = dice_per_label(label_maps[first], label_maps[second], labels)
+            for value, name in labels.items():
+                rows.append({"model_a": first, "model_b": second, "value": value, "name": name, "dice": dice[value]})
+    return rows
+
+
+# ------------------------------------------------------------------------------- reporting
+def _cell(value: float, pattern: str) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return "inf" if math.isinf(value) else pattern.format(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "-" * len(line(header))
+    return "\n".join([line(header), rule, *[line(row) for row in rows]])
+
+
+def _n(entry: dict, key: str) -> str:
+    return "" if entry[f"{key}_n"] == entry["n_cases"] else f" ({entry[f'{key}_n']})"
+
+
+def format_dataset_table(report: dict) -> str:
+    """Per-label means (± standard deviation) over the cases; (n): cases the mean covers."""
+    header = ["Label", "Name", "Cases", "Dice", "HD95 mm", "ASSD mm", "NSD"]
+    rows = []
+    for entry in report["per_label"]:
+        rows.append(
+            [
+                str(entry["value"]),
+                entry["name"],
+                str(entry["n_cases"]),
+                _cell(entry["dice_mean"], "{:.4f}") + " ± " + _cell(entry["dice_std"], "{:.4f}") + _n(entry, "dice"),
+                _cell(entry["hd95_mm_mean"], "{:.2f}") + _n(entry, "hd95_mm"),
+                _cell(entry["assd_mm_mean"], "{:.2f}") + _n(entry, "assd_mm"),
+                _cell(entry["nsd_mean"], "{:.4f}") + _n(entry, "nsd"),
+            ]
+        )
+    text = _table(header, rows)
+    text += f"\nmean Dice over labels: {_cell(report['mean_dice'], '{:.4f}')}; "
+    text += f"{len(report['cases'])} cases, {report['seconds_per_case']:.2f} s per case"
+    if any(entry[f"{key}_n"] != entry["n_cases"] for entry in report["per_label"] for key in MEAN_KEYS):
+        text += "\n(n): the mean covers n cases (the label is missing from one map in the others)"
+    return text
+
+
+def format_comparison_table(comparison: dict) -> str:
+    header = ["Model", "Label", "Dice", "HD95 mm", "ASSD mm", "s/case"]
+    rows = []
+    for model, result in comparison["models"].items():
+        for entry in result["per_label"]:
+            rows.append(
+                [
+                    model,
+                    f"{entry['value']} {entry['name']}",
+                    _cell(entry["dice_mean"], "{:.4f}") + _n(entry, "dice"),
+                    _cell(entry["hd95_mm_mean"], "{:.2f}") + _n(entry, "hd95_mm"),
+                    _cell(entry["assd_mm_mean"], "{:.2f}") + _n(entry, "assd_mm"),
+                    f"{result['seconds_per_case']:.2f}",
+                ]
+            )
+    return _table(header, rows) + f"\n{len(comparison['cases'])} case(s); means over cases"
+
+
+def _csv_value(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "" if math.isnan(value) else "inf"
+    return str(value)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[_csv_value(v) for v in row] for row in rows])
+    write_text_atomic(path, buffer.getvalue())
+
+
+def write_dataset_csv(report: dict, path: Path) -> None:
+    """One row per case and label, then one ``mean`` row per label."""
+    keys = ["dice", "iou", "hd95_mm", "assd_mm", "nsd", "ref_ml", "pred_ml"]
+    rows = []
+    for case in report["cases"]:
+        for row in case["labels"]:
+            rows.append([case["case"], row["value"], row["name"], *[row[k] for k in keys], f"{case['seconds']:.3f}"])
+    for entry in report["per_label"]:
+        means = [entry.get(f"{k}_mean", math.nan) for k in keys]
+        rows.append(["mean", entry["value"], entry["name"], *means, f"{report['seconds_per_case']:.3f}"])
+    _write_csv(path, ["case", "label", "name", *keys, "seconds"], rows)
+
+
+def write_comparison_csv(comparison: dict, path: Path) -> None:
+    rows = []
+    for model, result in comparison["models"].items():
+        for entry in result["per_label"]:
+            rows.append(
+                [model, entry["value"], entry["name"], entry["n_cases"]]
+                + [entry[f"{key}_{stat}"] for key in MEAN_KEYS for stat in ("mean", "std")]
+                + [result["seconds_per_case"]]
+            )
+    header = ["model", "label", "name", "cases"] + [f"{key}_{stat}" for key in MEAN_KEYS for stat in ("mean", "std")]
+    _write_csv(path, header + ["seconds_per_case"], rows)
+
+
+def write_comparison_chart(comparison: dict, path: Path) -> None:
+    """Grouped bars: mean Dice per label (x), one bar per model, error bars one standard deviation."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    models = list(comparison["models"])
+    labels = [f"{e['value']} {e['name']}" for e in comparison["models"][models[0]]["per_label"]]
+    width = 0.8 / len(models)
+    figure, axes = plt.subplots(figsize=(max(5.0, 1.2 * len(labels) * len(models) ** 0.5 + 2), 3.6), dpi=120)
+    for index, model in enumerate(models):
+        entries = comparison["models"][model]["per_label"]
+        positions = np.arange(len(entries)) + (index - (len(models) - 1) / 2) * width
+        means = [0.0 if math.isnan(e["dice_mean"]) else e["dice_mean"] for e in entries]
+        errors = [0.0 if math.isnan(e["dice_std"]) else e["dice_std"] for e in entries]
+        axes.bar(positions, means, width, yerr=errors, capsize=2, label=model)
+    axes.set_xticks(np.arange(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("Dice (mean over cases)")
+    axes.legend(fontsize="small", loc="lower right")
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    temporary.replace(path)

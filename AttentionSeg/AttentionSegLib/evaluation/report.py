@@ -1,0 +1,143 @@
+"""Metric reports: the printed table, JSON and CSV, written atomically.
+
+JSON and CSV write NaN and infinity as ``null`` / empty cells; the ``present_in`` column of each
+label says why a value is missing (see :mod:`AttentionSegLib.evaluation.metrics`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+from AttentionSegLib.evaluation.metrics import AVERAGED_KEYS, LABEL_METRIC_KEYS
+from AttentionSegLib.io.atomic import write_text_atomic
+
+__all__ = ["format_metrics_table", "metrics_to_json", "write_metrics_csv", "json_safe"]
+
+_TABLE_COLUMNS = (
+    ("dice", "Dice", "{:.4f}"),
+    ("iou", "IoU", "{:.4f}"),
+    ("hd95_mm", "HD95 mm", "{:.2f}"),
+    ("assd_mm", "ASSD mm", "{:.2f}"),
+    ("nsd", "NSD", "{:.4f}"),
+    ("ref_ml", "Ref mL", "{:.2f}"),
+    ("pred_ml", "Pred mL", "{:.2f}"),
+)
+
+
+def json_safe(value):
+    """NaN and infinities become ``None``; containers are converted recursively."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    return value
+
+
+def _cell(value, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return pattern.format(value)
+
+
+def format_metrics_table(report: dict) -> str:
+    """A fixed-width table: one row per label, then the means with the number of labels each covers."""
+    header = ["Label", "Name", "In", *[title for _, title, _ in _TABLE_COLUMNS]]
+    rows = [
+        [str(row["value"]), row["name"], row["present_in"], *[_cell(row[k], p) for k, _, p in _TABLE_COLUMNS]]
+        for row in report["labels"]
+    ]
+    n_total = report["n_labels_averaged"]
+    mean_row = ["mean", f"{n_total} labels", ""]
+    for key, _, pattern in _TABLE_COLUMNS:
+        if key in AVERAGED_KEYS:
+            n = report["n_averaged"][key]
+            mean_row.append(_cell(report["mean"][key], pattern) + ("" if n == n_total else f" ({n})"))
+        else:
+            mean_row.append("")
+    widths = [max(len(r[i]) for r in [header, *rows, mean_row]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "-" * len(line(header))
+    out = [line(header), rule, *[line(r) for r in rows], rule, line(mean_row)]
+    notes = []
+    if any(report["n_averaged"][k] != n_total for k in AVERAGED_KEYS):
+        notes.append("(n): the mean covers n labels; distances need the label in both maps.")
+    for key, n in report.get("n_infinite", {}).items():
+        notes.append(f"{key}: {n} label(s) infinite (missing from one map), left out of the mean.")
+    return "\n".join(out + notes)
+
+
+def format_models_table(models: list[dict], presets: list) -> str:
+    """The ``attentionseg models`` listing: one line per network, its recipe, then the presets."""
+
+    def patch(entry: dict, dims: str) -> str:
+        size = entry["default_patch_size"].get(dims)
+        return "x".join(map(str, size)) if size else "-"
+
+    def multiple(entry: dict) -> str:
+        return " ".join(f"{dims}D:" + "x".join(map(str, m)) for dims, m in entry["patch_multiple"].items())
+
+    header = f"{'name':<15} {'dims':<5} {'patch 3D':<12} {'patch 2D':<9} {'multiple of':<20} {'params':>8}  DS  clin"
+    lines = [header, "-" * len(header)]
+    for entry in models:
+        dims = ",".join(map(str, entry["spatial_dims"]))
+        lines.append(
+            f"{entry['name']:<15} {dims:<5} {patch(entry, '3'):<12} {patch(entry, '2'):<9} {multiple(entry):<20} "
+            f"{entry['parameters'] / 1e6:>7.2f}M  {'yes' if entry['deep_supervision'] else 'no ':<3} "
+            f"{'yes' if entry['clinical_input'] else 'no'}"
+        )
+    lines += ["", "Descriptions and default recipes (parameters at the default configuration, see --json):"]
+    for entry in models:
+        recipe = entry["recipe"]
+        lines.append(f"  {entry['name']}: {entry['description']}")
+        if entry["paper"]:
+            lines.append(f"      paper: {entry['paper']}")
+        lines.append(
+            f"      recipe ({recipe['source']}): {recipe['loss']}, {recipe['optimizer']} "
+            f"lr {recipe['learning_rate']:g}, {recipe['schedule']} schedule, {recipe['epochs']} epochs, "
+            f"batch {recipe['batch_size']}"
+        )
+    lines += ["", "Presets (published configurations):"]
+    for preset in presets:
+        size = "x".join(map(str, preset.patch_size))
+        lines.append(
+            f"  {preset.name}: {preset.model}, {preset.in_channels} -> {preset.out_channels} classes, "
+            f"patch {size}; {preset.description}"
+        )
+    return "\n".join(lines)
+
+
+def metrics_to_json(report: dict) -> str:
+    return json.dumps(json_safe(report), indent=2) + "\n"
+
+
+def metrics_csv_text(report: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = ["value", "name", "present_in", *LABEL_METRIC_KEYS]
+    writer.writerow(columns)
+    for row in report["labels"]:
+        writer.writerow(["" if json_safe(row[c]) is None else json_safe(row[c]) for c in columns])
+    mean = report["mean"]
+    writer.writerow(
+        ["mean", f"{report['n_labels_averaged']} labels", ""]
+        + ["" if json_safe(mean.get(k)) is None else json_safe(mean.get(k)) for k in LABEL_METRIC_KEYS]
+    )
+    return buffer.getvalue()
+
+
+def write_metrics_csv(report: dict, path: str | os.PathLike) -> Path:
+    return write_text_atomic(path, metrics_csv_text(report))

@@ -1,0 +1,218 @@
+"""The model file: one file per trained model, holding the weights and everything inference needs.
+
+Layout: a PyTorch file (``torch.save``) of a dict with plain types only,
+``{"attentionseg_model": <metadata as a JSON string>, "state_dict": {name: tensor}}``, read back
+with ``torch.load(..., weights_only=True)``: loading never runs code from the file.
+
+The metadata (see :class:`ModelFile`): the network (registry name and constructor arguments),
+input channel names, label values/names/colours in output order, the output activation,
+preprocessing (target spacing, intensity normalisation and its statistics), clinical variables
+and their statistics, and a training summary (dataset, cases, epochs, best validation Dice per
+label, date, versions). The fixed name inside a run folder is ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.io.atomic import atomic_torch_save
+from AttentionSegLib.training.run_folder import MODEL_FILE_NAME
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MODEL_FILE_NAME",
+    "ModelFile",
+    "ModelFileError",
+    "load_model_file",
+]
+
+FORMAT = "attentionseg-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(AttentionSegError):
+    """A model file that is missing, damaged, foreign or from a newer version."""
+
+
+@dataclass
+class ModelFile:
+    """A trained model: weights plus what inference needs to reproduce the training conditions.
+
+    Attributes:
+        network: ``{"name", "spatial_dims", "in_channels", "out_channels", "patch_size", "clinical_features",
+            "options"}``: arguments of :func:`AttentionSegLib.models.build_model`.
+        channel_names: the image channels the network expects, in order.
+        labels: ``[{"value", "name", "color"}]`` (colour RGB in 0-1) for output channel 0, 1, ...
+            (background first); with a single sigmoid output, background and one foreground label.
+        output_activation: "softmax" (argmax over channels) or "sigmoid" (one channel, threshold 0.5).
+        preprocessing: ``{"target_spacing": [mm, array order], "normalization": {...}, "image_kind",
+            "slice_wise": bool, "patch_size": [...], "mirror_axes": [array axes]}``.
+        clinical: ``{"variables": [...], "mean": [...], "std": [...]}`` or empty.
+        training: summary of the run that made the model.
+        state_dict: the network's weights.
+    """
+
+    network: dict[str, Any]
+    channel_names: list[str]
+    labels: list[dict[str, Any]]
+    output_activation: str
+    preprocessing: dict[str, Any]
+    clinical: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "network": self.network,
+            "channel_names": self.channel_names,
+            "labels": self.labels,
+            "output_activation": self.output_activation,
+            "preprocessing": self.preprocessing,
+            "clinical": self.clinical,
+            "training": self.training,
+        }
+
+    # Typed views of the metadata: read the model file's facts here, never from the raw dicts.
+    @property
+    def label_values(self) -> list[int]:
+        """Label values in output order (background first)."""
+        return [int(label["value"]) for label in self.labels]
+
+    @property
+    def foreground_labels(self) -> list[dict[str, Any]]:
+        """``[{"value", "name", "color"}]`` of the labels other than background."""
+        return [label for label in self.labels if int(label["value"]) != 0]
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """Foreground label value -> name."""
+        return {int(label["value"]): str(label["name"]) for label in self.foreground_labels}
+
+    @property
+    def label_colors(self) -> dict[int, tuple[float, ...]]:
+        """Foreground label value -> RGB colour in 0-1 (labels without a colour are left out)."""
+        return {int(label["value"]): tuple(label["color"]) for label in self.foreground_labels if label.get("color")}
+
+    @property
+    def slice_wise(self) -> bool:
+        """A 2D network trained on the slices of 3D images."""
+        return bool(self.preprocessing.get("slice_wise", False))
+
+    @property
+    def image_dims(self) -> int:
+        """Dimensionality of the images the model segments (3 for a slice-wise 2D network)."""
+        return 3 if self.slice_wise else int(self.network["spatial_dims"])
+
+    @property
+    def patch_size(self) -> tuple[int, ...]:
+        """The window, array order of the image grid ((1, h, w) for a slice-wise network)."""
+        return tuple(int(v) for v in self.preprocessing["patch_size"])
+
+    @property
+    def target_spacing(self) -> tuple[float, ...]:
+        """The spacing (mm, array order) the model works at."""
+        return tuple(float(v) for v in self.preprocessing["target_spacing"])
+
+    @property
+    def mirror_axes(self) -> list[int]:
+        """Array axes the training mirrored (test-time augmentation flips these); every axis for
+        model files that predate the field."""
+        return [int(axis) for axis in self.preprocessing.get("mirror_axes", range(len(self.patch_size)))]
+
+    @property
+    def sigmoid(self) -> bool:
+        """One sigmoid output (threshold 0.5) rather than a softmax over classes."""
+        return self.output_activation == "sigmoid"
+
+    def build_network(self, load_weights: bool = True) -> nn.Module:
+        """The network with the stored weights, in eval mode, on the CPU. Deep-supervision heads are
+        built as in training (so the weights load strictly); in eval mode they are not run."""
+        from AttentionSegLib.models import build_model
+
+        spec = self.network
+        try:
+            network = build_model(
+                spec["name"],
+                spec["spatial_dims"],
+                spec["in_channels"],
+                spec["out_channels"],
+                spec["patch_size"],
+                clinical_features=spec.get("clinical_features", 0),
+                **spec.get("options", {}),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelFileError(f"the model file describes a network that cannot be built: {error}") from None
+        if load_weights:
+            try:
+                network.load_state_dict(self.state_dict)
+            except RuntimeError as error:
+                reason = str(error).splitlines()[0]
+                raise ModelFileError(f"the weights do not fit the network {spec['name']!r}: {reason}") from None
+        return network.eval()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically (a temporary file in the same folder, then a rename)."""
+        path = Path(path)
+        payload = {
+            "attentionseg_model": json.dumps(self.metadata()),
+            "state_dict": {key: value.detach().cpu() for key, value in self.state_dict.items()},
+        }
+        return atomic_torch_save(payload, path)
+
+
+def load_model_file(path: str | os.PathLike) -> ModelFile:
+    """Read a model file written by :meth:`ModelFile.save`.
+
+    Raises:
+        ModelFileError: missing file, damaged or non-PyTorch file, a PyTorch file that is not an
+            AttentionSeg model, or a model from a newer format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(
+            f"{path}: not a readable model file (damaged, truncated or not PyTorch): {reason[:160]}"
+        ) from None
+    if not isinstance(payload, dict) or "attentionseg_model" not in payload or "state_dict" not in payload:
+        raise ModelFileError(f"{path}: a PyTorch file, but not an AttentionSeg model file (no model metadata)")
+    try:
+        metadata = json.loads(payload["attentionseg_model"])
+    except (TypeError, ValueError):
+        raise ModelFileError(f"{path}: the model metadata is not valid JSON") from None
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: unknown model format {metadata.get('format')!r}")
+    if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: made by a newer AttentionSeg (format version {metadata['format_version']}, "
+            f"this one reads up to {FORMAT_VERSION}); update AttentionSeg"
+        )
+    try:
+        return ModelFile(
+            network=metadata["network"],
+            channel_names=list(metadata["channel_names"]),
+            labels=list(metadata["labels"]),
+            output_activation=metadata["output_activation"],
+            preprocessing=metadata["preprocessing"],
+            clinical=metadata.get("clinical", {}),
+            training=metadata.get("training", {}),
+            state_dict=payload["state_dict"],
+        )
+    except KeyError as error:
+        raise ModelFileError(f"{path}: the model metadata lacks {error.args[0]!r}") from None

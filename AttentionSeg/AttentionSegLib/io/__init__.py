@@ -1,0 +1,1 @@
+"""Files: images with their geometry, segmentation files (.seg.nrrd), atomic writes."""

@@ -1,0 +1,71 @@
+"""Atomic writes: a file appears under its name complete or not at all.
+
+Every file the engine writes (images, label maps, model files, checkpoints, reports, dataset
+definitions, configurations) goes through :func:`atomic_path`: the content is written to a hidden
+temporary file in the destination's folder, flushed to disk, then renamed over the destination.
+A reader, a crash or a kill never sees half a file, and a failed write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "atomic_torch_save"]
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; on success it is flushed to disk and
+    renamed to ``path`` (replacing a file there), on any error removed.
+
+    Args:
+        path: the destination.
+        suffix: the temporary file's ending (writers that pick the format by ending need the real one).
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; our files are meant to be shared
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, content: Any, indent: int = 1) -> Path:
+    """Write ``content`` as JSON to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            json.dump(content, stream, indent=indent)
+    return Path(path)
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically (model files and checkpoints)."""
+    import torch
+
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+    return Path(path)

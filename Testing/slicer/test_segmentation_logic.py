@@ -1,0 +1,225 @@
+"""The AttentionSeg module's Logic against real MRML (slicer-core): segment, metrics, compare,
+click-to-segment, saving corrections as training cases, and the background runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from AttentionSegLib.data.dataset import load_dataset, validate_dataset  # noqa: E402
+from AttentionSegLib.data.preprocessing import read_case_image, read_case_label  # noqa: E402
+from AttentionSegLib.errors import AttentionSegError  # noqa: E402
+from AttentionSegLib.evaluation.metrics import evaluate_label_maps  # noqa: E402
+from AttentionSegLib.inference.predictor import PredictionCancelled, Predictor  # noqa: E402
+from AttentionSegLib.io.image import read_image  # noqa: E402
+from AttentionSegLib.slicer.background import BackgroundSegmentation  # noqa: E402
+from AttentionSegLib.slicer.logic import AttentionSegLogic  # noqa: E402
+from AttentionSegLib.slicer.mrml import (  # noqa: E402
+    StandaloneScene,
+    image_from_volume_node,
+    label_image_from_segmentation_node,
+    segmentation_node_from_label_image,
+    volume_node_from_image,
+)
+
+NAMES = {1: "liver", 2: "spleen"}
+
+
+@pytest.fixture
+def scene_and_case(trained_models):
+    """A scene with one held-out phantom case loaded as a volume and its reference segmentation."""
+    dataset, (good, _) = trained_models
+    definition = load_dataset(dataset)
+    case_id = Predictor(good, device="cpu").model_file.training["val_cases"][0]
+    image = read_case_image(definition.case(case_id), definition)
+    reference = read_case_label(definition.case(case_id), definition, image)
+    wiring = StandaloneScene()
+    volume = volume_node_from_image(wiring.scene, image.channel(0), "phantom")
+    reference_node = segmentation_node_from_label_image(
+        wiring.scene, image.channel(0).with_array(reference.astype(np.uint8)), NAMES, name="reference",
+        reference_volume_node=volume,
+    )  # fmt: skip
+    return wiring, volume, reference_node, image.channel(0), reference
+
+
+def node_count(scene) -> int:
+    return scene.GetNumberOfNodes()
+
+
+def test_segment_makes_named_coloured_segments_on_the_volume_grid(trained_models, scene_and_case):
+    _, (good, _) = trained_models
+    wiring, volume, _, image, _ = scene_and_case
+    logic = AttentionSegLogic(wiring.scene)
+    node = logic.segment(volume, good, device="cpu")
+    assert node.GetName() == "good"
+    segmentation = node.GetSegmentation()
+    segments = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+    assert segments == {"liver", "spleen"}
+    model = Predictor(good, device="cpu")
+    color = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("liver")).GetColor()
+    np.testing.assert_allclose(color, model.labels[0]["color"], atol=1e-6)
+    labels = label_image_from_segmentation_node(node, volume)
+    expected = model.predict(image_from_volume_node(volume)).label_image
+    np.testing.assert_array_equal(labels.array, expected.array)
+    np.testing.assert_allclose(labels.direction, image.direction, atol=1e-9)
+    np.testing.assert_allclose(labels.origin, image.origin, atol=1e-6)
+
+
+def test_metrics_against_a_reference_equal_the_engine(trained_models, scene_and_case):
+    _, (good, _) = trained_models
+    wiring, volume, reference_node, _, reference = scene_and_case
+    logic = AttentionSegLogic(wiring.scene)
+    node = logic.segment(volume, good, device="cpu")
+    table, report = logic.compute_metrics(node, reference_node)  # on the reference's own geometry
+    predicted = label_image_from_segmentation_node(node, volume)
+    expected = evaluate_label_maps(
+        predicted.array, reference, image_from_volume_node(volume).spacing_array_order, NAMES
+    )
+    for got, want in zip(report["labels"], expected["labels"]):
+        assert got["name"] == want["name"] and got["dice"] == pytest.approx(want["dice"], abs=1e-12)
+        assert got["hd95_mm"] == pytest.approx(want["hd95_mm"], abs=1e-9)
+    assert table.GetNumberOfRows() == 3  # two labels and the mean
+
+
+def test_compare_with_and_without_a_reference(trained_models, scene_and_case):
+    _, models = trained_models
+    wiring, volume, reference_node, _, _ = scene_and_case
+    logic = AttentionSegLogic(wiring.scene)
+    result = logic.compare(volume, models, reference_node, device="cpu")
+    assert [node.GetName() for node in result["segmentations"]] == ["good", "short"]
+    assert result["table"].GetNumberOfRows() == 4  # 2 models x 2 labels
+    assert result["chart"].GetNumberOfPlotSeriesNodes() == 2
+    dice_column = result["table"].GetTable().GetColumnByName("Dice")
+    _, single = logic.compute_metrics(result["segmentations"][0], reference_node, volume)
+    assert dice_column.GetValue(0) == pytest.approx(single["labels"][0]["dice"])
+
+    agreement = logic.compare(volume, models, device="cpu")
+    rows = agreement["reports"]["agreement"]
+    assert [(r["model_a"], r["model_b"], r["name"]) for r in rows] == [
+        ("good", "short", "liver"),
+        ("good", "short", "spleen"),
+    ]
+    a = label_image_from_segmentation_node(agreement["segmentations"][0], volume).array == 1
+    b = label_image_from_segmentation_node(agreement["segmentations"][1], volume).array == 1
+    if a.sum() + b.sum():
+        assert rows[0]["dice"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_a_cancelled_comparison_leaves_the_scene_as_it_was(trained_models, scene_and_case):
+    _, models = trained_models
+    wiring, volume, reference_node, _, _ = scene_and_case
+    logic = AttentionSegLogic(wiring.scene)
+    before = node_count(wiring.scene)
+    calls = []
+
+    def cancel_during_second_model() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # the first model's windows fit one batch: cancel in the second
+
+    with pytest.raises(PredictionCancelled):
+        logic.compare(volume, models, reference_node, device="cpu", cancel=cancel_during_second_model)
+    assert node_count(wiring.scene) == before
+
+
+def test_click_adds_the_structure_then_a_negative_click_removes_it(trained_models, scene_and_case):
+    _, (good, _) = trained_models
+    wiring, volume, _, image, _ = scene_and_case
+    logic = AttentionSegLogic(wiring.scene)
+    predicted = Predictor(good, device="cpu").predict(image).label_image.array
+    k, j, i = np.round(np.argwhere(predicted == 1).mean(axis=0)).astype(int)
+    assert predicted[k, j, i] == 1
+    lps = image.index_to_physical() @ np.array([i, j, k, 1.0])
+    point_ras = (-lps[0], -lps[1], lps[2])
+    # An earlier edit far from the click (outside the window) must survive the click.
+    far = (0, 0, 0) if j >= 12 else (15, 23, 23)  # the window spans 16 of the 24 rows
+    earlier = np.zeros(image.spatial_shape, np.uint8)
+    earlier[far] = 1
+    target = segmentation_node_from_label_image(wiring.scene, image.with_array(earlier), {1: "liver"}, name="edits")
+    segment_id = logic.click_to_segment(volume, good, point_ras, target, device="cpu")
+    segment = target.GetSegmentation().GetSegment(segment_id)
+    assert segment.GetName() == "liver"
+    mask = label_image_from_segmentation_node(target, volume).array > 0
+    # Expected: the connected liver of the one window around the click, placed on the volume grid.
+    from scipy import ndimage
+
+    window, region = Predictor(good, device="cpu").predict_window(image, (k, j, i))
+    local = tuple(int(c - r.start) for c, r in zip((k, j, i), region))
+    components, _ = ndimage.label(window == 1)
+    expected = np.zeros(image.spatial_shape, bool)
+    expected[region] = components == components[local]
+    assert expected[k, j, i] and expected.sum() > 10
+    np.testing.assert_array_equal(mask, expected | (np.indices(mask.shape).T == far).all(-1).T)
+    # Into a new, empty segmentation: the segment is created and holds just the structure.
+    fresh = wiring.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "fresh")
+    fresh.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    fresh_id = logic.click_to_segment(volume, good, point_ras, fresh, device="cpu")
+    assert fresh.GetSegmentation().GetSegment(fresh_id).GetName() == "liver"
+    np.testing.assert_array_equal(label_image_from_segmentation_node(fresh, volume).array > 0, expected)
+    logic.click_to_segment(volume, good, point_ras, fresh, fresh_id, positive=False, device="cpu")
+    assert not label_image_from_segmentation_node(fresh, volume).array.any()
+    logic.click_to_segment(volume, good, point_ras, fresh, fresh_id, device="cpu")  # into the emptied segment
+    np.testing.assert_array_equal(label_image_from_segmentation_node(fresh, volume).array > 0, expected)
+    logic.click_to_segment(volume, good, point_ras, target, segment_id=segment_id, positive=False, device="cpu")
+    after = label_image_from_segmentation_node(target, volume).array > 0
+    assert not after[k, j, i] and after[far]  # the click's part is gone, the earlier edit is not
+    with pytest.raises(AttentionSegError, match="outside the volume"):
+        logic.click_to_segment(volume, good, (1e4, 0, 0), target, device="cpu")
+
+
+def test_save_correction_adds_a_case_and_never_overwrites(trained_models, scene_and_case, tmp_path):
+    dataset, (good, _) = trained_models
+    copy = tmp_path / "data"
+    shutil.copytree(dataset.parent, copy)
+    wiring, volume, reference_node, image, reference = scene_and_case
+    logic = AttentionSegLogic(wiring.scene)
+    original = logic.segment(volume, good, device="cpu")
+    before = {case.case_id for case in load_dataset(copy / "dataset.json").cases}
+
+    result = logic.save_correction(volume, reference_node, copy / "dataset.json", original)
+    assert result["case_id"] == "correction_001" and result["case_id"] not in before
+    definition = load_dataset(copy / "dataset.json")
+    assert {case.case_id for case in definition.cases} == before | {"correction_001"}
+    assert validate_dataset(definition) == []
+    saved_image = read_image(result["image_files"][0])
+    np.testing.assert_array_equal(saved_image.array, image.array)
+    np.testing.assert_allclose(saved_image.direction, image.direction, atol=1e-6)
+    np.testing.assert_array_equal(read_image(result["label_file"]).array, reference)
+    original_labels = read_image(result["original_file"]).array
+    for value in (1, 2):
+        a, b = original_labels == value, reference == value
+        assert result["dice"][value] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+    json.loads((copy / "dataset.json").read_text())
+
+    again = logic.save_correction(volume, reference_node, copy / "dataset.json")
+    assert again["case_id"] == "correction_002" and again["original_file"] is None and again["dice"] == {}
+    undeclared = image.with_array(((reference == 1) * 5).astype(np.uint8))  # value 5, name unknown
+    renamed = segmentation_node_from_label_image(wiring.scene, undeclared, {5: "tumour"}, name="odd")
+    with pytest.raises(AttentionSegError, match="matches no label"):
+        logic.save_correction(volume, renamed, copy / "dataset.json")
+
+
+def test_background_run_adds_the_node_when_done_and_cancel_leaves_the_scene(trained_models, scene_and_case):
+    _, (good, _) = trained_models
+    wiring, volume, _, _, _ = scene_and_case
+    logic = AttentionSegLogic(wiring.scene)
+    runner = BackgroundSegmentation(logic)
+    runner.start(volume, good, device="cpu")
+    assert runner.wait(timeout_s=120) == "done", runner.message
+    assert runner.progress == 1.0 and runner.result.GetName() == "good"
+    blocking = logic.segment(volume, good, device="cpu")
+    np.testing.assert_array_equal(
+        label_image_from_segmentation_node(runner.result, volume).array,
+        label_image_from_segmentation_node(blocking, volume).array,
+    )
+    before = node_count(wiring.scene)
+    runner.start(volume, good, device="cpu")
+    folder = runner.folder
+    runner.cancel()
+    assert runner.state == "cancelled" and node_count(wiring.scene) == before and not folder.exists()
+    with pytest.raises(Exception, match="not found"):
+        runner.start(volume, folder / "missing.pt")
