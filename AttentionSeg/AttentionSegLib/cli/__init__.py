@@ -14,7 +14,8 @@ from pathlib import Path
 from AttentionSegLib import __version__
 from AttentionSegLib.devices import DEVICE_CHOICES
 from AttentionSegLib.errors import AttentionSegError
-from AttentionSegLib.models.spec import LOSSES, OPTIMIZERS, SCHEDULES
+from AttentionSegLib.training.config import TrainingConfig
+from AttentionSegLib.training.config import add_arguments as add_training_arguments
 
 __all__ = ["main", "build_parser"]
 
@@ -182,41 +183,13 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "and best.pt, progress.jsonl (one JSON event per line) and config.json. Under torchrun the run uses "
         "DistributedDataParallel.",
     )
-    parser.add_argument("dataset_json", type=Path, metavar="DATASET_JSON")
-    parser.add_argument("--model", required=True, help="network name (attentionseg models)")
-    parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (new, or --resume)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the recipe's)")
-    parser.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop before this wall-clock budget")
-    parser.add_argument("--patch", type=int, nargs="+", metavar="N", help="patch size in array order (z y x | y x)")
-    parser.add_argument("--batch", type=int, help="batch size")
-    parser.add_argument("--lr", type=float, help="base learning rate")
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--loss", choices=LOSSES)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--schedule", choices=SCHEDULES)
-    parser.add_argument("--fold", type=int, default=0, help="validation fold (default 0)")
-    parser.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation/sampling/augmentation seed (default 0)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    parser.add_argument("--slice-wise", action="store_true", help="train a 2D network on the slices of a 3D dataset")
+    add_training_arguments(parser)
     parser.add_argument(
-        "--mirror-axes",
-        type=int,
-        nargs="*",
-        metavar="AXIS",
-        help="axes (array order) mirrored by augmentation and by --tta later; default all; give none "
-        "(--mirror-axes alone) when the labels depend on the side, e.g. anterior/posterior",
-    )
-    parser.add_argument("--iterations", type=int, metavar="N", help="batches per epoch (default: one pass, >= 10)")
-    parser.add_argument("--val-every", type=int, default=1, metavar="N", help="validate every N epochs (default 1)")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
-    parser.add_argument("--compact", action="store_true", help="the network's small configuration (demos, tests)")
-    parser.add_argument(
-        "--options",
-        type=_json_object,
-        default={},
-        metavar="JSON",
-        help="network constructor options as a JSON object, e.g. '{\"channels\": [16, 32, 64]}'",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="read the settings from a config.json (a run folder's, or written by the Training module); "
+        "flags given here override it",
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--json", action="store_true", help="end by printing one JSON summary on stdout")
@@ -581,33 +554,9 @@ def _print_training_event(event: dict) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from AttentionSegLib.training.trainer import TrainingConfig, train
+    from AttentionSegLib.training.trainer import train
 
-    config = TrainingConfig(
-        dataset=str(args.dataset_json),
-        model=args.model,
-        run_dir=str(args.out),
-        epochs=args.epochs,
-        time_limit_min=args.time_limit,
-        patch_size=args.patch,
-        batch_size=args.batch,
-        learning_rate=args.lr,
-        weight_decay=args.weight_decay,
-        loss=args.loss,
-        optimizer=args.optimizer,
-        schedule=args.schedule,
-        fold=args.fold,
-        n_folds=args.folds,
-        seed=args.seed,
-        device=args.device,
-        slice_wise=args.slice_wise,
-        mirror_axes=args.mirror_axes,
-        iterations_per_epoch=args.iterations,
-        val_every=args.val_every,
-        workers=args.workers,
-        compact=args.compact,
-        options=args.options,
-    )
+    config = TrainingConfig.from_arguments(args)
     try:
         summary = train(config, resume=args.resume, echo=None if args.quiet else _print_training_event)
     except AttentionSegError:

@@ -308,6 +308,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         if item.type in ("bool", bool):
             options["action"] = "store_true"
+        elif "choices" not in options:
+            options.setdefault("metavar", metadata["flag"].lstrip("-").upper().replace("-", "_"))
         parser.add_argument(
             metadata["flag"], dest=item.name, default=argparse.SUPPRESS, help=metadata["help"], **options
         )

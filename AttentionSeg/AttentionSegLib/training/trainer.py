@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,107 +54,13 @@ from AttentionSegLib.errors import AttentionSegError, DatasetError
 from AttentionSegLib.inference.model_file import MODEL_FILE_NAME, ModelFile
 from AttentionSegLib.io.atomic import atomic_torch_save
 from AttentionSegLib.models import build_model, get_model_info
-from AttentionSegLib.models.spec import LOSSES, OPTIMIZERS, SCHEDULES
 from AttentionSegLib.progress import ProgressLog
+from AttentionSegLib.training.config import TrainingConfig
+from AttentionSegLib.training.run_folder import RunFolder
 
 __all__ = ["TrainingConfig", "Trainer", "train", "SliceWise", "RunBudget", "build_loss", "learning_rate_factor"]
 
 CHECKPOINT_FORMAT = "attentionseg-checkpoint"
-
-
-@dataclass
-class TrainingConfig:
-    """What to train and how; ``None`` fields take the network's recipe (``attentionseg models``).
-
-    Args:
-        dataset: path of the dataset definition (dataset.json).
-        model: registry name.
-        run_dir: output folder.
-        epochs: maximum epochs.
-        time_limit_min: wall-clock budget in minutes; the learning-rate schedule then follows the
-            fraction of the budget used when that is ahead of the fraction of epochs.
-        patch_size: training and inference window (array order); default: the network's default,
-            reduced to the dataset's median shape (rounded up to the network's multiple).
-        batch_size, learning_rate, weight_decay, loss, optimizer, schedule: recipe overrides.
-        fold, n_folds, split_seed: the validation fold of a deterministic k-fold split.
-        seed: initialisation, sampling and augmentation seed.
-        device: auto, cuda or cpu.
-        slice_wise: train a 2D network on the slices of a 3D dataset (patch (1, h, w)).
-        mirror_axes: spatial axes (array order of the image grid) that augmentation mirrors, and
-            that flip test-time augmentation later uses; None: every axis (in-plane axes when
-            slice-wise); empty: no mirroring (for anatomy whose sides differ, e.g. anterior vs
-            posterior labels).
-        iterations_per_epoch: batches per epoch; default one pass over the training cases, at least 10.
-        val_every: validate every N epochs (and after the last).
-        workers: data-loading worker processes (0: in the training process).
-        compact: use the network's compact options (small, for demos and tests).
-        options: further network constructor options.
-        grad_clip: gradient-norm clipping threshold.
-    """
-
-    dataset: str
-    model: str
-    run_dir: str
-    epochs: int | None = None
-    time_limit_min: float | None = None
-    patch_size: list[int] | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    weight_decay: float | None = None
-    loss: str | None = None
-    optimizer: str | None = None
-    schedule: str | None = None
-    fold: int = 0
-    n_folds: int = 5
-    split_seed: int = 0
-    seed: int = 0
-    device: str = "auto"
-    slice_wise: bool = False
-    mirror_axes: list[int] | None = None
-    iterations_per_epoch: int | None = None
-    val_every: int = 1
-    workers: int = 0
-    compact: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
-    grad_clip: float = 12.0
-
-    def resolved(self) -> TrainingConfig:
-        """A copy with the recipe filled in and every field checked."""
-        info = get_model_info(self.model)
-        recipe = info.recipe
-        values = asdict(self)
-        for name in ("epochs", "batch_size", "learning_rate", "weight_decay", "loss", "optimizer", "schedule"):
-            if values[name] is None:
-                values[name] = getattr(recipe, name)
-        config = TrainingConfig(**values)
-        checks = [
-            (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
-            (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
-            (config.learning_rate > 0, f"learning rate must be positive, got {config.learning_rate}"),
-            (config.time_limit_min is None or config.time_limit_min > 0, "time limit must be positive minutes"),
-            (config.loss in LOSSES, f"loss must be one of {LOSSES}, got {config.loss!r}"),
-            (config.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}"),
-            (config.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {config.schedule!r}"),
-            (config.val_every >= 1, f"val_every must be at least 1, got {config.val_every}"),
-            (config.workers >= 0, f"workers must be >= 0, got {config.workers}"),
-            (config.iterations_per_epoch is None or config.iterations_per_epoch >= 1, "iterations must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise AttentionSegError(message)
-        return config
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> TrainingConfig:
-        try:
-            values = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise AttentionSegError(f"{path}: cannot read the run configuration ({error})") from None
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
 
 
 class SliceWise(nn.Module):
@@ -422,7 +328,11 @@ class Trainer:
             saved.device = config.device if config.device != "auto" else saved.device
             return saved.resolved()
         config = config.resolved()
-        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+        folder = RunFolder(self.run_dir)
+        # A new run needs an empty folder; a config.json there is the one it was started from
+        # (``attentionseg train --config RUN_DIR/config.json``, as the Training module does).
+        started_from = [folder.config_file] if _holds_config(folder.config_file, config) else []
+        if folder.holds_files_other_than(*started_from):
             raise AttentionSegError(
                 f"{self.run_dir}: the folder is not empty; use --resume to continue the run in "
                 "it, or choose another --out"
@@ -959,6 +869,14 @@ class Trainer:
             },
             state_dict={key: value.detach().cpu().clone() for key, value in network.state_dict().items()},
         )
+
+
+def _holds_config(path: Path, config: TrainingConfig) -> bool:
+    """Whether ``path`` is a configuration file describing ``config`` (once resolved)."""
+    try:
+        return path.is_file() and TrainingConfig.load(path).resolved() == config
+    except AttentionSegError:
+        return False
 
 
 def _monai_version() -> str:
