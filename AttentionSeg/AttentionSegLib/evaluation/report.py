@@ -16,7 +16,7 @@ from pathlib import Path
 from AttentionSegLib.evaluation.metrics import AVERAGED_KEYS, LABEL_METRIC_KEYS
 from AttentionSegLib.io.atomic import write_text_atomic
 
-__all__ = ["format_metrics_table", "metrics_to_json", "write_metrics_csv", "json_safe"]
+__all__ = ["METRIC_COLUMNS", "format_metrics_table", "metrics_to_json", "write_metrics_csv", "json_safe"]
 
 _TABLE_COLUMNS = (
     ("dice", "Dice", "{:.4f}"),
@@ -27,6 +27,22 @@ _TABLE_COLUMNS = (
     ("ref_ml", "Ref mL", "{:.2f}"),
     ("pred_ml", "Pred mL", "{:.2f}"),
 )
+
+
+# (report key, table column title, unit)
+METRIC_COLUMNS = (
+    ("dice", "Dice", ""),
+    ("iou", "IoU", ""),
+    ("precision", "Precision", ""),
+    ("sensitivity", "Sensitivity", ""),
+    ("hd95_mm", "HD95", "mm"),
+    ("hd_max_mm", "HD max", "mm"),
+    ("assd_mm", "ASSD", "mm"),
+    ("nsd", "NSD", ""),
+    ("ref_ml", "Reference volume", "mL"),
+    ("pred_ml", "Predicted volume", "mL"),
+)
+assert tuple(key for key, _, _ in METRIC_COLUMNS) == LABEL_METRIC_KEYS
 
 
 def json_safe(value):

@@ -17,7 +17,7 @@ import slicer
 import vtk
 
 from AttentionSegLib.errors import AttentionSegError
-from AttentionSegLib.evaluation.metrics import LABEL_METRIC_KEYS
+from AttentionSegLib.evaluation.report import METRIC_COLUMNS
 from AttentionSegLib.io.image import Image
 
 __all__ = [
@@ -30,25 +30,9 @@ __all__ = [
     "reference_geometry_volume",
     "remove_nodes",
     "has_voxels",
-    "METRIC_COLUMNS",
 ]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-# (report key, table column title, unit)
-METRIC_COLUMNS = (
-    ("dice", "Dice", ""),
-    ("iou", "IoU", ""),
-    ("precision", "Precision", ""),
-    ("sensitivity", "Sensitivity", ""),
-    ("hd95_mm", "HD95", "mm"),
-    ("hd_max_mm", "HD max", "mm"),
-    ("assd_mm", "ASSD", "mm"),
-    ("nsd", "NSD", ""),
-    ("ref_ml", "Reference volume", "mL"),
-    ("pred_ml", "Predicted volume", "mL"),
-)
-assert tuple(key for key, _, _ in METRIC_COLUMNS) == LABEL_METRIC_KEYS
 
 
 @dataclass
