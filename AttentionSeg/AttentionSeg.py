@@ -1,8 +1,9 @@
 """AttentionSeg: attention-based segmentation in 3D Slicer, model comparison, click-to-segment,
 corrections that feed training, and metrics against a reference.
 
-Module, Widget and Test are thin: the work is done by the Qt-free engine ``AttentionSegLib``
-(``AttentionSegLib.slicer.logic.AttentionSegLogic``, tested with slicer-core), which the command line
+Module, Widget and Test are thin, and the Logic is a facade: the work is done by the Qt-free
+classes of ``AttentionSegLib.slicer``, one per job (``SegmentLogic``, ``CompareLogic``, ``ClickLogic``,
+``MetricsLogic``, ``CorrectionsLogic``; tested with slicer-core) over the engine the command line
 ``attentionseg`` shares. Long segmentations run in a separate process
 (``AttentionSegLib.slicer.background``), so Slicer stays responsive and Cancel leaves the scene as it was.
 """
@@ -258,22 +259,26 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class AttentionSegLogic(ScriptedLoadableModuleLogic):
-    """Slicer-facing logic; the work is in ``AttentionSegLib.slicer.logic`` (Qt-free, tested with slicer-core)."""
+    """Slicer-facing facade over the engine's job logics on the application's scene (Qt-free, in
+    ``AttentionSegLib.slicer``, tested with slicer-core); they share one predictor cache, so repeated
+    clicks and segmentations do not reload a model."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self._engine = None
+        self._jobs = None
         self._runner = None
 
     def getParameterNode(self):
         return AttentionSegParameterNode(super().getParameterNode())
 
-    def engine(self):
-        from AttentionSegLib.slicer.logic import AttentionSegLogic as EngineLogic
+    def jobs(self):
+        """The job logics on ``slicer.mrmlScene``: ``.segment``, ``.compare``, ``.click``,
+        ``.metrics``, ``.corrections`` (made on first use, again when the scene changes)."""
+        if self._jobs is None or self._jobs.scene is not slicer.mrmlScene:
+            from AttentionSegLib.slicer.jobs import SegmentationJobs
 
-        if self._engine is None or self._engine.scene is not slicer.mrmlScene:
-            self._engine = EngineLogic(slicer.mrmlScene)
-        return self._engine
+            self._jobs = SegmentationJobs.for_scene(slicer.mrmlScene)
+        return self._jobs
 
     def defaultModelsFolder(self):
         from AttentionSegLib.inference.model_store import default_models_folder
@@ -296,9 +301,8 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
     def startSegmentation(self, volumeNodes, modelFile, device="auto", tta=False):
         from AttentionSegLib.slicer.background import BackgroundSegmentation
 
-        if self._runner is None:
-            self._runner = BackgroundSegmentation(self.engine())
-        self._runner.logic = self.engine()
+        if self._runner is None or self._runner.scene is not slicer.mrmlScene:
+            self._runner = BackgroundSegmentation(slicer.mrmlScene)
         self._runner.start(volumeNodes, modelFile, device=device, tta=tta)
 
     def pollSegmentation(self):
@@ -313,13 +317,14 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
             self._runner.cancel()
 
     def compare(self, volumeNodes, modelFiles, referenceSegmentationNode=None, device="auto", tta=False):
-        return self.engine().compare(volumeNodes, modelFiles, referenceSegmentationNode, device=device, tta=tta)
+        return self.jobs().compare.compare(volumeNodes, modelFiles, referenceSegmentationNode, device=device, tta=tta)
 
     def clickToSegment(self, volumeNodes, modelFile, pointRas, segmentationNode, positive=True, device="auto"):
+        """Seconds the click took (model, window and segment update)."""
         import time
 
         started = time.perf_counter()
-        self.engine().click_to_segment(
+        self.jobs().click.click_to_segment(
             volumeNodes, modelFile, pointRas, segmentationNode, positive=positive, device=device
         )
         return time.perf_counter() - started
@@ -327,16 +332,13 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
     def saveCorrection(self, volumeNodes, correctedSegmentationNode, datasetJson, originalSegmentationNode=None):
         if not datasetJson:
             raise ValueError("Choose the dataset definition (dataset.json).")
-        return self.engine().save_correction(
+        return self.jobs().corrections.save_correction(
             volumeNodes, correctedSegmentationNode, datasetJson, originalSegmentationNode
         )
 
-    def computeMetrics(self, segmentationNode, referenceSegmentationNode, referenceVolumeNode, nsdToleranceMm=1.0):
-        from AttentionSegLib.slicer.logic import SegmentationMetricsLogic
-
-        if referenceVolumeNode is None:
-            return self.engine().compute_metrics(segmentationNode, referenceSegmentationNode, None, nsdToleranceMm)
-        return SegmentationMetricsLogic(slicer.mrmlScene).compute_metrics(
+    def computeMetrics(self, segmentationNode, referenceSegmentationNode, referenceVolumeNode=None, nsdToleranceMm=1.0):
+        """(table node, report); without a reference volume, on the reference segmentation's geometry."""
+        return self.jobs().metrics.compute_metrics(
             segmentationNode, referenceSegmentationNode, referenceVolumeNode, nsdToleranceMm
         )
 
@@ -384,7 +386,8 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
         from AttentionSegLib.data.phantoms import write_phantom_dataset
         from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
         from AttentionSegLib.slicer.mrml import segmentation_node_from_label_image, volume_node_from_image
-        from AttentionSegLib.training.trainer import TrainingConfig, train
+        from AttentionSegLib.training.config import TrainingConfig
+        from AttentionSegLib.training.trainer import train
 
         folder = pathlib.Path(tempfile.mkdtemp(prefix="AttentionSegSelfTest-"))
         try:
@@ -398,8 +401,8 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
             case = definition.case("phantom_000")
             image = read_case_image(case, definition).channel(0)
             volume = volume_node_from_image(slicer.mrmlScene, image, "phantom")
-            engine = AttentionSegLogic().engine()
-            segmentation = engine.segment(volume, model, device="cpu")
+            jobs = AttentionSegLogic().jobs()
+            segmentation = jobs.segment.segment(volume, model, device="cpu")
             self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 2)
 
             reference = read_case_label(case, definition, image)
@@ -407,12 +410,12 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
             lps = image.index_to_physical() @ np.array([i, j, k, 1.0])
             edits = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "edits")
             edits.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-            engine.click_to_segment(volume, model, (-lps[0], -lps[1], lps[2]), edits, device="cpu")
+            jobs.click.click_to_segment(volume, model, (-lps[0], -lps[1], lps[2]), edits, device="cpu")
 
             corrected = segmentation_node_from_label_image(
                 slicer.mrmlScene, image.with_array(reference.astype(np.uint8)), {1: "a", 2: "b"}, name="corrected"
             )
-            result = engine.save_correction(volume, corrected, dataset, segmentation)
+            result = jobs.corrections.save_correction(volume, corrected, dataset, segmentation)
             self.assertEqual(validate_dataset(load_dataset(dataset)), [])
             self.assertIn(result["case_id"], {c.case_id for c in load_dataset(dataset).cases})
         finally:

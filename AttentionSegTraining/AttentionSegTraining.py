@@ -6,7 +6,9 @@ finished model is registered in the folder the AttentionSeg module lists models 
 
 Module, Widget and Test are thin: the work is done by the Qt-free engine
 (``AttentionSegLib.slicer.training_logic``, tested with slicer-core), and the trainer is the command line's
-``attentionseg train``.
+``attentionseg train``. The form becomes one ``TrainingConfig`` (``AttentionSegLib.training.config``),
+the schema the trainer, the command line and the run folder's ``config.json`` share. The engine
+ships with the AttentionSeg module, hence the dependency on it.
 """
 
 import json
@@ -31,7 +33,7 @@ class AttentionSegTraining(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "AttentionSeg Training"
         self.parent.categories = ["Segmentation"]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["AttentionSeg"]  # AttentionSegLib ships with the AttentionSeg module
         self.parent.contributors = ["AttentionSeg developers"]
         self.parent.helpText = (
             "Train attention-based segmentation networks (AXUNet, integrated-attention CNN, DANIE, Swin-NeXt, "
@@ -204,7 +206,7 @@ class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
 
     Args:
         processFactory: how the trainer process is started (default: a real process); tests pass
-            ``ReplayTrainingProcess.factory(events)``.
+            ``AttentionSegLib.slicer.testing.ReplayTrainingProcess.factory(events)``.
         modelsFolder: where finished models are registered (default: the AttentionSeg models folder).
     """
 
@@ -237,11 +239,12 @@ class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
 
         return k_fold_split([case.case_id for case in load_dataset(datasetPath).cases], nFolds, seed)
 
-    def trainingSettings(self, parameterNode):
-        """The run the parameter node describes (``AttentionSegLib.slicer.training_logic.TrainingSettings``)."""
-        from AttentionSegLib.slicer.training_logic import TrainingSettings
+    def trainingConfig(self, parameterNode):
+        """The run the parameter node describes, as the ``TrainingConfig`` the trainer takes
+        (``AttentionSegLib.slicer.training_form.config_from_form``: 0 or empty text is the recipe's value)."""
+        from AttentionSegLib.slicer.training_form import config_from_form
 
-        return TrainingSettings.from_form(
+        return config_from_form(
             dataset=parameterNode.datasetPath,
             model=parameterNode.network,
             run_dir=parameterNode.runFolder,
@@ -254,21 +257,21 @@ class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
             n_folds=parameterNode.folds,
             seed=parameterNode.seed,
             device=parameterNode.device,
-            extra_arguments=parameterNode.extraArguments,
+            extra_options=parameterNode.extraArguments,
         )
 
     def startTraining(self, parameterNode):
         """Start the run the parameter node describes; an empty run folder becomes a new one, written back."""
-        settings = self.trainingSettings(parameterNode)
-        self.training.start(settings)
-        parameterNode.runFolder = settings.run_dir
+        config = self.trainingConfig(parameterNode)
+        self.training.start(config)
+        parameterNode.runFolder = pathlib.Path(config.run_dir)
 
     def resumeTraining(self, parameterNode):
         """Resume the run in the parameter node's run folder, or the last run when that is empty."""
         if str(parameterNode.runFolder) in ("", "."):
             self.training.resume()
         else:
-            self.training.resume(self.trainingSettings(parameterNode))
+            self.training.resume(self.trainingConfig(parameterNode))
 
     def stopTraining(self):
         if self._training is not None:
@@ -321,7 +324,7 @@ class AttentionSegTrainingTest(ScriptedLoadableModuleTest):
     def test_training_with_a_replayed_trainer(self):
         import tempfile
 
-        from AttentionSegLib.slicer.training_logic import ReplayTrainingProcess
+        from AttentionSegLib.slicer.testing import ReplayTrainingProcess
 
         folder = pathlib.Path(tempfile.mkdtemp())
         dataset = folder / "Dataset001_Organ" / "dataset.json"

@@ -5,7 +5,7 @@ Volumes as in ``bench_inference.py``: a hippocampus case with a model file train
 dataset, and a synthetic 300 x 512 x 512 CT-like volume with a UNet model file (random weights,
 patch 64 x 128 x 128 at 2.0 x 1.5 x 1.5 mm, so one window spans 128 x 240 x 240 input voxels).
 
-Each click runs ``AttentionSegLogic.click_to_segment``: the volume node's voxels and geometry,
+Each click runs ``ClickLogic.click_to_segment``: the volume node's voxels and geometry,
 one window of the model around the point, the connected structure under it, and the segment's
 update inside the window. The first click (model load) is reported apart; then ``--repeats``
 positive and negative clicks alternate at the volume's centre, and medians are printed.
@@ -34,14 +34,16 @@ def measure(model_path: Path, image_path: Path, device: str, repeats: int) -> di
 
     from AttentionSegLib.inference.predictor import Predictor
     from AttentionSegLib.io.image import read_image
-    from AttentionSegLib.slicer.logic import AttentionSegLogic
+    from AttentionSegLib.slicer.click_logic import ClickLogic
     from AttentionSegLib.slicer.mrml import StandaloneScene, volume_node_from_image
+    from AttentionSegLib.slicer.predictor_cache import PredictorCache
 
     wiring = StandaloneScene()
     image = read_image(image_path)
     volume = volume_node_from_image(wiring.scene, image, "volume")
-    logic = AttentionSegLogic(wiring.scene, lambda path, dev, tta: Predictor(path, device=device, tta=tta))
-    predictor = logic.predictor(model_path, device)
+    predictors = PredictorCache(lambda path, dev, tta: Predictor(path, device=device, tta=tta))
+    logic = ClickLogic(wiring.scene, predictors)
+    predictor = predictors.get(model_path, device)
     center = [s // 2 for s in image.spatial_shape]
     # Click where the model finds a structure: the foreground voxel nearest to the centre of
     # the window around the volume's centre.

@@ -1,4 +1,5 @@
-"""Dataset definitions: both conventions, 2D and 3D, clinical features, validation, splits."""
+"""Dataset definitions: both conventions, 2D and 3D, clinical features, validation
+(:mod:`AttentionSegLib.data.validation`), splits (:mod:`AttentionSegLib.data.splits`)."""
 
 import hashlib
 import json
@@ -6,7 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from AttentionSegLib.data.dataset import k_fold_split, load_dataset, resolve_split, validate_dataset
+from AttentionSegLib.data import dataset
+from AttentionSegLib.data.dataset import load_dataset
+from AttentionSegLib.data.splits import k_fold_split, resolve_split
+from AttentionSegLib.data.validation import validate_dataset
 from AttentionSegLib.errors import DatasetError
 from AttentionSegLib.io.image import Image, write_image
 
@@ -186,3 +190,8 @@ def test_bad_definitions_are_one_clear_error(tmp_path, content, message):
     with pytest.raises(DatasetError, match=message) as error:
         load_dataset(path)
     assert str(path) in str(error.value)
+
+
+def test_validation_and_splits_are_importable_from_the_dataset_module():
+    assert dataset.validate_dataset is validate_dataset
+    assert dataset.k_fold_split is k_fold_split and dataset.resolve_split is resolve_split

@@ -17,7 +17,6 @@ from AttentionSegLib.inference.predictor import (
     PredictionCancelled,
     Predictor,
     keep_largest_components,
-    logits_to_classes,
 )
 from AttentionSegLib.io.image import Image, read_image
 from AttentionSegLib.io.segmentation_file import read_segment_names, write_label_image
@@ -141,7 +140,7 @@ def test_tta_averages_the_logits_of_every_mirrored_copy():
             flipped = window.flip(axes) if axes else window
             logits = network(flipped)
             expected += logits.flip(axes) if axes else logits
-        result = predictor._window_function(None)(window)
+        result = predictor.segmenter.window_function(None)(window)
     torch.testing.assert_close(result, expected / len(axes_sets))
 
 
@@ -267,15 +266,3 @@ def test_seg_nrrd_opens_in_slicer_as_named_segments(tmp_path):
     assert names == {"liver": 3, "spleen": 7}
     color = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("liver")).GetColor()
     np.testing.assert_allclose(color, [0.8, 0.5, 0.3], atol=1e-6)
-
-
-@pytest.mark.parametrize("source, target", [((5, 7, 6), (13, 20, 11)), ((9, 8, 8), (4, 8, 8)), ((6, 6, 6), (6, 6, 6))])
-def test_slab_by_slab_interpolation_equals_trilinear_interpolation_then_argmax(source, target):
-    torch.manual_seed(0)
-    logits = torch.randn(3, *source, dtype=torch.float64)
-    expected = F.interpolate(logits[None], size=target, mode="trilinear", align_corners=False)[0].argmax(0)
-    result = logits_to_classes(logits, target, slab=3)
-    np.testing.assert_array_equal(result, expected.numpy())
-    one = torch.randn(1, *source, dtype=torch.float64)
-    expected = F.interpolate(one[None], size=target, mode="trilinear", align_corners=False)[0, 0] > 0
-    np.testing.assert_array_equal(logits_to_classes(one, target, sigmoid=True), expected.numpy())

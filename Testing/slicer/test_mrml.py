@@ -11,7 +11,7 @@ vtk = pytest.importorskip("vtk")
 from AttentionSegLib.data.phantoms import ellipsoid_label_map, perturbed_label_map  # noqa: E402
 from AttentionSegLib.evaluation.metrics import evaluate_label_maps  # noqa: E402
 from AttentionSegLib.io.image import Image  # noqa: E402
-from AttentionSegLib.slicer.logic import SegmentationMetricsLogic  # noqa: E402
+from AttentionSegLib.slicer.metrics_logic import MetricsLogic  # noqa: E402
 from AttentionSegLib.slicer.mrml import (  # noqa: E402
     StandaloneScene,
     image_from_volume_node,
@@ -106,7 +106,7 @@ def test_logic_metrics_equal_engine_on_same_label_maps(scene):
     prediction_node = segmentation_node_from_label_image(
         scene, Image(renamed, **geometry), {30: "a", 10: "b", 20: "c"}, name="pred"
     )
-    table, report = SegmentationMetricsLogic(scene).compute_metrics(prediction_node, reference_node, volume)
+    table, report = MetricsLogic(scene).compute_metrics(prediction_node, reference_node, volume)
     expected = evaluate_label_maps(prediction, reference, spacing_ijk[::-1], names)
     for got, want in zip(report["labels"], expected["labels"]):
         assert got["name"] == want["name"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer")
+import vtk  # noqa: E402
 
 from AttentionSegLib.data.dataset import load_dataset, validate_dataset  # noqa: E402
 from AttentionSegLib.data.preprocessing import read_case_image, read_case_label  # noqa: E402
@@ -18,7 +19,11 @@ from AttentionSegLib.evaluation.metrics import evaluate_label_maps  # noqa: E402
 from AttentionSegLib.inference.predictor import PredictionCancelled, Predictor  # noqa: E402
 from AttentionSegLib.io.image import read_image  # noqa: E402
 from AttentionSegLib.slicer.background import BackgroundSegmentation  # noqa: E402
-from AttentionSegLib.slicer.logic import AttentionSegLogic  # noqa: E402
+from AttentionSegLib.slicer.click_logic import ClickLogic  # noqa: E402
+from AttentionSegLib.slicer.compare_logic import CompareLogic  # noqa: E402
+from AttentionSegLib.slicer.corrections_logic import CorrectionsLogic  # noqa: E402
+from AttentionSegLib.slicer.jobs import SegmentationJobs  # noqa: E402
+from AttentionSegLib.slicer.metrics_logic import MetricsLogic  # noqa: E402
 from AttentionSegLib.slicer.mrml import (  # noqa: E402
     StandaloneScene,
     image_from_volume_node,
@@ -26,6 +31,8 @@ from AttentionSegLib.slicer.mrml import (  # noqa: E402
     segmentation_node_from_label_image,
     volume_node_from_image,
 )
+from AttentionSegLib.slicer.predictor_cache import PredictorCache  # noqa: E402
+from AttentionSegLib.slicer.segment_logic import SegmentLogic  # noqa: E402
 
 NAMES = {1: "liver", 2: "spleen"}
 
@@ -54,7 +61,7 @@ def node_count(scene) -> int:
 def test_segment_makes_named_coloured_segments_on_the_volume_grid(trained_models, scene_and_case):
     _, (good, _) = trained_models
     wiring, volume, _, image, _ = scene_and_case
-    logic = AttentionSegLogic(wiring.scene)
+    logic = SegmentLogic(wiring.scene)
     node = logic.segment(volume, good, device="cpu")
     assert node.GetName() == "good"
     segmentation = node.GetSegmentation()
@@ -73,9 +80,8 @@ def test_segment_makes_named_coloured_segments_on_the_volume_grid(trained_models
 def test_metrics_against_a_reference_equal_the_engine(trained_models, scene_and_case):
     _, (good, _) = trained_models
     wiring, volume, reference_node, _, reference = scene_and_case
-    logic = AttentionSegLogic(wiring.scene)
-    node = logic.segment(volume, good, device="cpu")
-    table, report = logic.compute_metrics(node, reference_node)  # on the reference's own geometry
+    node = SegmentLogic(wiring.scene).segment(volume, good, device="cpu")
+    table, report = MetricsLogic(wiring.scene).compute_metrics(node, reference_node)  # on the reference's own geometry
     predicted = label_image_from_segmentation_node(node, volume)
     expected = evaluate_label_maps(
         predicted.array, reference, image_from_volume_node(volume).spacing_array_order, NAMES
@@ -89,13 +95,13 @@ def test_metrics_against_a_reference_equal_the_engine(trained_models, scene_and_
 def test_compare_with_and_without_a_reference(trained_models, scene_and_case):
     _, models = trained_models
     wiring, volume, reference_node, _, _ = scene_and_case
-    logic = AttentionSegLogic(wiring.scene)
+    logic = CompareLogic(wiring.scene)
     result = logic.compare(volume, models, reference_node, device="cpu")
     assert [node.GetName() for node in result["segmentations"]] == ["good", "short"]
     assert result["table"].GetNumberOfRows() == 4  # 2 models x 2 labels
     assert result["chart"].GetNumberOfPlotSeriesNodes() == 2
     dice_column = result["table"].GetTable().GetColumnByName("Dice")
-    _, single = logic.compute_metrics(result["segmentations"][0], reference_node, volume)
+    _, single = MetricsLogic(wiring.scene).compute_metrics(result["segmentations"][0], reference_node, volume)
     assert dice_column.GetValue(0) == pytest.approx(single["labels"][0]["dice"])
 
     agreement = logic.compare(volume, models, device="cpu")
@@ -113,7 +119,7 @@ def test_compare_with_and_without_a_reference(trained_models, scene_and_case):
 def test_a_cancelled_comparison_leaves_the_scene_as_it_was(trained_models, scene_and_case):
     _, models = trained_models
     wiring, volume, reference_node, _, _ = scene_and_case
-    logic = AttentionSegLogic(wiring.scene)
+    logic = CompareLogic(wiring.scene)
     before = node_count(wiring.scene)
     calls = []
 
@@ -129,7 +135,7 @@ def test_a_cancelled_comparison_leaves_the_scene_as_it_was(trained_models, scene
 def test_click_adds_the_structure_then_a_negative_click_removes_it(trained_models, scene_and_case):
     _, (good, _) = trained_models
     wiring, volume, _, image, _ = scene_and_case
-    logic = AttentionSegLogic(wiring.scene)
+    logic = ClickLogic(wiring.scene)
     predicted = Predictor(good, device="cpu").predict(image).label_image.array
     k, j, i = np.round(np.argwhere(predicted == 1).mean(axis=0)).astype(int)
     assert predicted[k, j, i] == 1
@@ -176,8 +182,8 @@ def test_save_correction_adds_a_case_and_never_overwrites(trained_models, scene_
     copy = tmp_path / "data"
     shutil.copytree(dataset.parent, copy)
     wiring, volume, reference_node, image, reference = scene_and_case
-    logic = AttentionSegLogic(wiring.scene)
-    original = logic.segment(volume, good, device="cpu")
+    logic = CorrectionsLogic(wiring.scene)
+    original = SegmentLogic(wiring.scene).segment(volume, good, device="cpu")
     before = {case.case_id for case in load_dataset(copy / "dataset.json").cases}
 
     result = logic.save_correction(volume, reference_node, copy / "dataset.json", original)
@@ -203,11 +209,42 @@ def test_save_correction_adds_a_case_and_never_overwrites(trained_models, scene_
         logic.save_correction(volume, renamed, copy / "dataset.json")
 
 
+def test_the_job_logics_share_one_predictor_cache(trained_models, scene_and_case):
+    _, (good, short) = trained_models
+    wiring, volume, _, _, _ = scene_and_case
+    made = []
+
+    def counting_factory(path, device, tta):
+        made.append((path.parent.name, device, tta))
+        return Predictor(path, device=device, tta=tta)
+
+    predictors = PredictorCache(counting_factory)
+    SegmentLogic(wiring.scene, predictors).segment(volume, good, device="cpu")
+    SegmentLogic(wiring.scene, predictors).segment(volume, good, device="cpu")
+    CompareLogic(wiring.scene, predictors).compare(volume, [good, short], device="cpu")
+    assert made == [("good", "cpu", False), ("short", "cpu", False)]
+    assert predictors.get(good, "cpu") is predictors.get(good, "cpu")
+    with pytest.raises(AttentionSegError, match="model file not found"):
+        predictors.get(good.parent / "missing.pt")
+
+    made.clear()
+    jobs = SegmentationJobs.for_scene(wiring.scene, counting_factory)
+    jobs.segment.segment(volume, good, device="cpu")
+    jobs.compare.compare(volume, [good], device="cpu")
+    segmentation = jobs.segment.segment(volume, good, device="cpu")
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(ijk_to_ras)
+    center_ijk = [(size - 1) / 2 for size in volume.GetImageData().GetDimensions()]
+    center_ras = ijk_to_ras.MultiplyPoint((*center_ijk, 1.0))[:3]
+    jobs.click.click_to_segment(volume, good, center_ras, segmentation, device="cpu")
+    assert made == [("good", "cpu", False)]  # one predictor for the three jobs
+
+
 def test_background_run_adds_the_node_when_done_and_cancel_leaves_the_scene(trained_models, scene_and_case):
     _, (good, _) = trained_models
     wiring, volume, _, _, _ = scene_and_case
-    logic = AttentionSegLogic(wiring.scene)
-    runner = BackgroundSegmentation(logic)
+    logic = SegmentLogic(wiring.scene)
+    runner = BackgroundSegmentation(wiring.scene)
     runner.start(volume, good, device="cpu")
     assert runner.wait(timeout_s=120) == "done", runner.message
     assert runner.progress == 1.0 and runner.result.GetName() == "good"

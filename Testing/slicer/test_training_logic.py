@@ -1,7 +1,10 @@
-"""The training Logic of the Slicer module, on real MRML (slicer-core): settings to command line,
-progress events to curves, stop (whole process tree), resume, model registration."""
+"""The training Logic of the Slicer module, on real MRML (slicer-core): form to configuration,
+configuration file to command line, progress events to curves, stop (whole process tree), resume,
+model registration; and the process runner it shares with background segmentation."""
 
 import argparse
+import dataclasses
+import inspect
 import json
 import math
 import os
@@ -18,17 +21,22 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is installed by the t
 
 from AttentionSegLib.errors import AttentionSegError  # noqa: E402
 from AttentionSegLib.slicer.mrml import StandaloneScene  # noqa: E402
-from AttentionSegLib.slicer.training_logic import (  # noqa: E402
+from AttentionSegLib.slicer.process import (  # noqa: E402
+    EngineProcess,
+    EventFollower,
+    engine_environment,
+    engine_python,
+)
+from AttentionSegLib.slicer.testing import ReplayTrainingProcess  # noqa: E402
+from AttentionSegLib.slicer.training_form import (  # noqa: E402
     DEVICES,
-    ReplayTrainingProcess,
-    TrainingLogic,
-    TrainingProcess,
-    TrainingSettings,
+    FORM_FIELDS,
+    config_from_form,
     default_run_folder,
     parse_patch_size,
-    trainer_environment,
-    trainer_python,
 )
+from AttentionSegLib.slicer.training_logic import TrainingLogic  # noqa: E402
+from AttentionSegLib.training.config import TrainingConfig  # noqa: E402
 
 LABELS = {"0": "background", "1": "liver", "2": "tumour"}
 
@@ -48,7 +56,7 @@ def dataset(tmp_path):
 
 
 def settings_for(dataset, run_dir, **fields):
-    return TrainingSettings(dataset, "axunet", run_dir, **fields)
+    return TrainingConfig(str(dataset), "axunet", str(run_dir), **fields)
 
 
 def epoch(number, loss, epochs=3):
@@ -95,7 +103,7 @@ def successful_run(run_dir):
     ]
 
 
-# Settings and command line
+# Form, configuration file and command line
 
 
 def test_patch_size_text_accepts_spaces_x_and_commas():
@@ -108,57 +116,121 @@ def test_patch_size_text_accepts_spaces_x_and_commas():
             parse_patch_size(bad)
 
 
-def test_settings_become_the_train_command_line(dataset, tmp_path):
-    settings = settings_for(
-        dataset,
-        tmp_path / "run",
-        epochs=5,
-        time_limit_min=1.5,
-        patch_size=(16, 32, 32),
-        batch_size=2,
-        learning_rate=3e-4,
-        fold=1,
-        n_folds=3,
-        seed=7,
-        device="cpu",
-        extra_arguments=["--val-every", "2"],
-    )
-    assert settings.arguments(resume=True) == [
-        "train", str(dataset), "--model", "axunet", "--out", str(tmp_path / "run"),
-        "--epochs", "5", "--time-limit", "1.5", "--patch", "16", "32", "32", "--batch", "2",
-        "--lr", "0.0003", "--fold", "1", "--folds", "3", "--seed", "7", "--device", "cpu",
-        "--val-every", "2", "--resume",
-    ]  # fmt: skip
-    minimal = settings_for(dataset, tmp_path / "run").arguments()
-    assert minimal == ["train", str(dataset), "--model", "axunet", "--out", str(tmp_path / "run")] + [
-        "--fold", "0", "--folds", "5", "--seed", "0", "--device", "auto",
-    ]  # fmt: skip
+def test_the_form_becomes_the_config_file_and_the_command_names_it(scene, dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    config = config_from_form(
+        dataset, "axunet", run_dir, epochs=5, time_limit_min=1.5, patch_size="16x32x32", batch_size=2,
+        learning_rate=3e-4, fold=1, n_folds=3, seed=7, device="cpu", extra_options="--val-every 2",
+    )  # fmt: skip
+    factory = ReplayTrainingProcess.factory([start_event(), checkpoint(1, "last")])
+    logic = TrainingLogic(scene, factory, python="python")
+    logic.start(config)
+    config_file = run_dir / "config.json"
+    assert factory.processes[0].command == ["python", "-m", "AttentionSegLib", "train", "--config", str(config_file)]
+    saved = TrainingConfig.load(config_file)
+    assert saved == config
+    assert (saved.dataset, saved.model, saved.run_dir) == (str(dataset), "axunet", str(run_dir))
+    assert (saved.epochs, saved.time_limit_min, saved.patch_size, saved.batch_size) == (5, 1.5, [16, 32, 32], 2)
+    assert (saved.learning_rate, saved.fold, saved.n_folds, saved.seed) == (3e-4, 1, 3, 7)
+    assert (saved.device, saved.val_every) == ("cpu", 2)
+    logic.wait(poll_interval_s=0)
+    logic.resume()
+    resume_command = ["python", "-m", "AttentionSegLib", "train", "--config", str(config_file), "--resume"]
+    assert factory.processes[1].command == resume_command
+    logic.wait(poll_interval_s=0)
+
+    minimal = TrainingLogic(scene, ReplayTrainingProcess.factory([start_event()]))
+    minimal.start(settings_for(dataset, tmp_path / "minimal"))
+    saved = TrainingConfig.load(tmp_path / "minimal" / "config.json")
+    assert (saved.fold, saved.n_folds, saved.seed, saved.device) == (0, 5, 0, "auto")
+    assert (saved.epochs, saved.time_limit_min, saved.patch_size, saved.batch_size, saved.learning_rate) == (None,) * 5
 
 
-def test_the_command_line_is_what_the_train_parser_accepts(dataset, tmp_path):
+def test_the_command_line_is_what_the_train_parser_accepts(scene, dataset, tmp_path):
     from AttentionSegLib.cli import build_parser
 
     if not _has_train_command():
         pytest.skip("`attentionseg train` is not there yet")
-    settings = settings_for(dataset, tmp_path / "run", epochs=2, patch_size=(8, 8), batch_size=1, learning_rate=0.01)
-    args = build_parser().parse_args(settings.arguments(resume=True))
-    assert (args.dataset_json, args.out, args.epochs, args.patch) == (dataset, tmp_path / "run", 2, [8, 8])
-    assert (args.batch, args.lr, args.fold, args.folds, args.seed, args.device) == (1, 0.01, 0, 5, 0, "auto")
-    assert args.resume is True
+    run_dir = tmp_path / "run"
+    config = settings_for(dataset, run_dir, epochs=2, patch_size=[8, 8], batch_size=1, learning_rate=0.01)
+    factory = ReplayTrainingProcess.factory([start_event(), checkpoint(1, "last")])
+    logic = TrainingLogic(scene, factory, python="python")
+    logic.start(config)
+    logic.wait(poll_interval_s=0)
+    logic.resume()
+    for process, resume in zip(factory.processes, (False, True), strict=True):
+        args = build_parser().parse_args(process.command[3:])
+        assert args.resume is resume
+        parsed = TrainingConfig.from_arguments(args)
+        assert parsed == config
+        assert (parsed.dataset, parsed.run_dir, parsed.epochs, parsed.patch_size) == (
+            str(dataset), str(run_dir), 2, [8, 8],
+        )  # fmt: skip
+        assert (parsed.batch_size, parsed.learning_rate, parsed.fold, parsed.n_folds, parsed.seed, parsed.device) == (
+            1, 0.01, 0, 5, 0, "auto",
+        )  # fmt: skip
+
+
+def test_a_resumed_run_takes_a_larger_budget_from_the_command_line(scene, dataset, tmp_path):
+    from AttentionSegLib.cli import build_parser
+
+    run_dir = tmp_path / "run"
+    factory = ReplayTrainingProcess.factory([start_event(), checkpoint(1, "last")])
+    logic = TrainingLogic(scene, factory, python="python")
+    logic.start(settings_for(dataset, run_dir, epochs=3))
+    logic.wait(poll_interval_s=0)
+    logic.resume(settings_for(dataset, run_dir, epochs=3))  # the same budget: nothing to add
+    assert factory.processes[1].command[4:] == ["--config", str(run_dir / "config.json"), "--resume"]
+    logic.wait(poll_interval_s=0)
+    logic.resume(settings_for(dataset, run_dir, epochs=8, time_limit_min=2.5, device="cpu", seed=9))
+    command = factory.processes[2].command
+    assert command[4:] == ["--config", str(run_dir / "config.json")] + [
+        "--epochs", "8", "--time-limit", "2.5", "--device", "cpu", "--resume",
+    ]  # fmt: skip
+    args = build_parser().parse_args(command[3:])
+    assert (args.epochs, args.time_limit_min, args.device, args.resume) == (8, 2.5, "cpu", True)
+    assert TrainingConfig.load(run_dir / "config.json").epochs == 3  # the run's configuration is as it started
 
 
 def test_form_zeros_mean_recipe_defaults_and_an_empty_run_folder_a_new_one(dataset):
-    settings = TrainingSettings.from_form(dataset, "unet", "", epochs=0, patch_size="", learning_rate=0.0)
-    assert (settings.epochs, settings.patch_size, settings.learning_rate, settings.batch_size) == (None,) * 4
-    assert settings.run_dir.parent == Path.home() / ".attentionseg" / "runs"
-    assert settings.run_dir.name.startswith("Dataset001_Liver-unet-")
-    assert TrainingSettings.from_form(dataset, "unet", ".", patch_size="8 8").patch_size == (8, 8)
-    extra = TrainingSettings.from_form(dataset, "unet", "", extra_arguments="--val-every 5  --loss 'dice_ce'")
-    assert extra.extra_arguments == ("--val-every", "5", "--loss", "dice_ce")
+    config = config_from_form(dataset, "unet", "", epochs=0, patch_size="", learning_rate=0.0)
+    assert (config.epochs, config.patch_size, config.learning_rate, config.batch_size) == (None,) * 4
+    assert Path(config.run_dir).parent == Path.home() / ".attentionseg" / "runs"
+    assert Path(config.run_dir).name.startswith("Dataset001_Liver-unet-")
+    assert config_from_form(dataset, "unet", ".", patch_size="8 8").patch_size == [8, 8]
+    extra = config_from_form(dataset, "unet", "", extra_options="--val-every 5  --loss 'dice_ce'")
+    assert (extra.val_every, extra.loss) == (5, "dice_ce")
     with pytest.raises(AttentionSegError, match="dataset definition"):
-        TrainingSettings.from_form("", "unet", "")
+        config_from_form("", "unet", "")
     with pytest.raises(AttentionSegError, match="extra options"):
-        TrainingSettings.from_form(dataset, "unet", "", extra_arguments="--loss 'dice")
+        config_from_form(dataset, "unet", "", extra_options="--loss 'dice")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("--out=/elsewhere", "extra options repeat what the form sets: --out"),
+        ("--epochs 3 --lr 0.1", "extra options repeat what the form sets: --epochs, --lr"),
+        ("--folds 3", "extra options repeat what the form sets: --folds"),
+        ("other/dataset.json", "extra options repeat what the form sets: DATASET_JSON"),
+        ("--resume", "extra options: unrecognized arguments: --resume"),
+        ("--val-every many", "extra options: argument --val-every: invalid int value"),
+    ],
+)
+def test_extra_options_are_read_by_the_train_flags_and_may_not_repeat_the_form(dataset, extra, message):
+    with pytest.raises(AttentionSegError, match=message):
+        config_from_form(dataset, "unet", "", extra_options=extra)
+
+
+def test_the_form_fields_are_the_schema_fields_the_form_sets():
+    schema = {field.name for field in dataclasses.fields(TrainingConfig)}
+    parameters = set(inspect.signature(config_from_form).parameters) - {"extra_options"}
+    assert set(FORM_FIELDS) == parameters | {"split_seed"} and set(FORM_FIELDS) <= schema
+
+
+def test_the_form_seed_also_seeds_the_split_so_the_folds_shown_are_the_folds_trained(dataset):
+    config = config_from_form(dataset, "unet", "", seed=7)
+    assert (config.seed, config.split_seed) == (7, 7)
 
 
 def test_default_run_folder_names_dataset_model_and_time(dataset):
@@ -177,14 +249,16 @@ def test_default_run_folder_names_dataset_model_and_time(dataset):
         ({"time_limit_min": 0.0}, "time limit"),
         ({"fold": -1}, "fold"),
         ({"fold": 5}, "fold must be in 0..4"),
-        ({"extra_arguments": ("--out=/elsewhere",)}, "extra options repeat what the settings set: --out"),
         ({"device": "tpu"}, "device"),
-        ({"patch_size": (8,)}, "patch size"),
+        ({"patch_size": [8]}, "patch size"),
     ],
 )
-def test_settings_reject_bad_values_with_the_field_named(dataset, tmp_path, fields, message):
+def test_start_refuses_bad_values_with_the_field_named(scene, dataset, tmp_path, fields, message):
+    factory = ReplayTrainingProcess.factory([start_event()])
+    logic = TrainingLogic(scene, factory)
     with pytest.raises(AttentionSegError, match=message):
-        settings_for(dataset, tmp_path / "run", **fields)
+        logic.start(settings_for(dataset, tmp_path / "run", **fields))
+    assert logic.state == "idle" and not factory.processes and not (tmp_path / "run").exists()
 
 
 def test_devices_are_the_trainers():
@@ -193,26 +267,39 @@ def test_devices_are_the_trainers():
     assert DEVICES == DEVICE_CHOICES
 
 
-def test_trainer_python_is_this_interpreter_outside_slicer_and_pythonslicer_inside(monkeypatch, tmp_path):
-    assert trainer_python() == sys.executable
+def test_engine_python_is_this_interpreter_outside_slicer_and_pythonslicer_inside(monkeypatch, tmp_path):
+    assert engine_python() == sys.executable
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
     monkeypatch.setitem(sys.modules, "slicer", types.SimpleNamespace(app=object()))
     monkeypatch.setattr(sys, "executable", str(bin_folder / "SlicerApp-real"))
     monkeypatch.setenv("PATH", "")
     with pytest.raises(AttentionSegError, match="PythonSlicer not found"):
-        trainer_python()
+        engine_python()
     python_slicer = bin_folder / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
     python_slicer.write_text("")
     python_slicer.chmod(0o755)
-    assert Path(trainer_python()) == python_slicer
+    assert Path(engine_python()) == python_slicer
 
 
-def test_trainer_environment_puts_the_engine_first_on_pythonpath():
-    environment = trainer_environment({"PYTHONPATH": "/elsewhere", "HOME": "/h"})
+def test_engine_environment_puts_the_engine_first_on_pythonpath():
+    environment = engine_environment({"PYTHONPATH": "/elsewhere", "HOME": "/h"})
     engine_root = Path(__file__).resolve().parents[2] / "AttentionSeg"
     assert environment["PYTHONPATH"].split(os.pathsep) == [str(engine_root), "/elsewhere"]
     assert environment["PYTHONUNBUFFERED"] == "1" and environment["HOME"] == "/h"
+
+
+def test_event_follower_reads_complete_new_events_and_restarts_with_a_new_file(tmp_path):
+    path = tmp_path / "log.txt"
+    follower = EventFollower(path)
+    assert follower.read() == []  # no file yet
+    path.write_text('some output\n{"event": "progress", "fraction": 0.25}\n{"event": "progress", "fr')
+    assert [e["fraction"] for e in follower.read()] == [0.25]  # the half-written line waits
+    with open(path, "a") as stream:
+        stream.write('action": 0.5}\n')
+    assert [e["fraction"] for e in follower.read()] == [0.5]
+    path.write_text('{"event": "start"}\n')  # written anew, shorter
+    assert [e["event"] for e in follower.read()] == ["start"]
 
 
 # The Logic with a replayed trainer
@@ -466,7 +553,7 @@ def test_stop_ends_the_whole_real_process_tree(scene, dataset, tmp_path, on_sigt
     started = []
 
     def family(command, env, log_path):
-        process = TrainingProcess.start([sys.executable, "-c", FAMILY, str(pids_file), on_sigterm], env, log_path)
+        process = EngineProcess.start([sys.executable, "-c", FAMILY, str(pids_file), on_sigterm], env, log_path)
         started.append(process)
         return process
 
@@ -512,17 +599,18 @@ def _phantom_dataset(root: Path, n_cases: int = 6, shape=(32, 32, 32)) -> Path:
 def test_a_real_short_training_run_through_the_logic(scene, tmp_path):
     dataset = _phantom_dataset(tmp_path / "Dataset900_Phantom")
     logic = TrainingLogic(scene, models_folder=tmp_path / "models")
-    settings = TrainingSettings(
-        dataset,
+    config = TrainingConfig(
+        str(dataset),
         "unet",
-        tmp_path / "runs" / "phantom-unet",
+        str(tmp_path / "runs" / "phantom-unet"),
         epochs=2,
-        patch_size=(32, 32, 32),
+        patch_size=[32, 32, 32],
         batch_size=2,
         device="cpu",
-        extra_arguments=("--compact", "--iterations", "2"),  # the small network, 2 batches per epoch
+        compact=True,  # the small network,
+        iterations_per_epoch=2,  # 2 batches per epoch
     )
-    logic.start(settings)
+    logic.start(config)
     state = logic.wait(timeout_s=300, poll_interval_s=0.2)
     assert state == "finished", f"{logic.message}\n{logic.log_text()}"
     kinds = [event["event"] for event in logic.events]
@@ -539,5 +627,5 @@ def test_a_real_short_training_run_through_the_logic(scene, tmp_path):
     assert logic.curves.epochs == [1, 2]
     assert all(math.isfinite(loss) for loss in logic.curves.column("loss"))
     assert "Dice organ" in logic.curves.column_names and "mean Dice" in logic.curves.column_names
-    run_dir = settings.run_dir
+    run_dir = Path(config.run_dir)
     assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "config.json").is_file()

@@ -22,16 +22,12 @@ from AttentionSegLib.data.phantoms import write_phantom_dataset
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.inference.model_file import ModelFileError, load_model_file
 from AttentionSegLib.progress import read_events
-from AttentionSegLib.training.trainer import (
-    BCEDiceLoss,
-    DiceFocalCELoss,
-    RunBudget,
-    Trainer,
-    TrainingConfig,
-    build_loss,
-    learning_rate_factor,
-    train,
-)
+from AttentionSegLib.training.budget import RunBudget
+from AttentionSegLib.training.checkpoint import TrainingState
+from AttentionSegLib.training.config import TrainingConfig
+from AttentionSegLib.training.losses import BCEDiceLoss, DiceFocalCELoss, build_loss
+from AttentionSegLib.training.schedules import learning_rate_factor
+from AttentionSegLib.training.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
@@ -121,7 +117,7 @@ def test_deep_supervision_loss_weights_every_output():
 
 
 def test_budget_progress_is_the_larger_of_epochs_and_time_used_less_the_validation_reserve():
-    state = {"elapsed_s": 30.0}
+    state = TrainingState(elapsed_s=30.0)
     budget = RunBudget(TrainingConfig(dataset="d", model="unet", run_dir="r", epochs=10, time_limit_min=1.0), state)
     assert budget.progress(epochs_done=2, epoch_seconds=0) == pytest.approx(0.5)  # 30 s of 60 s
     assert budget.progress(epochs_done=8, epoch_seconds=0) == pytest.approx(0.8)

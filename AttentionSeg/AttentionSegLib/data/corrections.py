@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,79 @@ def _fresh_case_id(definition: DatasetDefinition, prefix: str) -> str:
         index += 1
 
 
+def _check_fits(definition: DatasetDefinition, image: Image, corrected: Image, original: Image | None) -> None:
+    """Raise :class:`AttentionSegError` unless the image and label maps fit the dataset and each other."""
+    if image.n_channels != definition.n_channels:
+        raise AttentionSegError(
+            f"{definition.path}: the dataset has {definition.n_channels} channel(s) "
+            f"({', '.join(definition.channel_names)}), the image {image.n_channels}"
+        )
+    if image.spatial_dims != definition.spatial_dims:
+        raise AttentionSegError(
+            f"{definition.path}: a {definition.spatial_dims}D dataset, the image is {image.spatial_dims}D"
+        )
+    check_same_grid(image, corrected, "the image", "the corrected segmentation")
+    for what, labels in (("corrected", corrected), ("original", original)):
+        if labels is None:
+            continue
+        problem = definition.undeclared_values_message(labels.array)
+        if problem:
+            raise AttentionSegError(f"the {what} segmentation: {problem} in {definition.path}")
+    if original is not None:
+        check_same_grid(corrected, original, "the corrected segmentation", "the original segmentation")
+
+
+def _image_targets(definition: DatasetDefinition, image: Image, case_id: str, ending: str) -> list[tuple[Image, Path]]:
+    """The image file(s) of the new case in the dataset's convention: one per channel, or one
+    holding every channel (MSD, or an nnU-Net dataset whose cases are single multi-channel files)."""
+    root = definition.root
+    one_file = definition.convention == "msd" or (
+        definition.n_channels > 1 and bool(definition.cases) and len(definition.cases[0].images) == 1
+    )
+    if one_file:
+        return [(image, root / "imagesTr" / f"{case_id}{'' if definition.convention == 'msd' else '_0000'}{ending}")]
+    return [(image.channel(c), root / "imagesTr" / f"{case_id}_{c:04d}{ending}") for c in range(image.n_channels)]
+
+
+def _write_all_or_nothing(targets: list[tuple[Image, Path]]) -> None:
+    """Write every image under a hidden name (folder listings skip dot files), then rename them
+    all, the last target last: a kill leaves either nothing visible or, within the few
+    microseconds between renames, a case without its label, which dataset validation names."""
+    hidden = []
+    try:
+        for part, path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                raise AttentionSegError(f"{path}: exists; refusing to overwrite it")
+            hidden.append(write_image(part, path.with_name(f".{path.name}"), overwrite=False))
+        for (_, path), temporary in zip(targets, hidden):
+            os.replace(temporary, path)
+    finally:
+        for temporary in hidden:
+            if temporary.exists():
+                temporary.unlink()
+
+
+def _list_case(definition: DatasetDefinition, case_id: str, image_files: list[Path], label_file: Path) -> None:
+    """Add the new case to ``dataset.json`` (replaced atomically) and check that it is listed."""
+    content = json.loads(definition.path.read_text())
+    relative = [f"./{path.relative_to(definition.root).as_posix()}" for path in image_files]
+    if definition.convention == "msd":
+        content.setdefault("training", []).append({"image": relative[0], "label": f"./labelsTr/{label_file.name}"})
+    elif isinstance(content.get("dataset"), dict):
+        content["dataset"][case_id] = {
+            "images": [p[2:] for p in relative],
+            "label": f"labelsTr/{label_file.name}",
+        }
+    if "numTraining" in content:
+        content["numTraining"] = int(content["numTraining"]) + 1
+    write_json_atomic(definition.path, content)
+    try:
+        load_dataset(definition.path).case(case_id)
+    except DatasetError as error:  # should not happen: say so rather than leave a silent gap
+        raise AttentionSegError(f"{definition.path}: the new case {case_id} is not listed: {error}") from None
+
+
 def add_training_case(
     dataset_json: str | os.PathLike,
     image: Image,
@@ -62,83 +136,22 @@ def add_training_case(
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", prefix):
         raise AttentionSegError(f"case prefix {prefix!r}: use letters, digits and '-' only")
     definition = load_dataset(dataset_json)
-    if image.n_channels != definition.n_channels:
-        raise AttentionSegError(
-            f"{definition.path}: the dataset has {definition.n_channels} channel(s) "
-            f"({', '.join(definition.channel_names)}), the image {image.n_channels}"
-        )
-    if image.spatial_dims != definition.spatial_dims:
-        raise AttentionSegError(
-            f"{definition.path}: a {definition.spatial_dims}D dataset, the image is {image.spatial_dims}D"
-        )
-    check_same_grid(image, corrected, "the image", "the corrected segmentation")
-    for what, labels in (("corrected", corrected), ("original", original)):
-        if labels is None:
-            continue
-        problem = definition.undeclared_values_message(labels.array)
-        if problem:
-            raise AttentionSegError(f"the {what} segmentation: {problem} in {definition.path}")
-    if original is not None:
-        check_same_grid(corrected, original, "the corrected segmentation", "the original segmentation")
+    _check_fits(definition, image, corrected, original)
 
-    content = json.loads(definition.path.read_text())
     case_id = _fresh_case_id(definition, prefix)
     ending = definition.file_ending if definition.convention == "nnunet" else ".nii.gz"
-    root = definition.root
-    one_file = definition.convention == "msd" or (
-        definition.n_channels > 1 and bool(definition.cases) and len(definition.cases[0].images) == 1
-    )
-    if one_file:
-        image_targets = [
-            (image, root / "imagesTr" / f"{case_id}{'' if definition.convention == 'msd' else '_0000'}{ending}")
-        ]
-    else:
-        image_targets = [
-            (image.channel(c), root / "imagesTr" / f"{case_id}_{c:04d}{ending}") for c in range(image.n_channels)
-        ]
-    label_file = root / "labelsTr" / f"{case_id}{ending}"
-    original_file = root / ORIGINALS_FOLDER / f"{case_id}{ending}" if original is not None else None
+    image_targets = _image_targets(definition, image, case_id, ending)
+    label_file = definition.root / "labelsTr" / f"{case_id}{ending}"
+    original_file = definition.root / ORIGINALS_FOLDER / f"{case_id}{ending}" if original is not None else None
     labels_dtype = np.uint8 if int(corrected.array.max(initial=0)) < 256 else np.uint16
-
-    # Every file is first written under a hidden name (folder listings skip dot files), then all
-    # are renamed, label last: a kill leaves either nothing visible or, within the few
-    # microseconds between renames, a case without its label, which dataset validation names.
-    targets = [(part, path) for part, path in image_targets]
+    targets = list(image_targets)
     if original_file is not None:
         targets.append((original.with_array(original.array.astype(labels_dtype)), original_file))
-    targets.append((corrected.with_array(corrected.array.astype(labels_dtype)), label_file))
-    hidden = []
-    try:
-        for part, path in targets:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists():
-                raise AttentionSegError(f"{path}: exists; refusing to overwrite it")
-            hidden.append(write_image(part, path.with_name(f".{path.name}"), overwrite=False))
-        for (_, path), temporary in zip(targets, hidden):
-            os.replace(temporary, path)
-    finally:
-        for temporary in hidden:
-            if temporary.exists():
-                temporary.unlink()
+    targets.append((corrected.with_array(corrected.array.astype(labels_dtype)), label_file))  # label last
+    _write_all_or_nothing(targets)
+    _list_case(definition, case_id, [path for _, path in image_targets], label_file)
 
-    relative = [f"./{path.relative_to(root).as_posix()}" for _, path in image_targets]
-    if definition.convention == "msd":
-        content.setdefault("training", []).append({"image": relative[0], "label": f"./labelsTr/{label_file.name}"})
-    elif isinstance(content.get("dataset"), dict):
-        content["dataset"][case_id] = {
-            "images": [p[2:] for p in relative],
-            "label": f"labelsTr/{label_file.name}",
-        }
-    if "numTraining" in content:
-        content["numTraining"] = int(content["numTraining"]) + 1
-    write_json_atomic(definition.path, content)
-    try:
-        load_dataset(definition.path).case(case_id)
-    except DatasetError as error:  # should not happen: say so rather than leave a silent gap
-        raise AttentionSegError(f"{definition.path}: the new case {case_id} is not listed: {error}") from None
-
-    labels = definition.labels
-    foreground = [value for value in labels if value != 0]
+    foreground = [value for value in definition.labels if value != 0]
     dice = dice_per_label(original.array, corrected.array, foreground) if original is not None else {}
     return {
         "case_id": case_id,

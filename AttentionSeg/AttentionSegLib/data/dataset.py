@@ -1,4 +1,4 @@
-"""Dataset definitions: MSD and nnU-Net v2 ``dataset.json``, cases, clinical features, validation, splits.
+"""Dataset definitions: MSD and nnU-Net v2 ``dataset.json``, cases, clinical features.
 
 One :class:`DatasetDefinition` drives training, evaluation and the Slicer modules. Both
 conventions users bring are read as they are:
@@ -22,23 +22,27 @@ Extensions of ours, all optional:
 - ``"splits": {"name": {"train": [ids], "val": [ids], "test": [ids]}}`` named splits, and
   ``"splits_file"``: an nnU-Net ``splits_final.json`` (its folds become ``fold_0``, ...).
 - ``"spatial_dims": 2 | 3`` when neither ``tensorImageSize`` nor the file ending tells.
+
+Validation (:func:`validate_dataset`, :class:`Problem`) lives in :mod:`AttentionSegLib.data.validation`
+and splits (:func:`k_fold_split`, :func:`resolve_split`) in :mod:`AttentionSegLib.data.splits`; both
+are importable from here too.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from AttentionSegLib.errors import AttentionSegError, DatasetError
-from AttentionSegLib.io.image import PHOTO_SUFFIXES, grid_differences, image_suffix, read_image, read_image_header
+from AttentionSegLib.data.splits import attach_named_splits, k_fold_split, resolve_split
+from AttentionSegLib.data.validation import Problem, validate_dataset
+from AttentionSegLib.errors import DatasetError
+from AttentionSegLib.io.image import PHOTO_SUFFIXES, image_suffix
 
 __all__ = [
     "Case",
@@ -85,23 +89,6 @@ class Case:
     images: list[Path]
     label: Path | None
     clinical: np.ndarray | None = None
-
-
-@dataclass
-class Problem:
-    """One thing wrong with a dataset, naming the case and file concerned."""
-
-    message: str
-    case_id: str | None = None
-    file: Path | None = None
-
-    def __str__(self) -> str:
-        where = []
-        if self.case_id is not None:
-            where.append(f"case {self.case_id}")
-        if self.file is not None:
-            where.append(str(self.file))
-        return f"{', '.join(where)}: {self.message}" if where else self.message
 
 
 @dataclass
@@ -413,7 +400,7 @@ def load_dataset(path: str | Path) -> DatasetDefinition:
         problems=problems,
     )
     _attach_clinical(definition, content, entries)
-    _attach_splits(definition, content)
+    attach_named_splits(definition, content)
     return definition
 
 
@@ -450,175 +437,3 @@ def _attach_clinical(definition: DatasetDefinition, content: dict, entries: list
             sources[case.case_id], variables, case.case_id, source_name[case.case_id]
         )
         definition.problems.extend(case_problems)
-
-
-def _attach_splits(definition: DatasetDefinition, content: dict) -> None:
-    splits = content.get("splits") or {}
-    if not isinstance(splits, dict):
-        raise DatasetError(f"{definition.path}: 'splits' must map split names to {{train, val, test}}")
-    for name, split in splits.items():
-        if not isinstance(split, dict):
-            raise DatasetError(f"{definition.path}: split {name!r} must be an object with train/val/test lists")
-        definition.named_splits[str(name)] = {k: [str(i) for i in split.get(k, [])] for k in ("train", "val", "test")}
-    if "splits_file" in content:
-        splits_path = definition.root / content["splits_file"]
-        try:
-            folds = json.loads(splits_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise DatasetError(f"{splits_path}: cannot read nnU-Net splits ({error})") from None
-        if not isinstance(folds, list):
-            raise DatasetError(f"{splits_path}: expected a list of {{train, val}} folds")
-        for index, fold in enumerate(folds):
-            definition.named_splits[f"fold_{index}"] = {
-                "train": [str(i) for i in fold.get("train", [])],
-                "val": [str(i) for i in fold.get("val", [])],
-                "test": [],
-            }
-    known = {case.case_id for case in definition.cases + definition.test_cases}
-    for name, split in definition.named_splits.items():
-        unknown = sorted({i for ids in split.values() for i in ids} - known)
-        if unknown:
-            definition.problems.append(
-                Problem(
-                    f"split {name!r} names unknown cases {unknown[:5]}{' ...' if len(unknown) > 5 else ''}",
-                    file=definition.path,
-                )
-            )
-
-
-def _check_case(definition: DatasetDefinition, case: Case, check_label_values: bool) -> list[Problem]:
-    problems = []
-    for file in case.images + ([case.label] if case.label is not None else []):
-        if not file.exists():
-            problems.append(Problem("file not found", case.case_id, file))
-    if problems:
-        return problems
-    try:
-        headers = [read_image_header(file) for file in case.images]
-        label_header = read_image_header(case.label) if case.label is not None else None
-    except AttentionSegError as error:
-        return [Problem(str(error), case.case_id)]  # the message names the file
-    for header in headers + ([label_header] if label_header else []):
-        if header.spatial_dims != definition.spatial_dims:
-            problems.append(
-                Problem(
-                    f"{header.spatial_dims}D file in a {definition.spatial_dims}D dataset", case.case_id, header.path
-                )
-            )
-    if problems:
-        return problems
-    n_channels = sum(h.n_channels for h in headers)
-    if n_channels != definition.n_channels:
-        problems.append(
-            Problem(
-                f"{n_channels} image channel(s), the definition declares {definition.n_channels} "
-                f"({', '.join(definition.channel_names)})",
-                case.case_id,
-                case.images[0] if len(case.images) == 1 else None,
-            )
-        )
-    for header in headers[1:] + ([label_header] if label_header else []):
-        differences = grid_differences(headers[0], header)
-        if differences:
-            problems.append(
-                Problem(
-                    f"not on the grid of {headers[0].path.name}: {'; '.join(differences)}", case.case_id, header.path
-                )
-            )
-    if label_header is not None and label_header.n_channels != 1:
-        problems.append(
-            Problem(f"label map has {label_header.n_channels} channels, expected 1", case.case_id, case.label)
-        )
-    elif label_header is not None and check_label_values:
-        try:
-            label_array = read_image(case.label).array
-        except AttentionSegError as error:
-            return problems + [Problem(str(error), case.case_id)]
-        undeclared = definition.undeclared_values_message(label_array)
-        if undeclared:
-            problems.append(Problem(undeclared, case.case_id, case.label))
-    return problems
-
-
-def validate_dataset(definition: DatasetDefinition, check_label_values: bool = True) -> list[Problem]:
-    """Every problem of a dataset at once, each naming the case and the file.
-
-    Checks: problems found while reading the definition, duplicate case ids, missing files,
-    unreadable files, files of the wrong dimensionality, channel count against the definition,
-    channels and label on one voxel grid, label maps with values the definition does not declare
-    (``check_label_values``, which reads every label map), clinical values.
-    """
-    problems = list(definition.problems)
-    counts = Counter(case.case_id for case in definition.cases + definition.test_cases)
-    for case_id, count in sorted(counts.items()):
-        if count > 1:
-            problems.append(Problem(f"case id appears {count} times", case_id))
-    for case in definition.cases + definition.test_cases:
-        if not case.images:
-            continue
-        problems.extend(_check_case(definition, case, check_label_values))
-    return problems
-
-
-def _stable_rank(seed: int, case_id: str) -> str:
-    # A hash, not a random generator: identical on every machine and NumPy version.
-    return hashlib.sha256(f"{seed}:{case_id}".encode()).hexdigest()
-
-
-def k_fold_split(case_ids: list[str], n_folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
-    """Deterministic k-fold cross-validation.
-
-    Cases are ordered by a SHA-256 hash of ``seed`` and their id and dealt round-robin into
-    ``n_folds`` validation sets, so the folds depend only on the ids and the seed, on any machine.
-
-    Returns:
-        ``n_folds`` dicts ``{"train": ids, "val": ids}``, ids sorted.
-
-    Raises:
-        ValueError: fewer than 2 folds, or fewer cases than folds.
-    """
-    if n_folds < 2:
-        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
-    unique_ids = sorted(set(case_ids))
-    if len(unique_ids) < n_folds:
-        raise ValueError(f"{len(unique_ids)} cases cannot make {n_folds} folds")
-    ordered = sorted(unique_ids, key=lambda case_id: _stable_rank(seed, case_id))
-    folds = []
-    for fold in range(n_folds):
-        validation = set(ordered[fold::n_folds])
-        folds.append({"train": [i for i in unique_ids if i not in validation], "val": sorted(validation)})
-    return folds
-
-
-def resolve_split(definition: DatasetDefinition, split: str, n_folds: int = 5, seed: int = 0) -> dict[str, list[str]]:
-    """Train/val/test case ids for ``"all"``, ``"test"``, ``"fold:K"`` or a named split.
-
-    ``"all"`` puts every annotated case in ``val`` (for evaluation); ``"test"`` is the named
-    split ``test`` when one exists, else the definition's test cases; ``"fold:K"`` is fold K of
-    :func:`k_fold_split` over the annotated cases.
-
-    Raises:
-        DatasetError: unknown split name or fold index.
-    """
-    annotated = [case.case_id for case in definition.cases]
-    if split == "all":
-        return {"train": [], "val": annotated, "test": []}
-    if split.startswith("fold:"):
-        try:
-            index = int(split.split(":", 1)[1])
-        except ValueError:
-            raise DatasetError(f"split {split!r}: expected fold:K with an integer K") from None
-        if not 0 <= index < n_folds:
-            raise DatasetError(f"split {split!r}: fold must be in 0..{n_folds - 1}")
-        try:
-            return {**k_fold_split(annotated, n_folds, seed)[index], "test": []}
-        except ValueError as error:
-            raise DatasetError(f"{definition.path}: {error}") from None
-    if split in definition.named_splits:
-        return definition.named_splits[split]
-    if split == "test":
-        return {"train": [], "val": [], "test": [case.case_id for case in definition.test_cases]}
-    raise DatasetError(
-        f"{definition.path}: unknown split {split!r} (use all, test, fold:K"
-        f"{', ' + ', '.join(definition.named_splits) if definition.named_splits else ''})"
-    )

@@ -1,15 +1,17 @@
 """Synthetic label maps and images for tests, benchmarks and the demo (no downloads).
 
-The phantoms are deterministic for a given seed: the same arrays on every machine.
+The phantoms are deterministic for a given seed: the same arrays on every machine. Dataset files
+are written atomically (:mod:`AttentionSegLib.io.atomic`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from AttentionSegLib.io.atomic import write_json_atomic
 
 __all__ = ["ellipsoid_label_map", "perturbed_label_map", "phantom_image", "write_phantom_dataset"]
 
@@ -123,6 +125,4 @@ def write_phantom_dataset(
     }
     if len(shape) == 2:
         definition["tensorImageSize"] = "2D"
-    path = folder / "dataset.json"
-    path.write_text(json.dumps(definition, indent=1))
-    return path
+    return write_json_atomic(folder / "dataset.json", definition)

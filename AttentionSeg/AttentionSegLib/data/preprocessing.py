@@ -1,5 +1,6 @@
 """Preprocessing shared by training and inference: reading a case, resampling to a target spacing,
-intensity normalisation by image kind, and label values <-> network class indices.
+intensity normalisation by image kind, the clinical z-score, and label values <-> network class
+indices.
 
 Resampling is a resize of the array to ``round(shape * spacing / target)`` voxels over the same
 field of view (linear for images, nearest for labels); the new spacing is recorded exactly as
@@ -15,10 +16,14 @@ Intensity normalisation (nnU-Net's scheme):
 - ``mri``: z-score per channel and per image;
 - ``rgb``: per-channel scaling to [0, 1] (divide by 255), then the training set's per-channel mean
   and standard deviation.
+
+Clinical features (:class:`ClinicalNormalization`): a z-score per variable with the training
+cases' mean and standard deviation (NaN-aware); a missing value (NaN) becomes 0, the training mean.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -32,6 +37,7 @@ from AttentionSegLib.io.image import PHOTO_SUFFIXES, Image, check_same_grid, rea
 __all__ = [
     "IMAGE_KINDS",
     "Normalization",
+    "ClinicalNormalization",
     "image_kind",
     "fit_normalization",
     "read_case_image",
@@ -96,6 +102,46 @@ class Normalization:
     @classmethod
     def from_dict(cls, values: dict) -> Normalization:
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class ClinicalNormalization:
+    """The z-score of the clinical feature vector, fitted on the training cases; stored in the model
+    file as ``{"variables", "mean", "std"}``.
+
+    Example:
+        >>> z = ClinicalNormalization.fit(["age"], [[50.0], [70.0]])
+        >>> z.apply([80.0]).tolist(), z.apply([float("nan")]).tolist()
+        ([2.0], [0.0])
+    """
+
+    variables: tuple[str, ...]
+    mean: np.ndarray  # float64, one per variable
+    std: np.ndarray  # float64, one per variable, never ~0
+
+    @classmethod
+    def fit(cls, variables: Sequence[str], values: Sequence[Sequence[float]]) -> ClinicalNormalization:
+        """Statistics of the training cases' values (one row per case); NaN values are left out, and
+        a constant variable keeps a standard deviation of 1 (it is only centred)."""
+        rows = np.asarray(values, dtype=np.float64)
+        std = np.nanstd(rows, axis=0)
+        return cls(tuple(variables), np.nanmean(rows, axis=0), np.where(std > 1e-8, std, 1.0))
+
+    def apply(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
+        """(x - mean) / std per variable (float64); missing values (NaN) become 0, the training mean."""
+        return np.nan_to_num((np.asarray(values, dtype=np.float64) - self.mean) / self.std)
+
+    def as_dict(self) -> dict:
+        return {"variables": list(self.variables), "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ClinicalNormalization:
+        """As stored by :meth:`as_dict` (the statistics are used as stored)."""
+        return cls(
+            tuple(values["variables"]),
+            np.asarray(values["mean"], dtype=np.float64),
+            np.asarray(values["std"], dtype=np.float64),
+        )
 
 
 def fit_normalization(kind: str, images: list[np.ndarray], labels: list[np.ndarray | None]) -> Normalization:

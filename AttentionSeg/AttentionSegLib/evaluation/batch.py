@@ -2,9 +2,12 @@
 ``compare`` (several models on the same cases, a model x label table and a bar chart).
 
 Metrics are the foundation's (:func:`AttentionSegLib.evaluation.metrics.evaluate_label_maps`) on each
-case's own grid and spacing. Means over cases skip values that cannot be computed (NaN: the
-label is in neither map; infinite distances: the label is missing from one map) and say how
-many cases each mean covers.
+case's own grid and spacing, for the labels the model file names. Means over cases skip values
+that cannot be computed (NaN: the label is in neither map; infinite distances: the label is
+missing from one map) and say how many cases each mean covers.
+
+Tables and CSV files take their metric columns, titles and number formats from
+:data:`AttentionSegLib.evaluation.report.METRIC_COLUMNS`; files are written atomically.
 """
 
 from __future__ import annotations
@@ -23,8 +26,15 @@ from AttentionSegLib.data.dataset import DatasetDefinition, resolve_split
 from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
 from AttentionSegLib.errors import AttentionSegError, DatasetError
 from AttentionSegLib.evaluation.metrics import dice_per_label, evaluate_label_maps
+from AttentionSegLib.evaluation.report import (
+    TABLE_METRIC_KEYS,
+    fixed_width_table,
+    format_value,
+    metric_pattern,
+    metric_title,
+)
 from AttentionSegLib.inference.predictor import Predictor
-from AttentionSegLib.io.atomic import write_text_atomic
+from AttentionSegLib.io.atomic import atomic_path, write_text_atomic
 from AttentionSegLib.io.image import Image
 
 __all__ = [
@@ -41,7 +51,10 @@ __all__ = [
     "MEAN_KEYS",
 ]
 
+# Metrics averaged over cases (mean, standard deviation and count per label).
 MEAN_KEYS = ("dice", "hd95_mm", "assd_mm", "nsd")
+# The comparison table's metric columns (the CSV has every MEAN_KEYS column).
+_COMPARISON_TABLE_KEYS = ("dice", "hd95_mm", "assd_mm")
 
 
 @dataclass
@@ -97,10 +110,6 @@ def _run_case(predictor: Predictor, case: EvaluationCase, labels: dict[int, str]
     return {"case": case.case_id, "seconds": seconds, "labels": report["labels"]}
 
 
-def _label_names(predictor: Predictor) -> dict[int, str]:
-    return {int(label["value"]): label["name"] for label in predictor.labels}
-
-
 def _model_report(rows: list[dict], labels: dict[int, str]) -> dict:
     """Per case rows, per-label means, the mean Dice over labels and seconds per case."""
     per_label = _summarise(rows, labels)
@@ -137,7 +146,7 @@ def evaluate_model(
 ) -> dict:
     """Run one model over ``cases`` (ids, read by ``load``); per case and per label metrics plus
     per-label means. ``on_case(done, total, row)`` is called after every case."""
-    labels = _label_names(predictor)
+    labels = predictor.model_file.label_names
     rows = []
     for index, case_id in enumerate(cases, start=1):
         rows.append(_run_case(predictor, load(case_id), labels))
@@ -154,7 +163,7 @@ def compare_models(
 ) -> dict:
     """Every model on the same cases (each read once). Returns ``{"models": {name: {"per_label",
     "mean_dice", "seconds_per_case"}}, "cases": [...]}``; labels are matched by value."""
-    labels = {name: _label_names(predictor) for name, predictor in predictors.items()}
+    labels = {name: predictor.model_file.label_names for name, predictor in predictors.items()}
     results: dict[str, list[dict]] = {name: [] for name in predictors}
     for index, case_id in enumerate(cases, start=1):
         case = load(case_id)
@@ -180,44 +189,25 @@ def pairwise_agreement(label_maps: dict[str, np.ndarray], labels: dict[int, str]
 
 
 # ------------------------------------------------------------------------------- reporting
-def _cell(value: float, pattern: str) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    return "inf" if math.isinf(value) else pattern.format(value)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule, *[line(row) for row in rows]])
-
-
-def _n(entry: dict, key: str) -> str:
-    return "" if entry[f"{key}_n"] == entry["n_cases"] else f" ({entry[f'{key}_n']})"
+def _mean_cell(entry: dict, key: str, with_std: bool = False) -> str:
+    """A per-label mean over cases (``± std`` if asked); ``(n)`` when it covers fewer than all the cases."""
+    pattern, n = metric_pattern(key), entry[f"{key}_n"]
+    cell = format_value(entry[f"{key}_mean"], pattern)
+    if with_std:
+        cell += " ± " + format_value(entry[f"{key}_std"], pattern)
+    return cell + ("" if n == entry["n_cases"] else f" ({n})")
 
 
 def format_dataset_table(report: dict) -> str:
-    """Per-label means (± standard deviation) over the cases; (n): cases the mean covers."""
-    header = ["Label", "Name", "Cases", "Dice", "HD95 mm", "ASSD mm", "NSD"]
-    rows = []
-    for entry in report["per_label"]:
-        rows.append(
-            [
-                str(entry["value"]),
-                entry["name"],
-                str(entry["n_cases"]),
-                _cell(entry["dice_mean"], "{:.4f}") + " ± " + _cell(entry["dice_std"], "{:.4f}") + _n(entry, "dice"),
-                _cell(entry["hd95_mm_mean"], "{:.2f}") + _n(entry, "hd95_mm"),
-                _cell(entry["assd_mm_mean"], "{:.2f}") + _n(entry, "assd_mm"),
-                _cell(entry["nsd_mean"], "{:.4f}") + _n(entry, "nsd"),
-            ]
-        )
-    text = _table(header, rows)
-    text += f"\nmean Dice over labels: {_cell(report['mean_dice'], '{:.4f}')}; "
+    """Per-label means (± standard deviation for Dice) over the cases; (n): cases the mean covers."""
+    header = ["Label", "Name", "Cases", *[metric_title(key) for key in MEAN_KEYS]]
+    rows = [
+        [str(entry["value"]), entry["name"], str(entry["n_cases"])]
+        + [_mean_cell(entry, key, with_std=key == "dice") for key in MEAN_KEYS]
+        for entry in report["per_label"]
+    ]
+    text = fixed_width_table(header, rows, 2)
+    text += f"\nmean Dice over labels: {format_value(report['mean_dice'], '{:.4f}')}; "
     text += f"{len(report['cases'])} cases, {report['seconds_per_case']:.2f} s per case"
     if any(entry[f"{key}_n"] != entry["n_cases"] for entry in report["per_label"] for key in MEAN_KEYS):
         text += "\n(n): the mean covers n cases (the label is missing from one map in the others)"
@@ -225,24 +215,20 @@ def format_dataset_table(report: dict) -> str:
 
 
 def format_comparison_table(comparison: dict) -> str:
-    header = ["Model", "Label", "Dice", "HD95 mm", "ASSD mm", "s/case"]
-    rows = []
-    for model, result in comparison["models"].items():
-        for entry in result["per_label"]:
-            rows.append(
-                [
-                    model,
-                    f"{entry['value']} {entry['name']}",
-                    _cell(entry["dice_mean"], "{:.4f}") + _n(entry, "dice"),
-                    _cell(entry["hd95_mm_mean"], "{:.2f}") + _n(entry, "hd95_mm"),
-                    _cell(entry["assd_mm_mean"], "{:.2f}") + _n(entry, "assd_mm"),
-                    f"{result['seconds_per_case']:.2f}",
-                ]
-            )
-    return _table(header, rows) + f"\n{len(comparison['cases'])} case(s); means over cases"
+    """One row per model and label: means over the cases and seconds per case."""
+    header = ["Model", "Label", *[metric_title(key) for key in _COMPARISON_TABLE_KEYS], "s/case"]
+    rows = [
+        [model, f"{entry['value']} {entry['name']}"]
+        + [_mean_cell(entry, key) for key in _COMPARISON_TABLE_KEYS]
+        + [f"{result['seconds_per_case']:.2f}"]
+        for model, result in comparison["models"].items()
+        for entry in result["per_label"]
+    ]
+    return fixed_width_table(header, rows, 2) + f"\n{len(comparison['cases'])} case(s); means over cases"
 
 
 def _csv_value(value) -> str:
+    """A CSV cell of the batch reports: empty for NaN, ``inf`` for infinity."""
     if isinstance(value, float) and not math.isfinite(value):
         return "" if math.isnan(value) else "inf"
     return str(value)
@@ -258,7 +244,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def write_dataset_csv(report: dict, path: Path) -> None:
     """One row per case and label, then one ``mean`` row per label."""
-    keys = ["dice", "iou", "hd95_mm", "assd_mm", "nsd", "ref_ml", "pred_ml"]
+    keys = TABLE_METRIC_KEYS
     rows = []
     for case in report["cases"]:
         for row in case["labels"]:
@@ -270,6 +256,7 @@ def write_dataset_csv(report: dict, path: Path) -> None:
 
 
 def write_comparison_csv(comparison: dict, path: Path) -> None:
+    """One row per model and label: cases, mean and standard deviation of each of MEAN_KEYS, seconds per case."""
     rows = []
     for model, result in comparison["models"].items():
         for entry in result["per_label"]:
@@ -305,7 +292,8 @@ def write_comparison_chart(comparison: dict, path: Path) -> None:
     axes.legend(fontsize="small", loc="lower right")
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        with atomic_path(path, suffix=".png") as temporary:
+            figure.savefig(temporary)
+    finally:
+        plt.close(figure)

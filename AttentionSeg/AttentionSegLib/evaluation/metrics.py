@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -253,6 +254,102 @@ def _renumber(prediction: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray
     )
 
 
+@dataclass
+class _VoxelCounts:
+    """Voxel counts per label index of a pair of maps (indices map to label values by ``values``)."""
+
+    values: np.ndarray
+    prediction: np.ndarray
+    reference: np.ndarray
+    both: np.ndarray
+
+    def index_of(self) -> dict[int, int]:
+        return {int(v): i for i, v in enumerate(self.values)}
+
+
+def _count_voxels(prediction: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, _VoxelCounts]:
+    """Both maps as label indices (renumbered when values are huge) and their voxel counts."""
+    largest = max(int(prediction.max(initial=0)), int(reference.max(initial=0)))
+    if largest > _MAX_DIRECT_LABEL_VALUE:
+        prediction, reference, index_values = _renumber(prediction, reference)
+    else:
+        index_values = np.arange(largest + 1)
+    n_values = len(index_values)
+    if n_values * n_values <= _MAX_CONFUSION_CELLS:
+        # One pass gives the whole confusion matrix: rows predicted, columns reference.
+        confusion = np.bincount(
+            (prediction.astype(np.intp) * n_values + reference).reshape(-1), minlength=n_values * n_values
+        ).reshape(n_values, n_values)
+        counts = _VoxelCounts(index_values, confusion.sum(axis=1), confusion.sum(axis=0), np.diagonal(confusion))
+    else:
+        counts = _VoxelCounts(
+            index_values,
+            np.bincount(prediction.reshape(-1), minlength=n_values),
+            np.bincount(reference.reshape(-1), minlength=n_values),
+            np.bincount(prediction[prediction == reference], minlength=n_values),
+        )
+    return prediction, reference, counts
+
+
+def _labels_to_report(labels: Iterable[int] | Mapping[int, str] | None, counts: _VoxelCounts) -> dict[int, str | None]:
+    """Label value -> name (None: the default name) of the labels to report, background left out."""
+    if labels is None:
+        present = np.flatnonzero((counts.prediction + counts.reference) > 0)
+        return {int(counts.values[i]): None for i in present if counts.values[i] != 0}
+    if isinstance(labels, Mapping):
+        return {int(v): str(n) for v, n in sorted(labels.items(), key=lambda item: int(item[0])) if int(v) != 0}
+    return {int(v): None for v in sorted({int(v) for v in labels}) if v != 0}
+
+
+def _distance_stats(
+    prediction: np.ndarray, reference: np.ndarray, wanted: np.ndarray, spacing: np.ndarray, tolerance_mm: float
+) -> tuple[dict, dict]:
+    """Per-label surface distance statistics in both directions (prediction to reference, back)."""
+    offsets, lengths = _search_offsets(spacing)
+    margin = int(np.abs(offsets).max(initial=0))
+    n_values = wanted.size
+    pred_surface = _Surface(prediction, wanted, margin)
+    ref_surface = _Surface(reference, wanted, margin)
+    pred_to_ref = _per_label_distance_stats(
+        pred_surface.labels,
+        _surface_distances(pred_surface, ref_surface, offsets, lengths, spacing),
+        n_values,
+        tolerance_mm,
+    )
+    ref_to_pred = _per_label_distance_stats(
+        ref_surface.labels,
+        _surface_distances(ref_surface, pred_surface, offsets, lengths, spacing),
+        n_values,
+        tolerance_mm,
+    )
+    return pred_to_ref, ref_to_pred
+
+
+def _fill_row(row: dict, index: int | None, counts: _VoxelCounts, voxel_ml: float, distances) -> None:
+    """The metrics of one label (index ``index``, None when in neither map) into its empty row."""
+    n_pred = int(counts.prediction[index]) if index is not None else 0
+    n_ref = int(counts.reference[index]) if index is not None else 0
+    if not (n_pred or n_ref):
+        return
+    n_both = int(counts.both[index])
+    row["present_in"] = "both" if n_pred and n_ref else ("reference" if n_ref else "prediction")
+    row["dice"] = 2.0 * n_both / (n_pred + n_ref)
+    row["iou"] = n_both / (n_pred + n_ref - n_both)
+    row["precision"] = n_both / n_pred if n_pred else math.nan
+    row["sensitivity"] = n_both / n_ref if n_ref else math.nan
+    row["ref_ml"] = n_ref * voxel_ml
+    row["pred_ml"] = n_pred * voxel_ml
+    if not (n_pred and n_ref):
+        row.update(hd95_mm=math.inf, hd_max_mm=math.inf, assd_mm=math.inf, nsd=0.0)
+        return
+    pred_to_ref, ref_to_pred = distances
+    n_surface = int(pred_to_ref["count"][index] + ref_to_pred["count"][index])
+    row["hd95_mm"] = float(max(pred_to_ref["p95"][index], ref_to_pred["p95"][index]))
+    row["hd_max_mm"] = float(max(pred_to_ref["max"][index], ref_to_pred["max"][index]))
+    row["assd_mm"] = float(pred_to_ref["sum"][index] + ref_to_pred["sum"][index]) / n_surface
+    row["nsd"] = int(pred_to_ref["within"][index] + ref_to_pred["within"][index]) / n_surface
+
+
 def compute_label_metrics(
     prediction: np.ndarray,
     reference: np.ndarray,
@@ -290,81 +387,22 @@ def compute_label_metrics(
     if nsd_tolerance_mm < 0:
         raise ValueError(f"nsd_tolerance_mm must be >= 0, got {nsd_tolerance_mm}")
 
-    largest = max(int(prediction.max(initial=0)), int(reference.max(initial=0)))
-    if largest > _MAX_DIRECT_LABEL_VALUE:
-        prediction, reference, index_values = _renumber(prediction, reference)
-    else:
-        index_values = np.arange(largest + 1)
-    value_to_index = {int(v): i for i, v in enumerate(index_values)}
-    n_values = len(index_values)
-    if n_values * n_values <= _MAX_CONFUSION_CELLS:
-        # One pass gives the whole confusion matrix: rows predicted, columns reference.
-        confusion = np.bincount(
-            (prediction.astype(np.intp) * n_values + reference).reshape(-1), minlength=n_values * n_values
-        ).reshape(n_values, n_values)
-        pred_counts, ref_counts, both_counts = confusion.sum(axis=1), confusion.sum(axis=0), np.diagonal(confusion)
-    else:
-        pred_counts = np.bincount(prediction.reshape(-1), minlength=n_values)
-        ref_counts = np.bincount(reference.reshape(-1), minlength=n_values)
-        both_counts = np.bincount(prediction[prediction == reference], minlength=n_values)
-
-    if labels is None:
-        present = np.flatnonzero((pred_counts + ref_counts) > 0)
-        names: dict[int, str | None] = {int(index_values[i]): None for i in present if index_values[i] != 0}
-    elif isinstance(labels, Mapping):
-        names = {int(v): str(n) for v, n in sorted(labels.items(), key=lambda item: int(item[0])) if int(v) != 0}
-    else:
-        names = {int(v): None for v in sorted({int(v) for v in labels}) if v != 0}
-
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    in_both = (pred_counts > 0) & (ref_counts > 0)
+    prediction, reference, counts = _count_voxels(prediction, reference)
+    value_to_index = counts.index_of()
+    names = _labels_to_report(labels, counts)
+    in_both = (counts.prediction > 0) & (counts.reference > 0)
     in_both[0] = False
-    wanted = np.zeros(n_values, dtype=bool)
+    wanted = np.zeros(len(counts.values), dtype=bool)
     wanted[[value_to_index[v] for v in names if v in value_to_index]] = True
     wanted &= in_both
-    if wanted.any():
-        offsets, lengths = _search_offsets(spacing)
-        margin = int(np.abs(offsets).max(initial=0))
-        pred_surface = _Surface(prediction, wanted, margin)
-        ref_surface = _Surface(reference, wanted, margin)
-        pred_to_ref = _per_label_distance_stats(
-            pred_surface.labels,
-            _surface_distances(pred_surface, ref_surface, offsets, lengths, spacing),
-            n_values,
-            nsd_tolerance_mm,
-        )
-        ref_to_pred = _per_label_distance_stats(
-            ref_surface.labels,
-            _surface_distances(ref_surface, pred_surface, offsets, lengths, spacing),
-            n_values,
-            nsd_tolerance_mm,
-        )
+    distances = _distance_stats(prediction, reference, wanted, spacing, nsd_tolerance_mm) if wanted.any() else None
 
+    voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
     for value, name in names.items():
-        index = value_to_index.get(value)
-        n_pred = int(pred_counts[index]) if index is not None else 0
-        n_ref = int(ref_counts[index]) if index is not None else 0
         row = _empty_row(value, name)
+        _fill_row(row, value_to_index.get(value), counts, voxel_ml, distances)
         rows.append(row)
-        if not (n_pred or n_ref):
-            continue
-        n_both = int(both_counts[index])
-        row["present_in"] = "both" if n_pred and n_ref else ("reference" if n_ref else "prediction")
-        row["dice"] = 2.0 * n_both / (n_pred + n_ref)
-        row["iou"] = n_both / (n_pred + n_ref - n_both)
-        row["precision"] = n_both / n_pred if n_pred else math.nan
-        row["sensitivity"] = n_both / n_ref if n_ref else math.nan
-        row["ref_ml"] = n_ref * voxel_ml
-        row["pred_ml"] = n_pred * voxel_ml
-        if not (n_pred and n_ref):
-            row.update(hd95_mm=math.inf, hd_max_mm=math.inf, assd_mm=math.inf, nsd=0.0)
-            continue
-        n_surface = int(pred_to_ref["count"][index] + ref_to_pred["count"][index])
-        row["hd95_mm"] = float(max(pred_to_ref["p95"][index], ref_to_pred["p95"][index]))
-        row["hd_max_mm"] = float(max(pred_to_ref["max"][index], ref_to_pred["max"][index]))
-        row["assd_mm"] = float(pred_to_ref["sum"][index] + ref_to_pred["sum"][index]) / n_surface
-        row["nsd"] = int(pred_to_ref["within"][index] + ref_to_pred["within"][index]) / n_surface
     return rows
 
 

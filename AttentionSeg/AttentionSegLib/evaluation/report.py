@@ -1,4 +1,8 @@
-"""Metric reports: the printed table, JSON and CSV, written atomically.
+"""Metric reports: the printed table, JSON and CSV, written atomically (:mod:`AttentionSegLib.io.atomic`).
+
+:data:`METRIC_COLUMNS` is the one table of per-label metric columns (report key, title, unit):
+the printed tables here and in :mod:`AttentionSegLib.evaluation.batch`, the CSV files and the
+Slicer module's table take their columns, titles and number formats from it.
 
 JSON and CSV write NaN and infinity as ``null`` / empty cells; the ``present_in`` column of each
 label says why a value is missing (see :mod:`AttentionSegLib.evaluation.metrics`).
@@ -11,23 +15,26 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from AttentionSegLib.evaluation.metrics import AVERAGED_KEYS, LABEL_METRIC_KEYS
 from AttentionSegLib.io.atomic import write_text_atomic
 
-__all__ = ["METRIC_COLUMNS", "format_metrics_table", "metrics_to_json", "write_metrics_csv", "json_safe"]
-
-_TABLE_COLUMNS = (
-    ("dice", "Dice", "{:.4f}"),
-    ("iou", "IoU", "{:.4f}"),
-    ("hd95_mm", "HD95 mm", "{:.2f}"),
-    ("assd_mm", "ASSD mm", "{:.2f}"),
-    ("nsd", "NSD", "{:.4f}"),
-    ("ref_ml", "Ref mL", "{:.2f}"),
-    ("pred_ml", "Pred mL", "{:.2f}"),
-)
-
+__all__ = [
+    "METRIC_COLUMNS",
+    "TABLE_METRIC_KEYS",
+    "metric_title",
+    "metric_pattern",
+    "format_value",
+    "fixed_width_table",
+    "format_metrics_table",
+    "format_models_table",
+    "metrics_to_json",
+    "metrics_csv_text",
+    "write_metrics_csv",
+    "json_safe",
+]
 
 # (report key, table column title, unit)
 METRIC_COLUMNS = (
@@ -44,6 +51,50 @@ METRIC_COLUMNS = (
 )
 assert tuple(key for key, _, _ in METRIC_COLUMNS) == LABEL_METRIC_KEYS
 
+# The columns a terminal table has room for (and the per-case dataset CSV keeps).
+TABLE_METRIC_KEYS = ("dice", "iou", "hd95_mm", "assd_mm", "nsd", "ref_ml", "pred_ml")
+# Narrow titles for the terminal, where the full ones would double a column's width.
+_SHORT_TITLES = {"ref_ml": "Ref", "pred_ml": "Pred"}
+_COLUMNS = {key: (title, unit) for key, title, unit in METRIC_COLUMNS}
+
+
+def metric_title(key: str) -> str:
+    """A metric's terminal column title with its unit: ``"Dice"``, ``"HD95 mm"``, ``"Ref mL"``."""
+    title, unit = _COLUMNS[key]
+    title = _SHORT_TITLES.get(key, title)
+    return f"{title} {unit}" if unit else title
+
+
+def metric_pattern(key: str) -> str:
+    """A metric's number format: 2 decimals for millimetres and millilitres, 4 for fractions."""
+    return "{:.2f}" if _COLUMNS[key][1] else "{:.4f}"
+
+
+def format_value(value, pattern: str) -> str:
+    """One table cell: ``-`` for a missing (None or NaN) value, ``inf`` for an infinite one."""
+    if value is None or math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return pattern.format(value)
+
+
+def fixed_width_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], n_left: int, footer: Sequence[Sequence[str]] = ()
+) -> str:
+    """Columns padded to their widest cell, the first ``n_left`` left-aligned and the rest
+    right-aligned; a rule under the header, and another above the ``footer`` rows when given."""
+    widths = [max(len(row[i]) for row in [header, *rows, *footer]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < n_left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "-" * len(line(header))
+    lines = [line(header), rule, *[line(row) for row in rows]]
+    if footer:
+        lines += [rule, *[line(row) for row in footer]]
+    return "\n".join(lines)
+
 
 def json_safe(value):
     """NaN and infinities become ``None``; containers are converted recursively."""
@@ -58,42 +109,30 @@ def json_safe(value):
     return value
 
 
-def _cell(value, pattern: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return pattern.format(value)
-
-
 def format_metrics_table(report: dict) -> str:
     """A fixed-width table: one row per label, then the means with the number of labels each covers."""
-    header = ["Label", "Name", "In", *[title for _, title, _ in _TABLE_COLUMNS]]
+    header = ["Label", "Name", "In", *[metric_title(key) for key in TABLE_METRIC_KEYS]]
     rows = [
-        [str(row["value"]), row["name"], row["present_in"], *[_cell(row[k], p) for k, _, p in _TABLE_COLUMNS]]
+        [str(row["value"]), row["name"], row["present_in"]]
+        + [format_value(row[key], metric_pattern(key)) for key in TABLE_METRIC_KEYS]
         for row in report["labels"]
     ]
     n_total = report["n_labels_averaged"]
     mean_row = ["mean", f"{n_total} labels", ""]
-    for key, _, pattern in _TABLE_COLUMNS:
+    for key in TABLE_METRIC_KEYS:
         if key in AVERAGED_KEYS:
             n = report["n_averaged"][key]
-            mean_row.append(_cell(report["mean"][key], pattern) + ("" if n == n_total else f" ({n})"))
+            mean_row.append(
+                format_value(report["mean"][key], metric_pattern(key)) + ("" if n == n_total else f" ({n})")
+            )
         else:
             mean_row.append("")
-    widths = [max(len(r[i]) for r in [header, *rows, mean_row]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    rule = "-" * len(line(header))
-    out = [line(header), rule, *[line(r) for r in rows], rule, line(mean_row)]
     notes = []
     if any(report["n_averaged"][k] != n_total for k in AVERAGED_KEYS):
         notes.append("(n): the mean covers n labels; distances need the label in both maps.")
     for key, n in report.get("n_infinite", {}).items():
         notes.append(f"{key}: {n} label(s) infinite (missing from one map), left out of the mean.")
-    return "\n".join(out + notes)
+    return "\n".join([fixed_width_table(header, rows, 3, footer=[mean_row]), *notes])
 
 
 def format_models_table(models: list[dict], presets: list) -> str:
@@ -137,10 +176,13 @@ def format_models_table(models: list[dict], presets: list) -> str:
 
 
 def metrics_to_json(report: dict) -> str:
+    """The report as indented JSON (NaN and infinity as ``null``), ending in a newline."""
     return json.dumps(json_safe(report), indent=2) + "\n"
 
 
 def metrics_csv_text(report: dict) -> str:
+    """One row per label with every metric of :data:`METRIC_COLUMNS`, then the ``mean`` row;
+    NaN and infinity are empty cells."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     columns = ["value", "name", "present_in", *LABEL_METRIC_KEYS]
@@ -156,4 +198,5 @@ def metrics_csv_text(report: dict) -> str:
 
 
 def write_metrics_csv(report: dict, path: str | os.PathLike) -> Path:
+    """Write :func:`metrics_csv_text` to ``path`` atomically."""
     return write_text_atomic(path, metrics_csv_text(report))

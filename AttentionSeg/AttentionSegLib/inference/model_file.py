@@ -8,7 +8,9 @@ The metadata (see :class:`ModelFile`): the network (registry name and constructo
 input channel names, label values/names/colours in output order, the output activation,
 preprocessing (target spacing, intensity normalisation and its statistics), clinical variables
 and their statistics, and a training summary (dataset, cases, epochs, best validation Dice per
-label, date, versions). The fixed name inside a run folder is ``model.pt``.
+label, date, versions). Inference reads these facts through the typed accessors of
+:class:`ModelFile`, never from the raw dicts. The trainer writes it as ``model.pt`` in the run
+folder (see :mod:`AttentionSegLib.training.run_folder`).
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from AttentionSegLib.data.preprocessing import ClinicalNormalization, Normalization
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.io.atomic import atomic_torch_save
-from AttentionSegLib.training.run_folder import MODEL_FILE_NAME
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "MODEL_FILE_NAME",
     "ModelFile",
     "ModelFileError",
     "load_model_file",
@@ -131,6 +132,16 @@ class ModelFile:
         """Array axes the training mirrored (test-time augmentation flips these); every axis for
         model files that predate the field."""
         return [int(axis) for axis in self.preprocessing.get("mirror_axes", range(len(self.patch_size)))]
+
+    @property
+    def normalization(self) -> Normalization:
+        """The intensity normalisation with the training set's statistics."""
+        return Normalization.from_dict(self.preprocessing["normalization"])
+
+    @property
+    def clinical_normalization(self) -> ClinicalNormalization | None:
+        """The clinical variables and their z-score, or None for a model without clinical input."""
+        return ClinicalNormalization.from_dict(self.clinical) if self.clinical else None
 
     @property
     def sigmoid(self) -> bool:

@@ -51,7 +51,11 @@ def _file_stem(name: str) -> str:
 
 
 def _publish(temporary: Path, target: Path) -> bool:
-    """Give ``temporary`` the name ``target`` unless a file has that name; False if one has."""
+    """Give ``temporary`` the name ``target`` unless a file has that name; False if one has.
+
+    Not :func:`~AttentionSegLib.io.atomic.atomic_path`, which replaces the destination: a
+    registered model is never replaced.
+    """
     try:
         # A hard link fails when the name is taken: no moment at which another file is replaced.
         os.link(temporary, target)

@@ -6,11 +6,10 @@ What happens to an input, in order (each step undone on the way back):
    image holding them all) and must share one voxel grid;
 2. resampling to the model's target spacing (trilinear), then the model's intensity
    normalisation with the statistics stored in the model file;
-3. sliding-window inference with the model's patch size (MONAI's ``sliding_window_inference``,
-   Gaussian blending, ``overlap``, ``sw_batch_size`` windows per forward pass). Windows yield
-   logits, averaged over mirrored copies when ``tta`` is on (along the axes the training
-   mirrored). Logits rather than probabilities are blended and resampled, as nnU-Net does: the
-   argmax is the same kind of decision, and no softmax runs over every voxel of every window;
+3. the sliding-window segmenter of :mod:`~AttentionSegLib.inference.window` (the one inference
+   path, shared with the trainer's validation) with the model's patch size, ``overlap`` and
+   ``sw_batch_size`` windows per forward pass; with ``tta``, logits averaged over mirrored copies
+   along the axes the training mirrored;
 4. the logits go back to the input grid (trilinear), then argmax (or logit > 0, i.e.
    probability > 0.5, for a single sigmoid output) and class index -> label value;
 5. optionally, only the largest connected component of each label is kept.
@@ -27,8 +26,6 @@ and nothing is returned.
 
 from __future__ import annotations
 
-import itertools
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,13 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from AttentionSegLib.data.preprocessing import Normalization, resample_array
-from AttentionSegLib.devices import autocast, is_out_of_memory, resolve_device
+from AttentionSegLib.data.preprocessing import resample_array
+from AttentionSegLib.devices import is_out_of_memory, resolve_device
 from AttentionSegLib.errors import AttentionSegError, GeometryMismatchError
 from AttentionSegLib.inference.model_file import ModelFile, load_model_file
+from AttentionSegLib.inference.window import PredictionCancelled, WindowSegmenter
 from AttentionSegLib.io.image import Image, grid_differences
+from AttentionSegLib.models.slice_wise import SliceWise
 
 __all__ = [
     "Predictor",
@@ -51,12 +49,7 @@ __all__ = [
     "PredictionCancelled",
     "InputMismatchError",
     "keep_largest_components",
-    "logits_to_classes",
 ]
-
-
-class PredictionCancelled(AttentionSegError):
-    """``cancel()`` returned true between two batches of windows."""
 
 
 class InputMismatchError(AttentionSegError):
@@ -86,15 +79,6 @@ def keep_largest_components(labels: np.ndarray, values: Sequence[int]) -> np.nda
         sizes[0] = 0
         result[mask & (components != int(sizes.argmax()))] = 0
     return result
-
-
-def _window_count(shape: Sequence[int], patch: Sequence[int], overlap: float) -> int:
-    """How many windows MONAI's sliding window visits on ``shape`` (after padding to the patch)."""
-    from monai.data.utils import dense_patch_slices
-
-    shape = [max(s, p) for s, p in zip(shape, patch)]
-    interval = [p if s == p else max(int(p * (1 - overlap)), 1) for s, p in zip(shape, patch)]
-    return len(dense_patch_slices(shape, patch, interval))
 
 
 class Predictor:
@@ -129,22 +113,26 @@ class Predictor:
         self.device = resolve_device(device)
         self.tta, self.overlap, self.sw_batch_size, self.keep_largest = tta, overlap, sw_batch_size, keep_largest
         self.warn = warn or (lambda message: print(message, file=sys.stderr))
-        preprocessing = self.model_file.preprocessing
-        self.slice_wise = bool(preprocessing.get("slice_wise", False))
-        self.image_dims = 3 if self.slice_wise else int(self.model_file.network["spatial_dims"])
-        self.patch = tuple(int(v) for v in preprocessing["patch_size"])
-        self.target_spacing = tuple(float(v) for v in preprocessing["target_spacing"])
-        self.normalization = Normalization.from_dict(preprocessing["normalization"])
-        self.sigmoid = self.model_file.output_activation == "sigmoid"
-        self.label_values = np.asarray(self.model_file.label_values, dtype=np.int64)
+        model_file = self.model_file
+        self.slice_wise, self.image_dims = model_file.slice_wise, model_file.image_dims
+        self.patch, self.target_spacing = model_file.patch_size, model_file.target_spacing
+        self.normalization = model_file.normalization
+        self.clinical_normalization = model_file.clinical_normalization
+        self.sigmoid = model_file.sigmoid
+        self.label_values = np.asarray(model_file.label_values, dtype=np.int64)
         # class index -> label value, in the smallest type that holds the values
         self._class_to_value = self.label_values.astype(np.uint8 if self.label_values.max() < 256 else np.uint16)
-        network = self.model_file.build_network()
-        if self.slice_wise:
-            from AttentionSegLib.training.trainer import SliceWise
-
-            network = SliceWise(network)
-        self.network = network.eval().to(self.device)
+        network = model_file.build_network()
+        self.network = (SliceWise(network) if self.slice_wise else network).eval().to(self.device)
+        # Test-time augmentation mirrors only along the axes the training mirrored.
+        self.segmenter = WindowSegmenter(
+            self.network,
+            self.patch,
+            overlap,
+            sw_batch_size,
+            mirror_axes=model_file.mirror_axes if tta else (),
+            sigmoid=self.sigmoid,
+        )
 
     # ------------------------------------------------------------------------------ inputs
     @property
@@ -154,7 +142,7 @@ class Predictor:
     @property
     def labels(self) -> list[dict]:
         """``[{"value", "name", "color"}]`` of the foreground labels."""
-        return [label for label in self.model_file.labels if int(label["value"]) != 0]
+        return self.model_file.foreground_labels
 
     def stack_channels(self, images: Image | Sequence[Image], names: Sequence[str] | None = None) -> Image:
         """One (C, *spatial) image from the inputs, checked against the model's channels.
@@ -190,10 +178,9 @@ class Predictor:
     def clinical_vector(self, values: Mapping[str, float] | Sequence[float] | None) -> torch.Tensor | None:
         """The normalised clinical feature vector (1, F), or None for models without one.
         Missing values (NaN or absent names) become the training mean, as in training."""
-        clinical = self.model_file.clinical
-        if not clinical:
+        if self.clinical_normalization is None:
             return None
-        variables = clinical["variables"]
+        variables = list(self.clinical_normalization.variables)
         if values is None:
             raw = np.full(len(variables), np.nan)
         elif isinstance(values, Mapping):
@@ -205,8 +192,7 @@ class Predictor:
             raw = np.asarray(values, dtype=np.float64)
             if raw.shape != (len(variables),):
                 raise InputMismatchError(f"{raw.size} clinical value(s), the model takes {len(variables)}")
-        vector = np.nan_to_num((raw - np.asarray(clinical["mean"])) / np.asarray(clinical["std"]))
-        return torch.as_tensor(vector, dtype=torch.float32)[None]
+        return torch.as_tensor(self.clinical_normalization.apply(raw), dtype=torch.float32)[None]
 
     # -------------------------------------------------------------------------- prediction
     def preprocess(self, image: Image) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -237,7 +223,8 @@ class Predictor:
         while True:
             try:
                 started = time.perf_counter()
-                logits = self._sliding_window(array, clinical_vector, progress, cancel)
+                tensor = torch.from_numpy(array)[None].to(self.device)
+                logits = self.segmenter.logits(tensor, clinical_vector, progress, cancel)
                 seconds["network"] = time.perf_counter() - started
                 break
             except RuntimeError as error:
@@ -245,8 +232,7 @@ class Predictor:
                     raise
                 self._fall_back_to_cpu()
         started = time.perf_counter()
-        classes = self._to_classes(logits, shape)
-        labels = self._class_to_value[classes]
+        labels = self._class_to_value[self.segmenter.classes(logits, shape)]
         if self.keep_largest:
             labels = keep_largest_components(labels, [v for v in self.label_values.tolist() if v])
         seconds["postprocess"] = time.perf_counter() - started
@@ -260,60 +246,6 @@ class Predictor:
         torch.cuda.empty_cache()
         self.device = torch.device("cpu")
         self.network.to(self.device)
-
-    def _window_function(self, clinical: torch.Tensor | None):
-        """Window batch -> logits (float32), averaged over mirrored copies with TTA."""
-        # Mirror only along the axes the training mirrored (all, for model files that do not say).
-        image_axes = self.model_file.preprocessing.get("mirror_axes", list(range(len(self.patch))))
-        spatial_axes = [2 + axis for axis in image_axes]
-        flips = [()]
-        if self.tta:
-            flips = [axes for n in range(len(spatial_axes) + 1) for axes in itertools.combinations(spatial_axes, n)]
-
-        def run(window: torch.Tensor) -> torch.Tensor:
-            arguments = (clinical.to(window.device).expand(window.shape[0], -1),) if clinical is not None else ()
-            total = None
-            for axes in flips:
-                flipped = window.flip(axes) if axes else window
-                with autocast(window.device):
-                    logits = self.network(flipped, *arguments)
-                logits = logits.float()
-                logits = logits.flip(axes) if axes else logits
-                total = logits if total is None else total + logits
-            return total / len(flips)
-
-        return run
-
-    @torch.no_grad()
-    def _sliding_window(self, array: np.ndarray, clinical, progress, cancel) -> torch.Tensor:
-        from monai.inferers import sliding_window_inference
-
-        tensor = torch.from_numpy(array)[None].to(self.device)
-        window_function = self._window_function(clinical)
-        total = math.ceil(_window_count(array.shape[1:], self.patch, self.overlap) / self.sw_batch_size)
-        done = 0
-
-        def predictor(window: torch.Tensor) -> torch.Tensor:
-            nonlocal done
-            if cancel is not None and cancel():
-                raise PredictionCancelled("segmentation cancelled")
-            output = window_function(window)
-            done += 1
-            if progress is not None:
-                progress(min(done / total, 1.0))
-            return output
-
-        return sliding_window_inference(
-            tensor,
-            self.patch,
-            sw_batch_size=self.sw_batch_size,
-            predictor=predictor,
-            overlap=self.overlap,
-            mode="gaussian",
-        )[0]
-
-    def _to_classes(self, logits: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
-        return logits_to_classes(logits, shape, self.sigmoid)
 
     # ----------------------------------------------------------------- one window (clicks)
     def window_region(self, image: Image, center_index: Sequence[float]) -> tuple[slice, ...]:
@@ -337,66 +269,10 @@ class Predictor:
         """Label values in the one window centred on ``center_index`` (array order, on the input
         grid): returns the labels on the input grid and the slices of the input they cover.
         This is the cost of one click-to-segment: one forward pass, plus TTA if on."""
-        from monai.inferers import sliding_window_inference
-
         image = self.stack_channels(images)
         region = self.window_region(image, center_index)
         crop = image.with_array(image.array[(slice(None), *region)], has_channels=True)
         array, crop_shape = self.preprocess(crop)
         tensor = torch.from_numpy(array)[None].to(self.device)
-        # One window: MONAI pads the crop to the patch and crops the output back.
-        logits = sliding_window_inference(
-            tensor, self.patch, 1, self._window_function(self.clinical_vector(clinical)), overlap=0.0
-        )[0]
-        classes = self._to_classes(logits, crop_shape)
-        return self._class_to_value[classes], region
-
-
-def _argmax_channels(block: torch.Tensor) -> torch.Tensor:
-    """uint8 argmax over dim 1 of (n, C, ...), first maximum on ties. A running maximum over the
-    channels: PyTorch's argmax over a short dimension is about 20x slower on the CPU."""
-    best = block[:, 0].clone()
-    classes = torch.zeros(best.shape, dtype=torch.uint8, device=block.device)
-    for channel in range(1, block.shape[1]):
-        classes.masked_fill_(block[:, channel] > best, channel)
-        torch.maximum(best, block[:, channel], out=best)
-    return classes
-
-
-def logits_to_classes(logits: torch.Tensor, shape: Sequence[int], sigmoid: bool = False, slab: int = 8) -> np.ndarray:
-    """Class indices (uint8) on a grid of ``shape`` from (C, *grid) logits: linear interpolation
-    (as ``F.interpolate(..., align_corners=False)``), then argmax, or > 0 (probability > 0.5) for
-    one sigmoid channel.
-
-    Volumes are done ``slab`` output slices at a time (linear along the first axis, bilinear in
-    plane: trilinear interpolation is separable), so the logits are never held at full
-    resolution: a 4-class 512x512x300 volume would need 1.26 GB for them.
-    """
-    shape = tuple(int(v) for v in shape)
-    source = tuple(logits.shape[1:])
-
-    def decide(block: torch.Tensor) -> torch.Tensor:  # (n, C, ...) -> (n, ...)
-        return (block[:, 0] > 0).to(torch.uint8) if sigmoid else _argmax_channels(block)
-
-    if len(shape) == 2:
-        block = logits[None]
-        if source != shape:
-            block = F.interpolate(block, size=shape, mode="bilinear", align_corners=False)
-        return decide(block)[0].cpu().numpy()
-    classes = np.empty(shape, dtype=np.uint8)
-    scale = source[0] / shape[0]
-    for start in range(0, shape[0], slab):
-        stop = min(start + slab, shape[0])
-        if source[0] == shape[0]:
-            block = logits[:, start:stop]
-        else:
-            position = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
-            lower = position.floor().long().clamp(max=source[0] - 1)
-            upper = (lower + 1).clamp(max=source[0] - 1)
-            weight = (position - lower).to(logits.dtype).to(logits.device)[None, :, None, None]
-            block = logits[:, lower] * (1 - weight) + logits[:, upper] * weight
-        block = block.movedim(1, 0).contiguous()  # (n, C, h, w)
-        if source[1:] != shape[1:]:
-            block = F.interpolate(block, size=shape[1:], mode="bilinear", align_corners=False)
-        classes[start:stop] = decide(block).cpu().numpy()
-    return classes
+        logits = self.segmenter.one_window_logits(tensor, self.clinical_vector(clinical))
+        return self._class_to_value[self.segmenter.classes(logits, crop_shape)], region

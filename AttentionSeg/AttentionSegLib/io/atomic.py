@@ -1,9 +1,17 @@
 """Atomic writes: a file appears under its name complete or not at all.
 
-Every file the engine writes (images, label maps, model files, checkpoints, reports, dataset
-definitions, configurations) goes through :func:`atomic_path`: the content is written to a hidden
-temporary file in the destination's folder, flushed to disk, then renamed over the destination.
-A reader, a crash or a kill never sees half a file, and a failed write leaves nothing behind.
+Every file the engine writes (images, label maps, model files, checkpoints, reports, charts,
+dataset definitions, configurations) goes through :func:`atomic_path`: the content is written to
+a hidden temporary file in the destination's folder, flushed to disk, then renamed over the
+destination. A reader, a crash or a kill never sees half a file, and a failed write leaves
+nothing behind.
+
+Two writers build on the same idea for a different contract: a corrected case
+(:mod:`AttentionSegLib.data.corrections`) writes all its files atomically under hidden names and
+then renames them together, label last; the model store
+(:mod:`AttentionSegLib.inference.model_store`) publishes a copy by hard link, so that it never
+replaces a model already there. Progress logs (``progress.jsonl``) are appended to, one flushed
+line per event, and readers skip an unfinished last line.
 """
 
 from __future__ import annotations

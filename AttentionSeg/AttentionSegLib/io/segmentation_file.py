@@ -4,6 +4,7 @@
 segment (``Segment<N>_Name``, ``_Color``, ``_LabelValue``, ``_Extent`` ...), so the segments arrive
 in the Segment Editor named and coloured as the model's labels. Every other ending (.nii.gz,
 .nrrd, .mha, .png) is a plain label map written by :func:`AttentionSegLib.io.image.write_image`.
+Both are written atomically (:mod:`AttentionSegLib.io.atomic`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ SEGMENTATION_SUFFIX = ".seg.nrrd"
 def write_label_image(
     image: Image, path: str | os.PathLike, labels: Sequence[Mapping] = (), *, overwrite: bool = False
 ) -> Path:
-    """Write a label image; ``.seg.nrrd`` gets one named, coloured segment per label.
+    """Write a label image atomically; ``.seg.nrrd`` gets one named, coloured segment per label.
 
     Args:
         image: label values on their grid (one channel).

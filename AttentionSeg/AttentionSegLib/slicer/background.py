@@ -1,11 +1,12 @@
 """Long segmentations in a separate process, so Slicer stays responsive: progress and cancel.
 
 :class:`BackgroundSegmentation` writes the input volume(s) to a private folder, runs
-``attentionseg segment --progress`` there as a process tree of its own (Slicer's Python inside
-the application), follows its ``progress`` lines, and only when the process has finished reads
-the label image back and adds the segmentation node. Cancelling kills the process tree and
-deletes the folder: the scene is exactly as before. The process factory is injectable (the
-same contract as the training module's) so tests can drive the runner.
+``attentionseg segment --progress`` there with the modules' process runner
+(:mod:`~AttentionSegLib.slicer.process`: a process tree of its own, Slicer's Python inside the
+application), follows the ``progress`` events it prints, and only when the process has finished
+reads the label image back and adds the segmentation node. Cancelling kills the process tree and
+deletes the folder: the scene is exactly as before. The process factory is injectable (the same
+contract as the training logic's) so tests can drive the runner.
 """
 
 from __future__ import annotations
@@ -19,39 +20,41 @@ from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.inference.model_store import model_display_name
 from AttentionSegLib.io.image import read_image, write_image
 from AttentionSegLib.progress import parse_events
-from AttentionSegLib.slicer.logic import AttentionSegLogic, _volume_nodes, for_model, on_volume_grid
-from AttentionSegLib.slicer.mrml import image_from_volume_node
-from AttentionSegLib.slicer.training_logic import ProcessFactory, TrainingProcess, trainer_environment, trainer_python
+from AttentionSegLib.slicer.process import (
+    EngineProcess,
+    EventFollower,
+    ProcessFactory,
+    engine_command,
+    engine_environment,
+)
+from AttentionSegLib.slicer.segments import segmentation_node_for_model
+from AttentionSegLib.slicer.volumes import model_inputs, on_volume_grid
 
 __all__ = ["BackgroundSegmentation"]
 
-
-class _ModelShape:
-    """What :func:`for_model` needs to know of a model: the dimensionality of its images."""
-
-    def __init__(self, model_file) -> None:
-        preprocessing = model_file.preprocessing
-        self.image_dims = 3 if preprocessing.get("slice_wise") else int(model_file.network["spatial_dims"])
+LOG_FILE_NAME = "log.txt"
 
 
 class BackgroundSegmentation:
     """One background segmentation at a time.
 
     Args:
-        logic: the scene's :class:`AttentionSegLogic` (it creates the segmentation node).
+        scene: the MRML scene that receives the segmentation node.
         process_factory: ``(command, env, log_path) -> process`` with ``poll``,
-            ``terminate_tree`` and ``kill_tree``; default a real process group.
+            ``terminate_tree`` and ``kill_tree``; default :meth:`EngineProcess.start`.
     """
 
-    def __init__(self, logic: AttentionSegLogic, process_factory: ProcessFactory | None = None) -> None:
-        self.logic = logic
-        self.process_factory = process_factory or TrainingProcess.start
+    def __init__(self, scene, process_factory: ProcessFactory | None = None) -> None:
+        self.scene = scene
+        self.process_factory = process_factory or EngineProcess.start
         self.process = None
         self.folder: Path | None = None
         self.state = "idle"  # idle, running, done, failed, cancelled
         self.message = ""
         self.result = None  # the segmentation node, once done
         self._job: dict = {}
+        self._events: EventFollower | None = None
+        self._fraction = 0.0
 
     # ----------------------------------------------------------------------------- control
     def start(self, volume_nodes, model_file: str | Path, device: str = "auto", tta: bool = False, name=None) -> None:
@@ -61,27 +64,24 @@ class BackgroundSegmentation:
 
         if self.state == "running":
             raise AttentionSegError("a segmentation is already running; cancel it first")
-        nodes = _volume_nodes(volume_nodes)
         model = load_model_file(model_file)
-        images = [image_from_volume_node(node) for node in nodes]
+        nodes, images, inputs = model_inputs(volume_nodes, model.image_dims)
         folder = Path(tempfile.mkdtemp(prefix="attentionseg-segment-"))
         try:
-            inputs = []
-            for index, image in enumerate(images):
-                inputs.append(write_image(for_model(image, _ModelShape(model)), folder / f"input_{index}.nrrd"))
+            input_files = [write_image(image, folder / f"input_{index}.nrrd") for index, image in enumerate(inputs)]
             output = folder / "labels.nrrd"
-            command = [trainer_python(), "-m", "AttentionSegLib", "segment", *map(str, inputs)]
-            command += ["--model", str(Path(model_file).resolve()), "--out", str(output), "--device", device]
-            command += ["--progress"] + (["--tta"] if tta else [])
-            self.process = self.process_factory(command, trainer_environment(), folder / "log.txt")
+            command = engine_command("segment", *map(str, input_files), "--model", str(Path(model_file).resolve()))
+            command += ["--out", str(output), "--device", device, "--progress"] + (["--tta"] if tta else [])
+            self.process = self.process_factory(command, engine_environment(), folder / LOG_FILE_NAME)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         self.folder, self.state, self.message, self.result = folder, "running", "", None
+        self._events, self._fraction = EventFollower(folder / LOG_FILE_NAME), 0.0
         self._job = {
             "reference": nodes[0],
             "volume_image": images[0],
-            "labels": model.labels,
+            "model": model,
             "name": name or model_display_name(model_file),
             "output": output,
         }
@@ -107,8 +107,8 @@ class BackgroundSegmentation:
         try:
             labels = read_image(self._job["output"])
             label_image = on_volume_grid(labels.array, self._job["volume_image"])
-            self.result = self.logic.segmentation_node(
-                label_image, self._job["labels"], self._job["name"], self._job["reference"]
+            self.result = segmentation_node_for_model(
+                self.scene, label_image, self._job["model"], self._job["name"], self._job["reference"]
             )
         except AttentionSegError as error:
             self._finish("failed", str(error))
@@ -130,13 +130,15 @@ class BackgroundSegmentation:
         """The fraction of windows done (0 before the first report, 1 once done)."""
         if self.state == "done":
             return 1.0
-        events = [event for event in parse_events(self._log_lines()) if event["event"] == "progress"]
-        return float(events[-1].get("fraction") or 0.0) if events else 0.0
+        if self._events is not None:
+            fractions = [e.get("fraction") for e in self._events.read() if e["event"] == "progress"]
+            self._fraction = float(fractions[-1] or 0.0) if fractions else self._fraction
+        return self._fraction if self.state == "running" else 0.0
 
     def _log_lines(self) -> list[str]:
-        if self.folder is None or not (self.folder / "log.txt").is_file():
+        if self.folder is None or not (self.folder / LOG_FILE_NAME).is_file():
             return []
-        return (self.folder / "log.txt").read_text(errors="replace").splitlines()
+        return (self.folder / LOG_FILE_NAME).read_text(errors="replace").splitlines()
 
     def _last_line(self) -> str:
         lines = [line for line in self._log_lines() if line.strip() and not parse_events([line])]
@@ -146,4 +148,4 @@ class BackgroundSegmentation:
         self.state, self.message = state, message
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder, self._job = None, {}
+        self.folder, self._job, self._events = None, {}, None

@@ -1,7 +1,8 @@
 """MRML glue: images with geometry <-> volume, segmentation and table nodes.
 
-The only engine module that imports ``slicer``. It works inside the Slicer application and with
-the ``slicer-core`` package (real MRML without the desktop app), which the tests use.
+Part of the ``slicer`` package, the only one of the engine that imports ``slicer``, ``vtk`` or
+``qt``. It works inside the Slicer application and with the ``slicer-core`` package (real MRML
+without the desktop app), which the tests use.
 
 Coordinates: the engine keeps geometry in LPS (ITK, DICOM, files); MRML nodes are in RAS. The
 conversion flips the first two axes of the origin and of each direction vector. Array order is

@@ -1,2 +1,5 @@
-"""Training: the configuration schema, the trainer and its parts (losses, schedules, augmentation,
-time budget, checkpoints, run folder, distributed data parallel, progress events)."""
+"""Training, one module per job: the configuration schema (``config``), the run folder's paths
+(``run_folder``), the plan of a run (``plan``, with ``cases``), augmentation and sampling
+(``augmentation``), losses, learning-rate schedules, the time budget, checkpoints and the model
+file (``checkpoint``), distributed data parallel (``distributed``), and the trainer that runs them
+over hooks (``trainer``: ``train()``). Progress events: :mod:`AttentionSegLib.progress`."""

@@ -1,0 +1,153 @@
+"""Segments of segmentation nodes: label values, masks on a grid, merges into a segment, new
+segments with a model's name and colour, and small label map grids on part of a volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import slicer
+import vtk
+
+from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.io.image import Image
+from AttentionSegLib.slicer.mrml import has_voxels, remove_nodes, segmentation_node_from_label_image
+
+__all__ = [
+    "add_segment",
+    "merge_into_segment",
+    "oriented_mask",
+    "region_volume",
+    "segment_is_empty",
+    "segment_label_values",
+    "segment_mask",
+    "segmentation_node_for_model",
+]
+
+
+def segment_label_values(segmentation_node) -> dict[str, int]:
+    """Segment name -> label value: the value kept since import, else the segment's position (1, 2, ...).
+
+    Raises:
+        AttentionSegError: two segments share a name.
+    """
+    segmentation = segmentation_node.GetSegmentation()
+    values: dict[str, int] = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        if segment.GetName() in values:
+            raise AttentionSegError(
+                f"segmentation {segmentation_node.GetName()!r} has two segments named {segment.GetName()!r}"
+            )
+        values[segment.GetName()] = int(segment.GetLabelValue()) or index + 1
+    return values
+
+
+def segmentation_node_for_model(scene, label_image: Image, model_file, name: str, reference_volume_node):
+    """A segmentation node from a model's label image: one segment per label of the
+    :class:`~AttentionSegLib.inference.model_file.ModelFile`, with its name and colour, referring
+    to ``reference_volume_node``'s grid."""
+    return segmentation_node_from_label_image(
+        scene,
+        label_image,
+        model_file.label_names,
+        model_file.label_colors,
+        name=name,
+        reference_volume_node=reference_volume_node,
+    )
+
+
+def add_segment(segmentation_node, name: str, value: int, color: tuple[float, ...] | None = None) -> str:
+    """Add an empty segment (name, label value, colour when given); returns its id."""
+    segment = slicer.vtkSegment()
+    segment.SetName(name)
+    segment.SetLabelValue(value)
+    if color:
+        segment.SetColor(*color)
+    segmentation = segmentation_node.GetSegmentation()
+    segmentation.AddSegment(segment)
+    return segmentation.GetSegmentIdBySegmentName(name)
+
+
+def segment_is_empty(segmentation_node, segment_id: str) -> bool:
+    """Whether the segment has no voxel (its shared labelmap layer holds no voxel of its value)."""
+    from vtk.util import numpy_support
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    labelmap = segment.GetRepresentation(name)
+    if labelmap is None or labelmap.GetPointData().GetScalars() is None:
+        return True
+    extent = labelmap.GetExtent()
+    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        return True
+    values = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())
+    return not np.any(values == segment.GetLabelValue())
+
+
+def segment_mask(scene, segmentation_node, segment_id: str, grid_node) -> np.ndarray:
+    """The segment as a boolean array (array order k, j, i) on the grid of ``grid_node``."""
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "segment export")
+    try:
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segment_id)
+        slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation_node, ids, labelmap, grid_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
+        )
+        if not has_voxels(labelmap):  # an empty segment exports no image
+            return np.zeros(slicer.util.arrayFromVolume(grid_node).shape[:3], dtype=bool)
+        return np.array(slicer.util.arrayFromVolume(labelmap)) > 0
+    finally:
+        remove_nodes(scene, labelmap)
+
+
+def oriented_mask(mask: np.ndarray, volume_node):
+    """A vtkOrientedImageData holding ``mask`` (array order k, j, i) on the volume's grid."""
+    from vtk.util import numpy_support
+
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    flat = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    flat[:] = mask.astype(np.uint8).ravel()
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    return image
+
+
+def merge_into_segment(segmentation_node, segment_id: str, mask: np.ndarray, grid_node, volume_node, mode) -> None:
+    """Merge ``mask`` (on the grid of ``grid_node``) into the segment with ``mode`` (MRML's
+    MODE_MERGE_MAX adds, MODE_MERGE_MIN keeps only where the mask is set, MODE_REPLACE sets the
+    whole segment); outside the grid a merge leaves the segment untouched. A segmentation without
+    reference geometry takes ``volume_node``'s.
+
+    Raises:
+        AttentionSegError: MRML refused the update.
+    """
+    image = oriented_mask(mask, grid_node)
+    geometry_name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    if not segmentation_node.GetSegmentation().GetConversionParameter(geometry_name):
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, segmentation_node, segment_id, mode, image.GetExtent()
+    )
+    if not ok:
+        raise AttentionSegError(f"could not update segment {segment_id!r}")
+
+
+def region_volume(scene, volume_node, region: tuple[slice, ...], name: str = "click window"):
+    """A zero label map node on the sub-grid ``region`` (array order) of ``volume_node``; the
+    caller removes it when done."""
+    to_ras = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(to_ras)
+    start = [region[2].start, region[1].start, region[0].start]  # i, j, k
+    first_voxel = to_ras.MultiplyPoint((*start, 1.0))
+    for row in range(3):
+        to_ras.SetElement(row, 3, first_voxel[row])
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
+    node.SetIJKToRASMatrix(to_ras)
+    image = vtk.vtkImageData()
+    image.SetDimensions(*(r.stop - r.start for r in reversed(region)))
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    image.GetPointData().GetScalars().Fill(0)
+    node.SetAndObserveImageData(image)
+    return node

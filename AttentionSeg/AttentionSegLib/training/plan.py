@@ -1,0 +1,229 @@
+"""The training plan: every decision a run takes from its configuration and its data, made once.
+
+:func:`plan_training` checks the dataset against the network, splits the cases (a fold of a
+deterministic k-fold split), fixes the label values (background first) with their names and
+colours, decides between a softmax over classes and one sigmoid output (``bce_dice`` on a single
+foreground label), takes the training cases' median spacing as the target spacing, reads and
+resamples the cases, fits the intensity normalisation of the image kind and the clinical z-score
+on the training cases, and sizes the patch (the network's default, reduced to the median shape of
+the training cases) and the network. The frozen :class:`TrainingPlan` then feeds the trainer and
+the model file, which stores it for inference.
+
+Example:
+    >>> plan, train_cases, val_cases = plan_training(config.resolved(), load_dataset(config.dataset))
+    >>> plan.patch_size, plan.label_values
+    ((16, 16, 16), (0, 1, 2))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from AttentionSegLib.data.dataset import DEFAULT_LABEL_COLORS, DatasetDefinition
+from AttentionSegLib.data.preprocessing import (
+    ClinicalNormalization,
+    Normalization,
+    fit_normalization,
+    image_kind,
+    label_lookup,
+    median_spacing,
+)
+from AttentionSegLib.data.splits import resolve_split
+from AttentionSegLib.errors import AttentionSegError, DatasetError
+from AttentionSegLib.models import get_model_info
+from AttentionSegLib.models.spec import ModelInfo
+from AttentionSegLib.training.augmentation import resolve_mirror_axes
+from AttentionSegLib.training.cases import PreparedCase, load_cases, normalize_cases
+from AttentionSegLib.training.config import TrainingConfig
+
+__all__ = ["TrainingPlan", "plan_training", "network_options"]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a run trains, on what grid, with which network; built once by :func:`plan_training`.
+
+    Attributes:
+        dataset_name, dataset_path, channel_names: the dataset definition's.
+        train_cases, val_cases: case identifiers of the split.
+        label_values: label values in output order, background (0) first.
+        label_names: label value -> name (background included).
+        label_colors: label value -> RGB colour in 0-1 (the dataset's, else a default palette).
+        binary_sigmoid: one sigmoid output channel rather than a softmax over the classes.
+        target_spacing: mm, array order.
+        image_kind: "ct", "mri" or "rgb".
+        normalization: intensity normalisation with the training cases' statistics.
+        clinical: the clinical z-score, or None for a network without clinical input.
+        slice_wise: a 2D network on the slices of a 3D dataset.
+        patch_size: the window, array order of the image grid ((1, h, w) when slice-wise).
+        mirror_axes: image axes that augmentation (and later test-time augmentation) mirrors.
+        network: arguments of :func:`AttentionSegLib.models.build_model` (the model file's ``network``).
+    """
+
+    dataset_name: str
+    dataset_path: str
+    channel_names: tuple[str, ...]
+    train_cases: tuple[str, ...]
+    val_cases: tuple[str, ...]
+    label_values: tuple[int, ...]
+    label_names: dict[int, str]
+    label_colors: dict[int, tuple[float, ...]]
+    binary_sigmoid: bool
+    target_spacing: tuple[float, ...]
+    image_kind: str
+    normalization: Normalization
+    clinical: ClinicalNormalization | None
+    slice_wise: bool
+    patch_size: tuple[int, ...]
+    mirror_axes: tuple[int, ...]
+    network: dict[str, Any]
+
+    @property
+    def deep_supervision(self) -> bool:
+        return bool(self.network["options"].get("deep_supervision"))
+
+    @property
+    def labels(self) -> list[dict[str, Any]]:
+        """``[{"value", "name", "color"}]`` in output order, as the model file stores them."""
+        return [
+            {"value": value, "name": self.label_names[value], "color": list(self.label_colors[value])}
+            for value in self.label_values
+        ]
+
+
+def plan_training(
+    config: TrainingConfig, definition: DatasetDefinition
+) -> tuple[TrainingPlan, list[PreparedCase], list[PreparedCase]]:
+    """The plan of a run, and its training and validation cases (read, resampled, normalised).
+
+    Args:
+        config: the resolved configuration.
+        definition: the dataset.
+
+    Raises:
+        AttentionSegError: the network does not fit the dataset, bad mirror axes or patch size.
+        DatasetError: no annotated cases, or a case that cannot be read.
+    """
+    info = get_model_info(config.model)
+    network_dims = _network_dims(config, definition, info)
+    mirror_axes = resolve_mirror_axes(config, definition.spatial_dims)
+    split = resolve_split(definition, f"fold:{config.fold}", config.n_folds, config.split_seed)
+    label_values = sorted({0, *definition.labels})
+    clinical = None
+    if info.clinical_input and definition.clinical_variables:
+        rows = [definition.case(case_id).clinical for case_id in split["train"]]
+        clinical = ClinicalNormalization.fit(definition.clinical_variables, rows)
+    target_spacing = median_spacing([definition.case(case_id) for case_id in split["train"]])
+    kind = image_kind(definition)
+    lookup = label_lookup(label_values)
+    train_cases = load_cases(definition, split["train"], target_spacing, lookup, clinical)
+    normalization = _fit_and_apply_normalization(kind, train_cases)
+    val_cases = load_cases(definition, split["val"], target_spacing, lookup, clinical)
+    normalize_cases(val_cases, normalization)
+    median_shape = tuple(int(v) for v in np.median([case.image.shape[1:] for case in train_cases], axis=0))
+    patch = _patch_size(config, info, network_dims, median_shape)
+    binary_sigmoid = config.loss == "bce_dice" and len(label_values) == 2
+    plan = TrainingPlan(
+        dataset_name=definition.name,
+        dataset_path=str(definition.path),
+        channel_names=tuple(definition.channel_names),
+        train_cases=tuple(split["train"]),
+        val_cases=tuple(split["val"]),
+        label_values=tuple(label_values),
+        label_names={value: definition.labels.get(value, "background") for value in label_values},
+        label_colors=_label_colors(definition, label_values),
+        binary_sigmoid=binary_sigmoid,
+        target_spacing=target_spacing,
+        image_kind=kind,
+        normalization=normalization,
+        clinical=clinical,
+        slice_wise=config.slice_wise,
+        patch_size=patch,
+        mirror_axes=tuple(mirror_axes),
+        network={
+            "name": config.model,
+            "spatial_dims": network_dims,
+            "in_channels": definition.n_channels,
+            "out_channels": 1 if binary_sigmoid else len(label_values),
+            "patch_size": list(patch[1:] if config.slice_wise else patch),
+            "clinical_features": len(clinical.variables) if clinical is not None else 0,
+            "options": network_options(config, info),
+        },
+    )
+    return plan, train_cases, val_cases
+
+
+def _fit_and_apply_normalization(kind: str, cases: list[PreparedCase]) -> Normalization:
+    """The intensity normalisation fitted on the training cases' resampled images (foreground
+    voxels for CT), applied to them."""
+    normalization = fit_normalization(kind, [case.image for case in cases], [case.label[0] for case in cases])
+    normalize_cases(cases, normalization)
+    return normalization
+
+
+def _network_dims(config: TrainingConfig, definition: DatasetDefinition, info: ModelInfo) -> int:
+    """The network's dimensionality (2 when slice-wise); refuses datasets the network cannot train on."""
+    network_dims = 2 if config.slice_wise else definition.spatial_dims
+    if config.slice_wise and definition.spatial_dims != 3:
+        raise AttentionSegError("--slice-wise trains a 2D network on a 3D dataset; this dataset is 2D")
+    if network_dims not in info.spatial_dims:
+        raise AttentionSegError(
+            f"{config.model} has no {network_dims}D form ({info.notes or 'see attentionseg models'})"
+        )
+    if not definition.cases:
+        raise DatasetError(f"{definition.path}: no annotated cases to train on")
+    return network_dims
+
+
+def _label_colors(definition: DatasetDefinition, label_values: list[int]) -> dict[int, tuple[float, ...]]:
+    """The dataset's colours, else the default palette in label order; background black."""
+    colors: dict[int, tuple[float, ...]] = {}
+    for index, value in enumerate(label_values):
+        color = definition.label_colors.get(value, DEFAULT_LABEL_COLORS[(index - 1) % len(DEFAULT_LABEL_COLORS)])
+        colors[value] = tuple(color) if value else (0, 0, 0)
+    return colors
+
+
+def network_options(config: TrainingConfig, info: ModelInfo) -> dict[str, Any]:
+    """Constructor options: the compact ones when asked, the configuration's, deep supervision on
+    where the network has it."""
+    options = dict(info.compact_options) if config.compact else {}
+    options.update(config.options)
+    if info.deep_supervision:
+        options.setdefault("deep_supervision", True)
+    return options
+
+
+def _patch_size(
+    config: TrainingConfig, info: ModelInfo, network_dims: int, median_shape: tuple[int, ...]
+) -> tuple[int, ...]:
+    """The configured patch, or the network's default reduced to the median shape (rounded up to
+    the network's multiple); (1, h, w) when slice-wise.
+
+    Raises:
+        AttentionSegError: the network refuses the patch.
+    """
+    from AttentionSegLib.models import resolve_patch_size
+
+    options = network_options(config, info)
+    if config.patch_size:
+        patch = tuple(config.patch_size)
+        if config.slice_wise and len(patch) == 2:
+            patch = (1, *patch)
+    else:
+        multiple = info.patch_multiple(network_dims, options)
+        default = info.default_patch_size[network_dims]
+        shape = median_shape[1:] if config.slice_wise else median_shape
+        smallest = info.min_patch_multiples
+        patch = tuple(max(min(d, m * math.ceil(s / m)), smallest * m) for d, m, s in zip(default, multiple, shape))
+        if config.slice_wise:
+            patch = (1, *patch)
+    try:
+        resolve_patch_size(config.model, network_dims, patch[1:] if config.slice_wise else patch, **options)
+    except ValueError as error:
+        raise AttentionSegError(f"--patch: {error}") from None
+    return patch
