@@ -382,9 +382,10 @@ class AttentionSegTest(ScriptedLoadableModuleTest):
 
         import numpy as np
 
-        from AttentionSegLib.data.dataset import load_dataset, validate_dataset
+        from AttentionSegLib.data.dataset import load_dataset
         from AttentionSegLib.data.phantoms import write_phantom_dataset
         from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
+        from AttentionSegLib.data.validation import validate_dataset
         from AttentionSegLib.slicer.mrml import segmentation_node_from_label_image, volume_node_from_image
         from AttentionSegLib.training.config import TrainingConfig
         from AttentionSegLib.training.trainer import train

@@ -229,13 +229,15 @@ class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
         return self._training
 
     def validateDataset(self, datasetPath):
-        from AttentionSegLib.data.dataset import load_dataset, validate_dataset
+        from AttentionSegLib.data.dataset import load_dataset
+        from AttentionSegLib.data.validation import validate_dataset
 
         definition = load_dataset(datasetPath)
         return definition.summary(), validate_dataset(definition)
 
     def folds(self, datasetPath, nFolds, seed):
-        from AttentionSegLib.data.dataset import k_fold_split, load_dataset
+        from AttentionSegLib.data.dataset import load_dataset
+        from AttentionSegLib.data.splits import k_fold_split
 
         return k_fold_split([case.case_id for case in load_dataset(datasetPath).cases], nFolds, seed)
 

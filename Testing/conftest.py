@@ -37,7 +37,8 @@ def trained_models(tmp_path_factory):
     """A phantom dataset on an oblique, anisotropic grid and two small models trained on it:
     ``good`` (20 short epochs) and ``short`` (2). Returns (dataset.json, [good, short])."""
     from AttentionSegLib.data.phantoms import write_phantom_dataset
-    from AttentionSegLib.training.trainer import TrainingConfig, train
+    from AttentionSegLib.training.config import TrainingConfig
+    from AttentionSegLib.training.trainer import train
 
     folder = tmp_path_factory.mktemp("trained")
     dataset = write_phantom_dataset(

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "AttentionSeg"))
 
 def ours(args, patch: list[int], seed: int) -> float:
     from AttentionSegLib.progress import read_events
-    from AttentionSegLib.training.trainer import TrainingConfig, train
+    from AttentionSegLib.training.config import TrainingConfig
+    from AttentionSegLib.training.trainer import train
 
     with tempfile.TemporaryDirectory() as folder:
         run_dir = Path(folder) / "run"
@@ -70,7 +71,8 @@ def plain_monai(args, patch: list[int], seed: int) -> float:
     from monai.data import CacheDataset, DataLoader
     from monai.losses import DiceCELoss
 
-    from AttentionSegLib.data.dataset import load_dataset, resolve_split
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.data.splits import resolve_split
     from AttentionSegLib.models import build_model, get_model_info
 
     definition = load_dataset(args.data)

@@ -10,8 +10,9 @@ import pytest
 
 from AttentionSegLib.data import corrections
 from AttentionSegLib.data.corrections import add_training_case
-from AttentionSegLib.data.dataset import load_dataset, validate_dataset
+from AttentionSegLib.data.dataset import load_dataset
 from AttentionSegLib.data.phantoms import write_phantom_dataset
+from AttentionSegLib.data.validation import validate_dataset
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.io.image import Image, read_image, write_image
 

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from AttentionSegLib.data import dataset
 from AttentionSegLib.data.dataset import load_dataset
 from AttentionSegLib.data.splits import k_fold_split, resolve_split
 from AttentionSegLib.data.validation import validate_dataset
@@ -190,8 +189,3 @@ def test_bad_definitions_are_one_clear_error(tmp_path, content, message):
     with pytest.raises(DatasetError, match=message) as error:
         load_dataset(path)
     assert str(path) in str(error.value)
-
-
-def test_validation_and_splits_are_importable_from_the_dataset_module():
-    assert dataset.validate_dataset is validate_dataset
-    assert dataset.k_fold_split is k_fold_split and dataset.resolve_split is resolve_split

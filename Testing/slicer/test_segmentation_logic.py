@@ -12,8 +12,9 @@ import pytest
 slicer = pytest.importorskip("slicer")
 import vtk  # noqa: E402
 
-from AttentionSegLib.data.dataset import load_dataset, validate_dataset  # noqa: E402
+from AttentionSegLib.data.dataset import load_dataset  # noqa: E402
 from AttentionSegLib.data.preprocessing import read_case_image, read_case_label  # noqa: E402
+from AttentionSegLib.data.validation import validate_dataset  # noqa: E402
 from AttentionSegLib.errors import AttentionSegError  # noqa: E402
 from AttentionSegLib.evaluation.metrics import evaluate_label_maps  # noqa: E402
 from AttentionSegLib.inference.predictor import PredictionCancelled, Predictor  # noqa: E402

@@ -44,7 +44,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from AttentionSegLib.data.dataset import load_dataset, validate_dataset
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.data.validation import validate_dataset
 
     definition = load_dataset(args.dataset_json)
     problems = validate_dataset(definition, check_label_values=not args.skip_label_values)
@@ -60,7 +61,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_split(args: argparse.Namespace) -> int:
-    from AttentionSegLib.data.dataset import k_fold_split, load_dataset, resolve_split
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.data.splits import k_fold_split, resolve_split
 
     definition = load_dataset(args.dataset_json)
     if args.split is not None:

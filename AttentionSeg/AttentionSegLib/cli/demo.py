@@ -109,7 +109,8 @@ def _write_dataset(out: Path, seed: int) -> Path:
 
 
 def _train(dataset_json: Path, out: Path, seed: int, minutes: float, device: str, echo, step_progress) -> Path:
-    from AttentionSegLib.training.trainer import TrainingConfig, train
+    from AttentionSegLib.training.config import TrainingConfig
+    from AttentionSegLib.training.trainer import train
 
     print(f"2/4 training a small UNet (16-32-64 channels) for up to {minutes:g} minute(s)")
     config = TrainingConfig(

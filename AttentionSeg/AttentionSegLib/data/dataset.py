@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from AttentionSegLib.data.splits import attach_named_splits, k_fold_split, resolve_split
-from AttentionSegLib.data.validation import Problem, validate_dataset
+from AttentionSegLib.data.splits import attach_named_splits
+from AttentionSegLib.data.validation import Problem
 from AttentionSegLib.errors import DatasetError
 from AttentionSegLib.io.image import PHOTO_SUFFIXES, image_suffix
 
@@ -49,9 +49,6 @@ __all__ = [
     "DatasetDefinition",
     "Problem",
     "load_dataset",
-    "validate_dataset",
-    "k_fold_split",
-    "resolve_split",
     "DEFAULT_LABEL_COLORS",
 ]
 

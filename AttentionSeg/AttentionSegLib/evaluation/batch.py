@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from AttentionSegLib.data.dataset import DatasetDefinition, resolve_split
+from AttentionSegLib.data.dataset import DatasetDefinition
 from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
+from AttentionSegLib.data.splits import resolve_split
 from AttentionSegLib.errors import AttentionSegError, DatasetError
 from AttentionSegLib.evaluation.metrics import dice_per_label, evaluate_label_maps
 from AttentionSegLib.evaluation.report import (

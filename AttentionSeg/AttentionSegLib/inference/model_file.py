@@ -151,19 +151,11 @@ class ModelFile:
     def build_network(self, load_weights: bool = True) -> nn.Module:
         """The network with the stored weights, in eval mode, on the CPU. Deep-supervision heads are
         built as in training (so the weights load strictly); in eval mode they are not run."""
-        from AttentionSegLib.models import build_model
+        from AttentionSegLib.models import build_from_spec
 
         spec = self.network
         try:
-            network = build_model(
-                spec["name"],
-                spec["spatial_dims"],
-                spec["in_channels"],
-                spec["out_channels"],
-                spec["patch_size"],
-                clinical_features=spec.get("clinical_features", 0),
-                **spec.get("options", {}),
-            )
+            network = build_from_spec(spec)
         except (KeyError, TypeError, ValueError) as error:
             raise ModelFileError(f"the model file describes a network that cannot be built: {error}") from None
         if load_weights:

@@ -12,6 +12,7 @@ from .spec import ModelInfo, Preset, TrainingRecipe
 
 _REGISTRY_NAMES = (
     "build_model",
+    "build_from_spec",
     "build_preset",
     "count_parameters",
     "describe_model",

@@ -21,6 +21,7 @@ from .spec import ModelInfo, Preset
 
 __all__ = [
     "build_model",
+    "build_from_spec",
     "build_preset",
     "get_model_info",
     "get_preset",
@@ -126,6 +127,21 @@ def build_model(
     if info.clinical_input:
         options["clinical_features"] = clinical_features
     return info.factory(spatial_dims, in_channels, out_channels, patch, **options)
+
+
+def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Build the network a model file or a training plan describes: ``{"name", "spatial_dims",
+    "in_channels", "out_channels", "patch_size", "clinical_features", "options"}`` (the arguments of
+    :func:`build_model`; the last two optional)."""
+    return build_model(
+        spec["name"],
+        spec["spatial_dims"],
+        spec["in_channels"],
+        spec["out_channels"],
+        spec["patch_size"],
+        clinical_features=spec.get("clinical_features", 0),
+        **spec.get("options", {}),
+    )
 
 
 def build_preset(name: str, **overrides: Any) -> nn.Module:

@@ -53,7 +53,7 @@ from AttentionSegLib.devices import autocast, is_out_of_memory, resolve_device
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.evaluation.metrics import dice_per_label
 from AttentionSegLib.inference.window import WindowSegmenter
-from AttentionSegLib.models import build_model
+from AttentionSegLib.models import build_from_spec
 from AttentionSegLib.models.slice_wise import SliceWise
 from AttentionSegLib.progress import ProgressLog
 from AttentionSegLib.training.augmentation import EpochSampler, TrainingSet, epoch_seed, training_transforms
@@ -66,7 +66,7 @@ from AttentionSegLib.training.plan import plan_training
 from AttentionSegLib.training.run_folder import RunFolder
 from AttentionSegLib.training.schedules import build_optimizer, learning_rate_factor
 
-__all__ = ["TrainingConfig", "Trainer", "train", "EpochResult", "StopRequested"]
+__all__ = ["Trainer", "train", "EpochResult", "StopRequested"]
 
 # Validation keeps to what the trainer always did: half-overlapping windows, four per forward pass,
 # no test-time augmentation.
@@ -220,15 +220,7 @@ class Trainer:
         (float16 autocast only) and loss."""
         spec, config = self.plan.network, self.config
         torch.manual_seed(config.seed)
-        network = build_model(
-            spec["name"],
-            spec["spatial_dims"],
-            spec["in_channels"],
-            spec["out_channels"],
-            spec["patch_size"],
-            clinical_features=spec["clinical_features"],
-            **spec["options"],
-        )
+        network = build_from_spec(spec)
         self.model = (SliceWise(network) if self.plan.slice_wise else network).to(self.device)
         self.optimizer = build_optimizer(config, self.model.parameters())
         use_scaler = self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
