@@ -106,6 +106,7 @@ class AttentionSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.pollTimer.connect("timeout()", self.onPollTraining)
         self.ui.validateButton.connect("clicked(bool)", self.onValidate)
         self.ui.splitButton.connect("clicked(bool)", self.onSplit)
+        self.ui.planButton.connect("clicked(bool)", self.onShowPlan)
         self.ui.startButton.connect("clicked(bool)", self.onStart)
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
         self.ui.resumeButton.connect("clicked(bool)", self.onResume)
@@ -157,6 +158,10 @@ class AttentionSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 self.ui.datasetPathLineEdit.currentPath, self.ui.foldsSpinBox.value, self.ui.seedSpinBox.value
             )
             self.ui.logTextEdit.setPlainText(json.dumps(folds, indent=1))
+
+    def onShowPlan(self):
+        with slicer.util.tryWithErrorDisplay("Cannot plan the training.", waitCursor=True):
+            self.ui.logTextEdit.setPlainText(self.logic.planText(self._parameterNode))
 
     def onStart(self):
         with slicer.util.tryWithErrorDisplay("Cannot start training.", waitCursor=True):
@@ -261,6 +266,13 @@ class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
             device=parameterNode.device,
             extra_options=parameterNode.extraArguments,
         )
+
+    def planText(self, parameterNode):
+        """The experiment plan for the form's run (``AttentionSegLib.training.planning.plan_report``):
+        what Start will take from the dataset, and which values the form sets itself."""
+        from AttentionSegLib.training.planning import plan_report
+
+        return plan_report(self.trainingConfig(parameterNode))
 
     def startTraining(self, parameterNode):
         """Start the run the parameter node describes; an empty run folder becomes a new one, written back."""

@@ -1,7 +1,14 @@
 """Shared fixtures: small phantoms made in code, so the suite needs no external data."""
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
+
+# Fingerprints of the test datasets are cached in a folder of the test session (child processes
+# inherit it), never in the user's ~/.attentionseg.
+os.environ["ATTENTIONSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="attentionseg-test-cache-")
 
 from AttentionSegLib.data.phantoms import ellipsoid_label_map, perturbed_label_map
 

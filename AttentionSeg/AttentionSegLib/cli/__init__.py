@@ -2,7 +2,7 @@
 
 One module per command group, each with an ``add_parser`` that declares the command's flags and
 the function that runs it: :mod:`.evaluate`, :mod:`.demo`, :mod:`.dataset` (info, validate,
-split), :mod:`.models`, :mod:`.train`, :mod:`.segment` and :mod:`.dataset_evaluation`
+split), :mod:`.models`, :mod:`.plan`, :mod:`.train`, :mod:`.segment` and :mod:`.dataset_evaluation`
 (evaluate-dataset, compare). :mod:`.common` holds what they share (output checks, inference
 options) and :mod:`.progress_bar` the one terminal progress bar. Commands import the engine only
 when they run, so ``--help`` stays fast.
@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from AttentionSegLib import __version__
-from AttentionSegLib.cli import dataset, dataset_evaluation, demo, evaluate, models, segment, train
+from AttentionSegLib.cli import dataset, dataset_evaluation, demo, evaluate, models, plan, segment, train
 from AttentionSegLib.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEMS
 from AttentionSegLib.errors import AttentionSegError
 
@@ -29,6 +29,7 @@ _COMMANDS = (
     demo.add_parser,
     dataset.add_parser,
     models.add_parser,
+    plan.add_parser,
     train.add_parser,
     segment.add_parser,
     dataset_evaluation.add_evaluate_dataset_parser,

@@ -1,4 +1,4 @@
-"""``attentionseg dataset info | validate | split``: dataset definitions (MSD or nnU-Net v2)."""
+"""``attentionseg dataset info | validate | split | fingerprint``: dataset definitions (MSD or nnU-Net v2)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from AttentionSegLib.cli.common import EXIT_OK, EXIT_PROBLEMS
+from AttentionSegLib.cli.progress_bar import ProgressBar
 from AttentionSegLib.errors import AttentionSegError
 
 __all__ = ["add_parser"]
@@ -34,6 +35,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     split.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     split.add_argument("--split", default=None, help="one split only: all, test, fold:K or a named split")
     split.set_defaults(run=run_split)
+    fingerprint = actions.add_parser(
+        "fingerprint",
+        help="shapes, spacings, label geometry and foreground intensities of the annotated cases",
+        description="Reads every annotated case once (then cached in ~/.attentionseg/fingerprints, or "
+        "$ATTENTIONSEG_CACHE_DIR/fingerprints, until a file of the dataset changes) and summarises what "
+        "planning needs: spacing and shape, per-channel foreground intensities, label volumes, bounding "
+        "boxes, centroids and class frequencies.",
+    )
+    fingerprint.add_argument("dataset_json", type=Path)
+    fingerprint.add_argument("--json", action="store_true", help="print the whole fingerprint as JSON")
+    fingerprint.add_argument("--no-cache", action="store_true", help="recompute; neither read nor write the cache")
+    fingerprint.set_defaults(run=run_fingerprint)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -74,3 +87,93 @@ def run_split(args: argparse.Namespace) -> int:
             raise AttentionSegError(f"{definition.path}: {error}") from None
     print(json.dumps(result, indent=2))
     return EXIT_OK
+
+
+# (column title, ChannelIntensity attribute) of the intensity table
+_INTENSITY_COLUMNS = (
+    ("Mean", "mean"),
+    ("Std", "std"),
+    ("Min", "minimum"),
+    ("P0.5", "percentile_00_5"),
+    ("P50", "percentile_50_0"),
+    ("P99.5", "percentile_99_5"),
+    ("Max", "maximum"),
+)
+
+
+def run_fingerprint(args: argparse.Namespace) -> int:
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.data.fingerprint import compute_fingerprint, load_or_compute_fingerprint
+    from AttentionSegLib.evaluation.report import json_safe
+
+    definition = load_dataset(args.dataset_json)
+    bar = ProgressBar("fingerprint")
+
+    def on_case(done: int, total: int) -> None:
+        bar(done / total, f"{done}/{total}")
+
+    try:
+        if args.no_cache:
+            fingerprint = compute_fingerprint(definition, progress=on_case)
+        else:
+            fingerprint = load_or_compute_fingerprint(definition, progress=on_case)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(json_safe(fingerprint.to_dict()), indent=1))
+    else:
+        print(format_fingerprint(fingerprint))
+    return EXIT_OK
+
+
+def format_fingerprint(fingerprint) -> str:
+    """A readable summary of a :class:`~AttentionSegLib.data.fingerprint.DatasetFingerprint`: grid,
+    per-channel foreground intensities and per-label geometry along the array axes. A label's
+    volume (area in 2D), bounding box and centroid are medians over the cases that hold it."""
+    import numpy as np
+
+    from AttentionSegLib.evaluation.report import fixed_width_table, format_value
+
+    def triple(values, pattern: str = "{:.3g}") -> str:
+        return " x ".join(pattern.format(v) for v in values)
+
+    spacings, shapes = fingerprint.spacings, fingerprint.shapes
+    lines = [
+        f"{fingerprint.dataset_name}: {len(fingerprint.cases)} annotated cases, {fingerprint.spatial_dims}D, "
+        f"{fingerprint.image_kind} ({fingerprint.dataset_path})",
+        f"axes in array order {'(k, j, i)' if fingerprint.spatial_dims == 3 else '(j, i)'}; spacing mm, shape voxels",
+        f"spacing  median {triple(fingerprint.median_spacing)}   min {triple(spacings.min(axis=0))}   "
+        f"max {triple(spacings.max(axis=0))}",
+        f"shape    median {triple(fingerprint.median_shape, '{:g}')}   min {triple(shapes.min(axis=0), '{:d}')}   "
+        f"max {triple(shapes.max(axis=0), '{:d}')}",
+        "",
+        "foreground intensities",
+    ]
+    header = ["Channel", *[title for title, _ in _INTENSITY_COLUMNS]]
+    rows = [
+        [channel.name, *[format_value(getattr(channel, key), "{:.4g}") for _, key in _INTENSITY_COLUMNS]]
+        for channel in fingerprint.intensities
+    ]
+    lines += [fixed_width_table(header, rows, 1), ""]
+    volume_title = "Median mL" if fingerprint.spatial_dims == 3 else "Median mm2"
+    volume_scale = 1.0 if fingerprint.spatial_dims == 3 else 1000.0
+    frequencies = fingerprint.class_frequencies
+    header = ["Label", "Name", "Cases", volume_title, "Median bbox mm", "Median centroid mm", "Frequency"]
+    rows = [["0", fingerprint.labels.get(0, "background"), "", "", "", "", f"{frequencies.get(0, 0.0):.4f}"]]
+    for value in fingerprint.foreground_labels:
+        present = fingerprint.label_case_count(value)
+        volumes = fingerprint.label_volumes_ml(value)
+        volumes = volumes[volumes > 0]
+        rows.append(
+            [
+                str(value),
+                fingerprint.labels[value],
+                f"{present}/{len(fingerprint.cases)}",
+                format_value(float(np.median(volumes)) * volume_scale if present else None, "{:.4g}"),
+                triple(np.median(fingerprint.label_bbox_sizes_mm(value), axis=0), "{:.1f}") if present else "-",
+                triple(np.median(fingerprint.label_centroids_mm(value), axis=0), "{:.1f}") if present else "-",
+                f"{frequencies.get(value, 0.0):.4f}",
+            ]
+        )
+    lines.append(fixed_width_table(header, rows, 2))
+    return "\n".join(lines)

@@ -62,7 +62,9 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.samples_per_rank
 
 
-def training_transforms(patch: Sequence[int], slice_wise: bool, mirror_axes: Sequence[int]):
+def training_transforms(
+    patch: Sequence[int], slice_wise: bool, mirror_axes: Sequence[int], foreground_fraction: float = 0.5
+):
     """MONAI's ``Compose`` of the training augmentation for ``{"image", "label"}`` samples."""
     from monai import transforms as T
 
@@ -71,7 +73,14 @@ def training_transforms(patch: Sequence[int], slice_wise: bool, mirror_axes: Seq
     steps = [
         T.SpatialPadd(keys, spatial_size=patch),
         # Foreground oversampling: half of the crops are centred on a labelled voxel.
-        T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=patch, pos=1, neg=1, num_samples=1),
+        T.RandCropByPosNegLabeld(
+            keys,
+            label_key="label",
+            spatial_size=patch,
+            pos=foreground_fraction,
+            neg=1 - foreground_fraction,
+            num_samples=1,
+        ),
     ]
     if not slice_wise:
         rotate = (0.26,) if dims == 2 else (0.26, 0.26, 0.26)

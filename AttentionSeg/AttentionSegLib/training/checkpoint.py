@@ -122,9 +122,16 @@ def restore_checkpoint(
         ) from None
 
 
-def build_model_file(plan: TrainingPlan, config: TrainingConfig, model: nn.Module, state: TrainingState) -> ModelFile:
+def build_model_file(
+    plan: TrainingPlan,
+    config: TrainingConfig,
+    model: nn.Module,
+    state: TrainingState,
+    experiment_plan: dict | None = None,
+) -> ModelFile:
     """The model file of the run's current weights: the plan, the weights of the bare network (a
-    slice-wise wrapper is left out) and a training summary."""
+    slice-wise wrapper is left out) and a training summary (with the experiment plan, when the
+    run had one)."""
     network = model.network if isinstance(model, SliceWise) else model
     return ModelFile(
         network=plan.network,
@@ -151,6 +158,7 @@ def build_model_file(plan: TrainingPlan, config: TrainingConfig, model: nn.Modul
             "best_mean_dice": state.best_mean_dice_or_none,
             "best_dice": {str(k): v for k, v in state.best_dice.items()},
             "recipe": {key: getattr(config, key) for key in _RECIPE_KEYS},
+            **({"experiment_plan": experiment_plan} if experiment_plan else {}),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": {
                 "attentionseg": __version__,

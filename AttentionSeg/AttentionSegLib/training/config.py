@@ -76,6 +76,11 @@ class TrainingConfig:
         compact: use the network's compact options (small, for demos and tests).
         options: further network constructor options.
         grad_clip: gradient-norm clipping threshold.
+        target_spacing: mm, array order; default the plan's (else the cases' median spacing).
+        foreground_oversampling: fraction of training crops centred on a labelled voxel; default the plan's
+            (else 0.5).
+        use_plan: fill the settings left at their default from the experiment plan
+            (:mod:`AttentionSegLib.training.planning`), as ``attentionseg plan`` prints it.
     """
 
     dataset: str = field(metadata=_flag(None, "the dataset definition", metavar="DATASET_JSON"))
@@ -144,6 +149,33 @@ class TrainingConfig:
     grad_clip: float = field(
         default=12.0, metadata=_flag("--grad-clip", "gradient-norm clipping threshold (default 12)", type=float)
     )
+    target_spacing: list[float] | None = field(
+        default=None,
+        metadata=_flag(
+            "--target-spacing",
+            "resample to this spacing, mm in array order (default: planned)",
+            type=float,
+            nargs="+",
+            metavar="MM",
+        ),
+    )
+    foreground_oversampling: float | None = field(
+        default=None,
+        metadata=_flag(
+            "--foreground-oversampling",
+            "fraction of crops centred on a labelled voxel (default: planned)",
+            type=float,
+            metavar="F",
+        ),
+    )
+    use_plan: bool = field(
+        default=True,
+        metadata=_flag(
+            "--no-plan",
+            "do not plan from the dataset's fingerprint: unset values take the network's defaults",
+            action="store_false",
+        ),
+    )
 
     # ------------------------------------------------------------------------------ checks
     def validate(self) -> TrainingConfig:
@@ -191,6 +223,14 @@ class TrainingConfig:
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (_positive(self.grad_clip), f"gradient clipping must be positive, got {self.grad_clip}"),
             (isinstance(self.options, dict), f"options must be a JSON object, got {self.options!r}"),
+            (
+                self.target_spacing is None or (len(self.target_spacing) in (2, 3) and min(self.target_spacing) > 0),
+                f"target spacing must be 2 or 3 positive mm values, got {self.target_spacing}",
+            ),
+            (
+                self.foreground_oversampling is None or 0 <= self.foreground_oversampling <= 1,
+                f"foreground oversampling must be in 0..1, got {self.foreground_oversampling}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -307,7 +347,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(item.name, nargs="?", default=argparse.SUPPRESS, help=metadata["help"], **options)
             continue
         if item.type in ("bool", bool):
-            options["action"] = "store_true"
+            options.setdefault("action", "store_true")
         elif "choices" not in options:
             options.setdefault("metavar", metadata["flag"].lstrip("-").upper().replace("-", "_"))
         parser.add_argument(

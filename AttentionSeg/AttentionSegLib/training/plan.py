@@ -62,6 +62,7 @@ class TrainingPlan:
         patch_size: the window, array order of the image grid ((1, h, w) when slice-wise).
         mirror_axes: image axes that augmentation (and later test-time augmentation) mirrors.
         network: arguments of :func:`AttentionSegLib.models.build_model` (the model file's ``network``).
+        foreground_oversampling: fraction of training crops centred on a labelled voxel.
     """
 
     dataset_name: str
@@ -81,6 +82,7 @@ class TrainingPlan:
     patch_size: tuple[int, ...]
     mirror_axes: tuple[int, ...]
     network: dict[str, Any]
+    foreground_oversampling: float = 0.5
 
     @property
     def deep_supervision(self) -> bool:
@@ -117,7 +119,11 @@ def plan_training(
     if info.clinical_input and definition.clinical_variables:
         rows = [definition.case(case_id).clinical for case_id in split["train"]]
         clinical = ClinicalNormalization.fit(definition.clinical_variables, rows)
-    target_spacing = median_spacing([definition.case(case_id) for case_id in split["train"]])
+    target_spacing = (
+        tuple(float(v) for v in config.target_spacing)
+        if config.target_spacing
+        else median_spacing([definition.case(case_id) for case_id in split["train"]])
+    )
     kind = image_kind(definition)
     lookup = label_lookup(label_values)
     train_cases = load_cases(definition, split["train"], target_spacing, lookup, clinical)
@@ -153,6 +159,7 @@ def plan_training(
             "clinical_features": len(clinical.variables) if clinical is not None else 0,
             "options": network_options(config, info),
         },
+        foreground_oversampling=0.5 if config.foreground_oversampling is None else config.foreground_oversampling,
     )
     return plan, train_cases, val_cases
 

@@ -3,7 +3,8 @@
 A run folder holds ``model.pt`` (the model file, rewritten at every new best validation Dice),
 ``checkpoints/last.pt`` and ``checkpoints/best.pt``, ``progress.jsonl`` (progress events, see
 :mod:`AttentionSegLib.progress`) and ``config.json`` (the run's
-:class:`~AttentionSegLib.training.config.TrainingConfig`). The trainer's console output goes to
+:class:`~AttentionSegLib.training.config.TrainingConfig`), ``plan.json`` and ``fingerprint.json``
+(the experiment plan and the dataset fingerprint it came from). The trainer's console output goes to
 ``<run folder>.log`` beside it: the trainer starts a new run only in a missing or empty folder.
 """
 
@@ -55,6 +56,16 @@ class RunFolder:
     @property
     def config_file(self) -> Path:
         return self.path / "config.json"
+
+    @property
+    def plan_file(self) -> Path:
+        """The experiment plan the run took its unset settings from, with the reasons."""
+        return self.path / "plan.json"
+
+    @property
+    def fingerprint_file(self) -> Path:
+        """The dataset fingerprint the plan was made from."""
+        return self.path / "fingerprint.json"
 
     @property
     def log_file(self) -> Path:

@@ -115,6 +115,8 @@ class Trainer:
         self.echo = echo
         self.step_progress = step_progress
         self.ranks = Ranks.from_environment()
+        self.experiment_plan = self.fingerprint = None
+        self.planned_settings: dict = {}
         self.config = self._prepare_run_dir(config)
         self.stop_requested = False
         self.log: ProgressLog | None = None
@@ -177,7 +179,7 @@ class Trainer:
             saved.time_limit_min = config.time_limit_min or saved.time_limit_min
             saved.device = config.device if config.device != "auto" else saved.device
             return saved.resolved()
-        config = config.resolved()
+        config.validate()
         # A new run needs an empty folder; a config.json there is the one it was started from
         # (``attentionseg train --config RUN_DIR/config.json``, as the Training module does).
         started_from = [folder.config_file] if _holds_config(folder, config) else []
@@ -186,7 +188,21 @@ class Trainer:
                 f"{self.run_dir}: the folder is not empty; use --resume to continue the run in "
                 "it, or choose another --out"
             )
-        return config  # the folder is made once the run is set up, so a refused run leaves nothing
+        if config.use_plan:
+            config = self._apply_experiment_plan(config)
+        return config.resolved()  # the folder is made once the run is set up: a refused run leaves nothing
+
+    def _apply_experiment_plan(self, config: TrainingConfig) -> TrainingConfig:
+        """Fill the settings left at their default from the dataset's experiment plan (fingerprint
+        cached per dataset); the plan and the settings it gave are kept for the run folder."""
+        from AttentionSegLib.data.fingerprint import load_or_compute_fingerprint
+        from AttentionSegLib.training.planning import apply_plan, plan_for_config
+
+        config.resolved()  # refuse an unknown network or bad values before reading the dataset
+        self.fingerprint = load_or_compute_fingerprint(load_dataset(config.dataset))
+        self.experiment_plan = plan_for_config(config, self.fingerprint)
+        config, self.planned_settings = apply_plan(config, self.experiment_plan)
+        return config
 
     def setup(self) -> None:
         """Plan the run, build the network, optimiser and data, restore a resumed run's checkpoint,
@@ -212,8 +228,27 @@ class Trainer:
         if self.ranks.is_main and not self.resume:
             self.folder.checkpoints.mkdir(parents=True, exist_ok=True)
             config.save(self.folder.config_file)
+            self._save_experiment_plan()
         if self.log:
             self._emit_start()
+
+    def _experiment_plan_document(self) -> dict | None:
+        """plan.json's content (a resumed run reads it back), for the model file."""
+        if self.folder.plan_file.is_file():
+            import json
+
+            return json.loads(self.folder.plan_file.read_text())
+        return None
+
+    def _save_experiment_plan(self) -> None:
+        if self.experiment_plan is None:
+            return
+        from AttentionSegLib.io.atomic import write_json_atomic
+
+        document = self.experiment_plan.to_dict()
+        document["applied"] = sorted(self.planned_settings)
+        write_json_atomic(self.folder.plan_file, document, indent=2)
+        write_json_atomic(self.folder.fingerprint_file, self.fingerprint.to_dict())
 
     def _build_model(self) -> None:
         """The network (initialised from the seed) on the device, its optimiser, gradient scaler
@@ -236,7 +271,9 @@ class Trainer:
         self.sampler = EpochSampler(
             len(self.train_cases), self.iterations * config.batch_size, config.seed, ranks.rank, ranks.world_size
         )
-        self.transforms = training_transforms(self.plan.patch_size, config.slice_wise, self.plan.mirror_axes)
+        self.transforms = training_transforms(
+            self.plan.patch_size, config.slice_wise, self.plan.mirror_axes, self.plan.foreground_oversampling
+        )
         self.loader = DataLoader(
             TrainingSet(self.train_cases, self.transforms),
             batch_size=config.batch_size,
@@ -439,7 +476,9 @@ class Trainer:
                 self.state,
                 is_best,
                 self.log,
-                model_file=lambda: build_model_file(self.plan, self.config, self.model, self.state),
+                model_file=lambda: build_model_file(
+                    self.plan, self.config, self.model, self.state, self._experiment_plan_document()
+                ),
             )
         self.ranks.barrier()
 
@@ -464,9 +503,9 @@ class Trainer:
 
 
 def _holds_config(folder: RunFolder, config: TrainingConfig) -> bool:
-    """Whether the folder's configuration file describes ``config`` (once resolved)."""
+    """Whether the folder's configuration file describes ``config`` (as given, before planning)."""
     try:
-        return folder.config_file.is_file() and TrainingConfig.load(folder.config_file).resolved() == config
+        return folder.config_file.is_file() and TrainingConfig.load(folder.config_file) == config
     except AttentionSegError:
         return False
 

@@ -1,0 +1,222 @@
+"""Experiment planning: the rules on synthetic fingerprints, the plan's round trip and budget, and
+``train`` / ``plan`` using it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from AttentionSegLib.data.fingerprint import CaseFingerprint, ChannelIntensity, DatasetFingerprint
+from AttentionSegLib.training.config import TrainingConfig
+from AttentionSegLib.training.memory import estimate_step
+from AttentionSegLib.training.planning import (
+    CPU_STEP_MACS_PER_THREAD_S,
+    CPU_STEP_TARGET_S,
+    DeviceBudget,
+    ExperimentPlan,
+    apply_plan,
+    lateralised_axes,
+    plan_experiment,
+    pooling_levels,
+    target_spacing,
+)
+
+CPU = DeviceBudget("cpu", 8 * 2**30, 2, "CPU, 2 threads")
+
+
+def fingerprint(shapes, spacings, centroids=None, kind="mri", labels=None, channels=("MRI",), voxels=1000, dims=3):
+    """A fingerprint of cases with the given shapes and spacings; ``centroids``: per case, label ->
+    centroid (mm), each label a box 10 mm wide around it."""
+    labels = labels or {0: "background", 1: "left", 2: "right"}
+    cases = []
+    for index, (shape, spacing) in enumerate(zip(shapes, spacings)):
+        per_label = centroids[index] if centroids else {1: (10.0,) * dims, 2: (20.0,) * dims}
+        boxes = {
+            value: tuple((int((c - 5) / s), int((c + 5) / s)) for c, s in zip(centre, spacing))
+            for value, centre in per_label.items()
+        }
+        cases.append(
+            CaseFingerprint(
+                case_id=f"case{index}",
+                shape=tuple(shape),
+                spacing=tuple(spacing),
+                label_voxels={value: voxels for value in per_label},
+                label_bbox=boxes,
+                label_centroid_mm=dict(per_label),
+            )
+        )
+    intensity = [ChannelIntensity(name, 0.0, 1.0, -1.0, 1.0, -1.0, 0.0, 1.0) for name in channels]
+    return DatasetFingerprint(
+        "synthetic", "/x/dataset.json", "key", dims, kind, tuple(channels), labels, tuple(cases), tuple(intensity)
+    )
+
+
+def test_target_spacing_is_the_median_unless_thick_slices_are_few():
+    spacings = np.array([[1.0, 0.8, 0.8], [1.2, 0.7, 0.7], [1.1, 0.9, 0.9]])
+    shapes = np.array([[100, 200, 200]] * 3)
+    spacing, reason = target_spacing(spacings, shapes)
+    assert spacing == pytest.approx((1.1, 0.8, 0.8)) and "median" in reason
+    # 5 mm slices (> 3x the in-plane 0.8 mm), 30 of them against 400 in-plane voxels: the 10th
+    # percentile of the slice spacings is taken, as nnU-Net does.
+    spacings = np.array([[s, 0.8, 0.8] for s in (3.0, 5.0, 5.0, 5.0, 6.0, 4.0, 5.0, 5.0, 5.0, 5.0)])
+    shapes = np.array([[30, 400, 400]] * 10)
+    spacing, reason = target_spacing(spacings, shapes)
+    assert spacing[0] == pytest.approx(np.percentile(spacings[:, 0], 10)) and spacing[1:] == pytest.approx((0.8, 0.8))
+    assert "10th percentile" in reason
+    # Thick slices but many of them (not few slices): the median stays.
+    assert target_spacing(spacings, np.array([[400, 400, 400]] * 10))[0][0] == pytest.approx(5.0)
+
+
+def test_pooling_keeps_the_bottleneck_at_least_four_voxels():
+    assert pooling_levels((40, 56, 40)) == 3  # 40 / 8 = 5 >= 4, 40 / 16 < 4
+    assert pooling_levels((8, 8, 8)) == 1
+    assert pooling_levels((512, 512, 512)) == 5  # at most 5
+
+
+def test_a_lateralised_label_pair_keeps_its_axis_out_of_the_mirror_axes():
+    rng = np.random.default_rng(0)
+    # "left" always 20 mm lower along axis 2 than "right", random along the other axes.
+    centroids = []
+    for _ in range(12):
+        base = rng.uniform(20, 40, 3)
+        centroids.append({1: tuple(base), 2: (base[0] + rng.normal(0, 8), base[1] + rng.normal(0, 8), base[2] + 20)})
+    lateral = fingerprint([(64, 64, 64)] * 12, [(1.0, 1.0, 1.0)] * 12, centroids)
+    axes, reason = lateralised_axes(lateral)
+    assert set(axes) == {2} and "left and right keep their order along axis 2" in reason
+    plan = plan_experiment(lateral, "unet", CPU)
+    assert plan.value("mirror_axes") == [0, 1]
+    # Random relative positions: every axis is mirrored.
+    shuffled = [{1: c[1], 2: c[2]} if i % 2 else {1: c[2], 2: c[1]} for i, c in enumerate(centroids)]
+    plan = plan_experiment(fingerprint([(64, 64, 64)] * 12, [(1.0,) * 3] * 12, shuffled), "unet", CPU)
+    assert plan.value("mirror_axes") == [0, 1, 2]
+
+
+def test_tiny_images_get_a_small_patch_and_large_ones_a_patch_that_fits_the_cpu_budget():
+    tiny = plan_experiment(fingerprint([(20, 24, 18)] * 4, [(1.0,) * 3] * 4), "unet", CPU)
+    patch = tiny.value("patch_size")
+    levels = len(tiny.value("options")["strides"])
+    assert all(p % 2**levels == 0 for p in patch) and all(p >= s for p, s in zip(patch, (20, 24, 18)))
+    assert max(patch) <= 32
+    large = plan_experiment(fingerprint([(300, 512, 512)] * 4, [(1.0,) * 3] * 4, kind="ct"), "unet", CPU)
+    spec = _spec(large, "unet")
+    seconds = estimate_step(spec, 2).step_macs / (CPU_STEP_MACS_PER_THREAD_S * CPU.threads)
+    assert seconds <= CPU_STEP_TARGET_S and "shrunk" in large.values["patch_size"].reason
+    assert np.prod(large.value("patch_size")) < 300 * 512 * 512 / 50
+
+
+def test_the_plan_fits_a_gpu_memory_budget_and_a_smaller_budget_shrinks_the_patch():
+    large = fingerprint([(200, 400, 400)] * 8, [(1.0,) * 3] * 8, kind="ct")
+    roomy = plan_experiment(large, "unet", DeviceBudget("cuda", 40 * 2**30, 8, "GPU 40 GiB"))
+    tight = plan_experiment(large, "unet", DeviceBudget("cuda", 3 * 2**30, 8, "GPU 3 GiB"))
+    for plan, budget in ((roomy, 40 * 2**30), (tight, 3 * 2**30)):
+        estimate = estimate_step(_spec(plan, "unet"), plan.value("batch_size"))
+        assert estimate.training_bytes() <= budget
+        assert plan.value("batch_size") >= 2
+    assert np.prod(tight.value("patch_size")) < np.prod(roomy.value("patch_size"))
+    assert roomy.value("options")["channels"][0] == 32  # GPU topology starts at 32 channels
+
+
+def test_2d_rgb_photographs_plan_a_2d_network_mirrored_on_both_axes():
+    photos = fingerprint(
+        [(256, 320)] * 10,
+        [(1.0, 1.0)] * 10,
+        [{1: (128.0, 160.0)}] * 10,
+        kind="rgb",
+        labels={0: "background", 1: "lesion"},
+        channels=("R", "G", "B"),
+        dims=2,
+    )
+    plan = plan_experiment(photos, "axunet", CPU)
+    assert plan.network_dims == 2 and len(plan.value("patch_size")) == 2
+    assert plan.value("mirror_axes") == [0, 1] and plan.value("normalization") == "rgb"
+
+
+def test_the_plan_round_trips_through_json():
+    plan = plan_experiment(fingerprint([(40, 50, 36)] * 6, [(1.0, 1.0, 1.0)] * 6), "unet", CPU, time_limit_min=10)
+    again = ExperimentPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan
+    assert again.value("learning_rate") == 2e-3 and again.value("schedule") == "poly"  # short budget, AdamW
+    table = plan.format()
+    assert all(name in table and planned.reason in table for name, planned in plan.values.items())
+
+
+def test_settings_the_user_gave_win_over_the_plan():
+    plan = plan_experiment(fingerprint([(40, 50, 36)] * 6, [(1.0, 1.0, 1.0)] * 6), "unet", CPU, time_limit_min=10)
+    config = TrainingConfig("d.json", "unet", "run", patch_size=[16, 16, 16], learning_rate=1e-4, compact=True)
+    planned, applied = apply_plan(config, plan)
+    assert planned.patch_size == [16, 16, 16] and planned.learning_rate == 1e-4
+    assert "options" not in applied and planned.options == {}  # compact keeps its own topology
+    assert planned.mirror_axes == plan.value("mirror_axes") and planned.target_spacing == plan.value("target_spacing")
+    assert set(applied) >= {"mirror_axes", "target_spacing", "batch_size", "val_every", "schedule"}
+
+
+def _spec(plan, model):
+    return {
+        "name": model,
+        "spatial_dims": plan.network_dims,
+        "in_channels": 1,
+        "out_channels": 3,
+        "patch_size": plan.value("patch_size"),
+        "clinical_features": 0,
+        "options": plan.value("options", {}),
+    }
+
+
+def attentionseg(*args):
+    return subprocess.run([sys.executable, "-m", "AttentionSegLib", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def phantom_dataset(tmp_path_factory):
+    from AttentionSegLib.data.phantoms import write_phantom_dataset
+
+    folder = tmp_path_factory.mktemp("planning")
+    return write_phantom_dataset(folder / "data", n_cases=6, shape=(16, 24, 24), spacing_mm=(2.0, 1.0, 1.0))
+
+
+def test_plan_command_prints_the_plan_and_a_gpu_plan_without_a_gpu(phantom_dataset):
+    result = attentionseg("plan", phantom_dataset, "--model", "unet", "--time-limit", "5")
+    assert result.returncode == 0, result.stderr
+    assert "patch_size" in result.stdout and "mirror_axes" in result.stdout and "5 min" in result.stdout
+    result = attentionseg("plan", phantom_dataset, "--model", "unet", "--gpu-memory", "80", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["device"]["kind"] == "cuda" and plan["values"]["batch_size"]["value"] >= 2
+    assert plan["values"]["options"]["value"]["channels"][0] == 32
+    bad = attentionseg("plan", phantom_dataset, "--model", "unet", "--gpu-memory", "-1")
+    assert bad.returncode == 2 and "gpu-memory" in bad.stderr
+
+
+def test_train_takes_unset_values_from_the_plan_and_keeps_it_in_the_run_and_the_model_file(phantom_dataset, tmp_path):
+    from AttentionSegLib.inference.model_file import load_model_file
+    from AttentionSegLib.training.trainer import train
+
+    config = TrainingConfig(str(phantom_dataset), "unet", str(tmp_path / "run"), epochs=1, iterations_per_epoch=2)
+    summary = train(config)
+    run = tmp_path / "run"
+    plan = json.loads((run / "plan.json").read_text())
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["patch_size"] == plan["values"]["patch_size"]["value"]
+    assert saved["options"] == plan["values"]["options"]["value"]
+    assert saved["iterations_per_epoch"] == 2 and "iterations_per_epoch" not in plan["applied"]  # the user's
+    assert (run / "fingerprint.json").is_file()
+    model = load_model_file(summary["model_file"])
+    assert model.training["experiment_plan"]["values"]["patch_size"] == plan["values"]["patch_size"]
+    assert list(model.patch_size) == plan["values"]["patch_size"]["value"]
+    # --no-plan: the network's defaults, as before planning existed.
+    unplanned = TrainingConfig(
+        str(phantom_dataset), "unet", str(tmp_path / "plain"), epochs=1, iterations_per_epoch=2, use_plan=False
+    )
+    train(unplanned)
+    assert not (tmp_path / "plain" / "plan.json").exists()
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["options"] == {}
+
+
+def test_the_training_form_shows_the_plan_and_what_the_form_sets_itself(phantom_dataset, tmp_path):
+    from AttentionSegLib.training.planning import plan_report
+
+    report = plan_report(TrainingConfig(str(phantom_dataset), "unet", str(tmp_path / "run"), patch_size=[16, 16, 16]))
+    assert report.startswith("plan for unet on") and "mirror_axes" in report
+    assert report.splitlines()[-1] == "set by you (the plan's value is not used): patch_size"
