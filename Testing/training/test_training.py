@@ -157,7 +157,9 @@ def test_time_limit_cuts_the_last_epoch_short_then_validates_and_saves(phantom_d
 def test_run_folder_holds_model_file_checkpoints_config_and_events(phantom_dataset, tmp_path):
     run_dir = tmp_path / "run"
     summary = train(config_for(phantom_dataset, run_dir))
-    assert {p.name for p in run_dir.iterdir()} == {"model.pt", "checkpoints", "progress.jsonl", "config.json"}
+    # plan.json and fingerprint.json: the experiment plan the run took its unset settings from.
+    expected = {"model.pt", "checkpoints", "progress.jsonl", "config.json", "plan.json", "fingerprint.json"}
+    assert {p.name for p in run_dir.iterdir()} == expected
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
     kinds = [event["event"] for event in events_of(run_dir)]
     assert kinds[0] == "start" and kinds[-1] == "end"

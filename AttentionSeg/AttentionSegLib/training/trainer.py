@@ -159,6 +159,9 @@ class Trainer:
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
+            # The DDP wrapper's reducer must go before its process group: destroyed after it, the
+            # gloo group's destructor can deadlock with a gloo thread waiting for the GIL (seen in CI).
+            self.train_model = None
             Ranks.stop()
 
     # ----------------------------------------------------------------------------------- setup
