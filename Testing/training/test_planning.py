@@ -220,3 +220,16 @@ def test_the_training_form_shows_the_plan_and_what_the_form_sets_itself(phantom_
     report = plan_report(TrainingConfig(str(phantom_dataset), "unet", str(tmp_path / "run"), patch_size=[16, 16, 16]))
     assert report.startswith("plan for unet on") and "mirror_axes" in report
     assert report.splitlines()[-1] == "set by you (the plan's value is not used): patch_size"
+
+
+def test_validation_is_spaced_out_when_it_would_cost_as_much_as_training():
+    def plan_for(shape):
+        cases = fingerprint(
+            [shape] * 20, [(1.0, 1.0)] * 20, [{1: (50.0, 50.0)}] * 20, labels={0: "bg", 1: "lesion"}, dims=2
+        )
+        return plan_experiment(cases, "unet", CPU, time_limit_min=10)
+
+    small = plan_for((64, 64))  # one window a case
+    large = plan_for((1024, 1024))  # the patch fits a fraction of each image: many windows
+    assert small.value("val_every") == 1 and "x 1 windows" in small.values["val_every"].reason
+    assert large.value("val_every") > 1

@@ -324,7 +324,7 @@ def plan_experiment(
     values["batch_size"] = PlannedValue(batch, _batch_reason(device, batch))
     values.update(_mirror_axes(fingerprint, slice_wise))
     values["normalization"] = PlannedValue(fingerprint.image_kind, _NORMALIZATION[fingerprint.image_kind])
-    values.update(_schedule(fingerprint, info, time_limit_min, batch))
+    values.update(_schedule(fingerprint, info, time_limit_min, batch, _windows_per_case(median, patch)))
     values["foreground_oversampling"] = _oversampling(fingerprint)
     return ExperimentPlan(model, fingerprint.dataset_name, network_dims, device.to_dict(), time_limit_min, values)
 
@@ -420,18 +420,26 @@ def _mirror_axes(fingerprint: DatasetFingerprint, slice_wise: bool) -> dict[str,
     return {"mirror_axes": PlannedValue(kept, f"not axis {', '.join(map(str, sorted(excluded)))}: {why}")}
 
 
-def _schedule(fingerprint, info, time_limit_min, batch) -> dict[str, PlannedValue]:
+def _windows_per_case(median, patch) -> int:
+    """Sliding windows (overlap 0.5, as validation uses) that cover an image of the median shape."""
+    return int(np.prod([max(1, math.ceil((m - p) / (p * 0.5)) + 1) for m, p in zip(median, patch)]))
+
+
+def _schedule(fingerprint, info, time_limit_min, batch, windows_per_case: int = 1) -> dict[str, PlannedValue]:
     """Iterations per epoch, validation interval and, under a short budget, the learning rate."""
     n_train = max(1, round(len(fingerprint.cases) * 0.8))  # the 5-fold split's training share
     iterations = int(min(250, max(10, math.ceil(n_train / batch))))
     values = {"iterations_per_epoch": PlannedValue(iterations, "one pass over the training cases (10 to 250 batches)")}
     if time_limit_min:
         n_val = max(1, len(fingerprint.cases) - n_train)
-        # Validation costs about a forward pass per case per window; an epoch about 3 forward passes
-        # per batch. Validate every N epochs so that it takes about a tenth of the time.
-        ratio = (n_val * 1.0) / (iterations * batch * 3.0)
+        # Validation costs a forward pass per window of every case; an epoch about 3 forward passes
+        # (forward and backward) per sample. Validate every N epochs so that it takes about a tenth
+        # of the time (PH2: 9 windows a case made validation as long as training, 50 s an epoch).
+        ratio = (n_val * windows_per_case) / (iterations * batch * 3.0)
         val_every = int(max(1, min(10, math.ceil(ratio * 10))))
-        values["val_every"] = PlannedValue(val_every, f"validation ({n_val} cases) about a tenth of the budget")
+        values["val_every"] = PlannedValue(
+            val_every, f"validation ({n_val} cases x {windows_per_case} windows) about a tenth of the time"
+        )
         if time_limit_min < SHORT_BUDGET_MIN and info.recipe.optimizer == "adamw":
             values["learning_rate"] = PlannedValue(
                 2e-3, f"short budget ({time_limit_min:g} min): AdamW at 2e-3 converges in minutes"
