@@ -153,6 +153,22 @@ def test_time_limit_cuts_the_last_epoch_short_then_validates_and_saves(phantom_d
     assert epochs[-1]["lr"] < 0.01 * 0.5
 
 
+def test_the_last_epoch_the_time_budget_allows_is_validated_even_between_validation_epochs(phantom_dataset, tmp_path):
+    # One-batch epochs are never cut short (an epoch trains at least one step), so the budget always
+    # ends between epochs; with validation every 1000 epochs, that last epoch must still be
+    # validated (a PH2 run lost its last two).
+    run_dir = tmp_path / "sparse"
+    summary = train(
+        config_for(phantom_dataset, run_dir, epochs=1000, iterations_per_epoch=1, val_every=1000, time_limit_min=0.05)
+    )
+    events = events_of(run_dir)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    validations = [e for e in events if e["event"] == "validation"]
+    assert summary["reason"] == "time_limit" and len(epochs) > 1
+    assert [e["epoch"] for e in validations] == [epochs[-1]["epoch"]]
+    assert summary["best_epoch"] == epochs[-1]["epoch"] and (run_dir / "model.pt").is_file()
+
+
 # --------------------------------------------------------------------------------- a whole run
 def test_run_folder_holds_model_file_checkpoints_config_and_events(phantom_dataset, tmp_path):
     run_dir = tmp_path / "run"

@@ -141,7 +141,9 @@ class Trainer:
                 except StopRequested:
                     reason = "stopped"
                     break
-                is_best = self._validate_if_due(epoch, result.truncated)
+                # The last epoch the budget allows is validated even off the val_every rhythm.
+                final = result.truncated or self.ranks.agree(self.budget.out_of_time(0.0), self.device)
+                is_best = self._validate_if_due(epoch, final)
                 self.on_epoch_end(epoch, is_best)
                 if self.ranks.agree(self.stop_requested, self.device):
                     reason = "stopped"
@@ -416,12 +418,13 @@ class Trainer:
         self.device = cpu
 
     # ------------------------------------------------------------------------------ validation
-    def _validate_if_due(self, epoch: int, truncated: bool) -> bool:
-        """Validate (rank 0) every ``val_every`` epochs, after the last and after an epoch the time
-        limit cut short; keep the best and emit the ``validation`` event. Returns whether this
-        epoch's weights are the best so far. The validation's time counts against the budget."""
+    def _validate_if_due(self, epoch: int, final: bool) -> bool:
+        """Validate (rank 0) every ``val_every`` epochs, after the last, and after the last epoch
+        the time budget allows (``final``); keep the best and emit the ``validation`` event.
+        Returns whether this epoch's weights are the best so far. The validation's time counts
+        against the budget."""
         config, state = self.config, self.state
-        due = bool(self.val_cases) and (epoch % config.val_every == 0 or epoch == config.epochs or truncated)
+        due = bool(self.val_cases) and (epoch % config.val_every == 0 or epoch == config.epochs or final)
         started = time.perf_counter()
         is_best = False
         if self.ranks.is_main:
