@@ -27,7 +27,7 @@ from AttentionSegLib.devices import DEVICE_CHOICES
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.models.spec import LOSSES, OPTIMIZERS, SCHEDULES
 
-__all__ = ["TrainingConfig", "add_arguments", "RECIPE_FIELDS"]
+__all__ = ["TrainingConfig", "add_arguments", "field_default", "RECIPE_FIELDS"]
 
 # Fields that default to the network's recipe (``attentionseg models``) when left None.
 RECIPE_FIELDS = ("epochs", "batch_size", "learning_rate", "weight_decay", "loss", "optimizer", "schedule")
@@ -309,7 +309,7 @@ class TrainingConfig:
 
     def arguments(self) -> list[str]:
         """``attentionseg train`` flags for this configuration (fields at their default are left out)."""
-        defaults = {item.name: _default(item) for item in fields(self)}
+        defaults = {item.name: field_default(item) for item in fields(self)}
         arguments = [str(self.dataset)]
         for item in fields(self):
             value, flag = getattr(self, item.name), item.metadata["flag"]
@@ -330,7 +330,8 @@ def _positive(value: float | None) -> bool:
     return value is None or (isinstance(value, (int, float)) and math.isfinite(value) and value > 0)
 
 
-def _default(item) -> Any:
+def field_default(item) -> Any:
+    """The default value of a dataclass field of the schema."""
     return item.default_factory() if item.default_factory is not MISSING else item.default
 
 

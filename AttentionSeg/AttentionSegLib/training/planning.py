@@ -467,7 +467,9 @@ def apply_plan(config, plan: ExperimentPlan):
     """
     from dataclasses import fields, replace
 
-    defaults = {item.name: _field_default(item) for item in fields(config)}
+    from AttentionSegLib.training.config import field_default
+
+    defaults = {item.name: field_default(item) for item in fields(config)}
     applied = {}
     for name, planned in plan.values.items():
         if name not in defaults or getattr(config, name) != defaults[name]:
@@ -476,12 +478,6 @@ def apply_plan(config, plan: ExperimentPlan):
             continue
         applied[name] = planned
     return replace(config, **{name: planned.value for name, planned in applied.items()}), applied
-
-
-def _field_default(item):
-    from dataclasses import MISSING
-
-    return item.default_factory() if item.default_factory is not MISSING else item.default
 
 
 def plan_for_config(config, fingerprint: DatasetFingerprint, gpu_memory_gib: float | None = None) -> ExperimentPlan:
