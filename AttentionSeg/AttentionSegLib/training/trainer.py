@@ -230,6 +230,8 @@ class Trainer:
             windows_per_batch=VALIDATION_WINDOWS_PER_BATCH,
             sigmoid=self.plan.binary_sigmoid,
         )
+        # Built (or read back) once: the model file is rewritten at every new best epoch.
+        self.plan_document = self._experiment_plan_document()
         if self.ranks.is_main and not self.resume:
             self.folder.checkpoints.mkdir(parents=True, exist_ok=True)
             config.save(self.folder.config_file)
@@ -238,7 +240,12 @@ class Trainer:
             self._emit_start()
 
     def _experiment_plan_document(self) -> dict | None:
-        """plan.json's content (a resumed run reads it back), for the model file."""
+        """The run's experiment plan as plan.json holds it, for the model file: the plan made now,
+        or, for a resumed run, plan.json read back."""
+        if self.experiment_plan is not None:
+            document = self.experiment_plan.to_dict()
+            document["applied"] = sorted(self.planned_settings)
+            return document
         if self.folder.plan_file.is_file():
             import json
 
@@ -250,9 +257,7 @@ class Trainer:
             return
         from AttentionSegLib.io.atomic import write_json_atomic
 
-        document = self.experiment_plan.to_dict()
-        document["applied"] = sorted(self.planned_settings)
-        write_json_atomic(self.folder.plan_file, document, indent=2)
+        write_json_atomic(self.folder.plan_file, self.plan_document, indent=2)
         write_json_atomic(self.folder.fingerprint_file, self.fingerprint.to_dict())
 
     def _build_model(self) -> None:
@@ -482,9 +487,7 @@ class Trainer:
                 self.state,
                 is_best,
                 self.log,
-                model_file=lambda: build_model_file(
-                    self.plan, self.config, self.model, self.state, self._experiment_plan_document()
-                ),
+                model_file=lambda: build_model_file(self.plan, self.config, self.model, self.state, self.plan_document),
             )
         self.ranks.barrier()
 
