@@ -1,6 +1,8 @@
 """Shared fixtures: small phantoms made in code, so the suite needs no external data."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -8,9 +10,11 @@ import pytest
 
 # Fingerprints of the test datasets are cached in a folder of the test session (child processes
 # inherit it), never in the user's ~/.attentionseg.
-os.environ["ATTENTIONSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="attentionseg-test-cache-")
+_CACHE_DIR = tempfile.mkdtemp(prefix="attentionseg-test-cache-")
+os.environ["ATTENTIONSEG_CACHE_DIR"] = _CACHE_DIR
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
-from AttentionSegLib.data.phantoms import ellipsoid_label_map, perturbed_label_map
+from AttentionSegLib.data.phantoms import ellipsoid_label_map, perturbed_label_map  # noqa: E402
 
 
 def assert_bad_input(result, *fragments):

@@ -17,7 +17,9 @@ from AttentionSegLib.training.planning import (
     DeviceBudget,
     ExperimentPlan,
     apply_plan,
+    cpu_step_target_s,
     lateralised_axes,
+    narrowed_widths,
     plan_experiment,
     pooling_levels,
     target_spacing,
@@ -106,6 +108,39 @@ def test_tiny_images_get_a_small_patch_and_large_ones_a_patch_that_fits_the_cpu_
     assert np.prod(large.value("patch_size")) < 300 * 512 * 512 / 50
 
 
+def test_a_time_limit_shortens_the_cpu_step_so_that_a_run_takes_about_a_thousand_steps():
+    assert cpu_step_target_s(None) == CPU_STEP_TARGET_S and cpu_step_target_s(10) == pytest.approx(0.6)
+    assert cpu_step_target_s(600) == CPU_STEP_TARGET_S  # long runs keep the 1 s step
+    large = fingerprint([(300, 512, 512)] * 4, [(1.0,) * 3] * 4, kind="ct")
+    unlimited = plan_experiment(large, "unet", CPU)
+    limited = plan_experiment(large, "unet", CPU, time_limit_min=10)
+    seconds = estimate_step(_spec(limited, "unet"), 2).step_macs / (CPU_STEP_MACS_PER_THREAD_S * CPU.threads)
+    assert seconds <= 0.6
+    assert np.prod(limited.value("patch_size")) < np.prod(unlimited.value("patch_size"))
+
+
+def test_a_network_over_the_budget_at_its_smallest_patch_is_narrowed_and_keeps_its_widths_on_a_gpu():
+    small = fingerprint([(36, 50, 35)] * 6, [(1.0,) * 3] * 6)
+    # IACNN's published widths (64-1024) cost seconds a step even at its smallest 3D patch.
+    cpu = plan_experiment(small, "iacnn", CPU, time_limit_min=10)
+    features = cpu.value("options")["features"]
+    assert features[0] < 64 and [f // features[0] for f in features] == [1, 2, 4, 8, 16]
+    seconds = estimate_step(_spec(cpu, "iacnn"), 2).step_macs / (CPU_STEP_MACS_PER_THREAD_S * CPU.threads)
+    assert seconds <= 0.6 and "widths /" in cpu.values["options"].reason
+    assert cpu.value("learning_rate") == 2e-3  # Adam under a short budget, not the paper's 1e-4
+    assert cpu.value("loss") == "dice_ce"  # two labels: softmax, not one sigmoid per class
+    gpu = plan_experiment(small, "iacnn", DeviceBudget("cuda", 40 * 2**30, 8, "GPU 40 GiB"))
+    assert "options" not in gpu.values  # published widths
+
+
+def test_narrowed_widths_only_for_networks_that_take_them():
+    assert narrowed_widths("unet", 3, 2) is None  # its topology is planned by rule 3 instead
+    assert narrowed_widths("swinnext", 3, 1) == {}
+    assert narrowed_widths("swinnext", 3, 2) == {"feature_size": 24}
+    assert narrowed_widths("danie", 3, 2) == {"feature_sizes": [24, 48, 96, 192]}
+    assert narrowed_widths("unetrpp", 3, 64) is None  # 32 channels / 64 is not a width
+
+
 def test_the_plan_fits_a_gpu_memory_budget_and_a_smaller_budget_shrinks_the_patch():
     large = fingerprint([(200, 400, 400)] * 8, [(1.0,) * 3] * 8, kind="ct")
     roomy = plan_experiment(large, "unet", DeviceBudget("cuda", 40 * 2**30, 8, "GPU 40 GiB"))
@@ -130,6 +165,7 @@ def test_2d_rgb_photographs_plan_a_2d_network_mirrored_on_both_axes():
     )
     plan = plan_experiment(photos, "axunet", CPU)
     assert plan.network_dims == 2 and len(plan.value("patch_size")) == 2
+    assert "loss" not in plan_experiment(photos, "iacnn", CPU).values  # one label: the recipe's bce_dice
     assert plan.value("mirror_axes") == [0, 1] and plan.value("normalization") == "rgb"
 
 

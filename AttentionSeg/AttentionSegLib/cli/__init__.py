@@ -17,7 +17,17 @@ import argparse
 import sys
 
 from AttentionSegLib import __version__
-from AttentionSegLib.cli import dataset, dataset_evaluation, demo, evaluate, models, plan, segment, train
+from AttentionSegLib.cli import (
+    dataset,
+    dataset_evaluation,
+    demo,
+    evaluate,
+    interactive_eval,
+    models,
+    plan,
+    segment,
+    train,
+)
 from AttentionSegLib.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEMS
 from AttentionSegLib.errors import AttentionSegError
 
@@ -34,6 +44,7 @@ _COMMANDS = (
     segment.add_parser,
     dataset_evaluation.add_evaluate_dataset_parser,
     dataset_evaluation.add_compare_parser,
+    interactive_eval.add_parser,
 )
 
 

@@ -19,7 +19,7 @@ from AttentionSegLib.cli.common import (
 from AttentionSegLib.cli.progress_bar import ProgressBar
 from AttentionSegLib.errors import AttentionSegError
 
-__all__ = ["add_evaluate_dataset_parser", "add_compare_parser"]
+__all__ = ["add_evaluate_dataset_parser", "add_compare_parser", "heldout_cases"]
 
 _COMPARE_REPORT_FILES = ("comparison.csv", "comparison.json", "dice.png")
 
@@ -64,7 +64,7 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_compare)
 
 
-def _heldout_cases(predictor, model_path: Path, definition) -> list[str]:
+def heldout_cases(predictor, model_path: Path, definition) -> list[str]:
     held_out = predictor.model_file.training.get("val_cases") or []
     if not held_out:
         raise AttentionSegError(f"{model_path}: the model file lists no held-out cases; use --split all|fold:K")
@@ -112,7 +112,7 @@ def run_evaluate_dataset(args: argparse.Namespace) -> int:
     definition = load_dataset(args.dataset_json)
     predictor = predictor_from_arguments(args.model_file, args)
     if args.split == "heldout":
-        cases = _heldout_cases(predictor, args.model_file, definition)
+        cases = heldout_cases(predictor, args.model_file, definition)
     else:
         cases = dataset_cases(definition, args.split, args.folds, args.split_seed)
         _warn_trained_on(predictor, str(args.model_file), definition, cases)

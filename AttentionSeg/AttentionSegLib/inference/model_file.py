@@ -7,8 +7,10 @@ with ``torch.load(..., weights_only=True)``: loading never runs code from the fi
 The metadata (see :class:`ModelFile`): the network (registry name and constructor arguments),
 input channel names, label values/names/colours in output order, the output activation,
 preprocessing (target spacing, intensity normalisation and its statistics), clinical variables
-and their statistics, and a training summary (dataset, cases, epochs, best validation Dice per
-label, date, versions). Inference reads these facts through the typed accessors of
+and their statistics, a training summary (dataset, cases, epochs, best validation Dice per
+label, date, versions) and, for an interactive (click-conditioned) network, its prompt encoding and
+the labels it was trained on (format version 2: older readers refuse such files instead of feeding
+the network the wrong channels). Inference reads these facts through the typed accessors of
 :class:`ModelFile`, never from the raw dicts. The trainer writes it as ``model.pt`` in the run
 folder (see :mod:`AttentionSegLib.training.run_folder`).
 """
@@ -39,7 +41,9 @@ __all__ = [
 ]
 
 FORMAT = "attentionseg-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Automatic models are still written as version 1, readable by every release.
+_AUTOMATIC_FORMAT_VERSION = 1
 
 
 class ModelFileError(AttentionSegError):
@@ -61,6 +65,10 @@ class ModelFile:
             "slice_wise": bool, "patch_size": [...], "mirror_axes": [array axes]}``.
         clinical: ``{"variables": [...], "mean": [...], "std": [...]}`` or empty.
         training: summary of the run that made the model.
+        interactive: empty for an automatic model; for an interactive one ``{"prompt_encoding":
+            {...}, "object_labels": [{"value", "name", "color"}]}``: the prompt channels after the
+            image channels and how clicks are drawn, and the dataset labels it learned to segment
+            as objects (its own output is background / object).
         state_dict: the network's weights.
     """
 
@@ -72,11 +80,12 @@ class ModelFile:
     clinical: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    interactive: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.interactive else _AUTOMATIC_FORMAT_VERSION,
             "network": self.network,
             "channel_names": self.channel_names,
             "labels": self.labels,
@@ -84,6 +93,7 @@ class ModelFile:
             "preprocessing": self.preprocessing,
             "clinical": self.clinical,
             "training": self.training,
+            **({"interactive": self.interactive} if self.interactive else {}),
         }
 
     # Typed views of the metadata: read the model file's facts here, never from the raw dicts.
@@ -147,6 +157,29 @@ class ModelFile:
     def sigmoid(self) -> bool:
         """One sigmoid output (threshold 0.5) rather than a softmax over classes."""
         return self.output_activation == "sigmoid"
+
+    @property
+    def is_interactive(self) -> bool:
+        """A click-conditioned network: image channels plus prompt channels in, object mask out."""
+        return bool(self.interactive)
+
+    @property
+    def prompt_encoding(self):
+        """The :class:`~AttentionSegLib.interactive.prompts.PromptEncoding` of an interactive model.
+
+        Raises:
+            ModelFileError: the model is not interactive.
+        """
+        from AttentionSegLib.interactive.prompts import PromptEncoding
+
+        if not self.interactive:
+            raise ModelFileError("the model is automatic: it takes no clicks")
+        return PromptEncoding.from_dict(self.interactive["prompt_encoding"])
+
+    @property
+    def object_labels(self) -> dict[int, str]:
+        """Label value -> name of the structures an interactive model was trained to segment."""
+        return {int(label["value"]): str(label["name"]) for label in self.interactive.get("object_labels", [])}
 
     def build_network(self, load_weights: bool = True) -> nn.Module:
         """The network with the stored weights, in eval mode, on the CPU. Deep-supervision heads are
@@ -216,6 +249,7 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
             clinical=metadata.get("clinical", {}),
             training=metadata.get("training", {}),
             state_dict=payload["state_dict"],
+            interactive=metadata.get("interactive", {}),
         )
     except KeyError as error:
         raise ModelFileError(f"{path}: the model metadata lacks {error.args[0]!r}") from None

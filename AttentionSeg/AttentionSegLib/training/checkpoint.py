@@ -133,10 +133,17 @@ def build_model_file(
     slice-wise wrapper is left out) and a training summary (with the experiment plan, when the
     run had one)."""
     network = model.network if isinstance(model, SliceWise) else model
+    labels, interactive = plan.labels, {}
+    if plan.interactive:
+        # The network answers "the object under the prompts": background / object; the dataset's
+        # labels are the objects it learned.
+        labels = [plan.labels[0], {"value": 1, "name": "object", "color": [1.0, 0.8, 0.2]}]
+        interactive = {"prompt_encoding": plan.prompt_encoding.to_dict(), "object_labels": plan.labels[1:]}
     return ModelFile(
         network=plan.network,
         channel_names=list(plan.channel_names),
-        labels=plan.labels,
+        labels=labels,
+        interactive=interactive,
         output_activation="sigmoid" if plan.binary_sigmoid else "softmax",
         preprocessing={
             "target_spacing": list(plan.target_spacing),

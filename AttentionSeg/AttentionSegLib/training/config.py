@@ -79,6 +79,9 @@ class TrainingConfig:
         target_spacing: mm, array order; default the plan's (else the cases' median spacing).
         foreground_oversampling: fraction of training crops centred on a labelled voxel; default the plan's
             (else 0.5).
+        interactive: train the interactive (click-conditioned) variant of the network
+            (:mod:`AttentionSegLib.training.interactive`).
+        click_radius_mm: interactive: a click's ball radius in mm; default from the target spacing.
         use_plan: fill the settings left at their default from the experiment plan
             (:mod:`AttentionSegLib.training.planning`), as ``attentionseg plan`` prints it.
     """
@@ -168,6 +171,23 @@ class TrainingConfig:
             metavar="F",
         ),
     )
+    interactive: bool = field(
+        default=False,
+        metadata=_flag(
+            "--interactive",
+            "train a click-conditioned network (image + clicks, box and previous mask in; one object out) "
+            "with a simulated user",
+        ),
+    )
+    click_radius_mm: float | None = field(
+        default=None,
+        metadata=_flag(
+            "--click-radius",
+            "interactive: radius of a click's ball in mm (default: two voxels of the coarsest axis, >= 1 mm)",
+            type=float,
+            metavar="MM",
+        ),
+    )
     use_plan: bool = field(
         default=True,
         metadata=_flag(
@@ -226,6 +246,11 @@ class TrainingConfig:
             (
                 self.target_spacing is None or (len(self.target_spacing) in (2, 3) and min(self.target_spacing) > 0),
                 f"target spacing must be 2 or 3 positive mm values, got {self.target_spacing}",
+            ),
+            (_positive(self.click_radius_mm), f"click radius must be positive mm, got {self.click_radius_mm}"),
+            (
+                not (self.interactive and self.slice_wise),
+                "--interactive trains 2D networks on 2D datasets and 3D networks on 3D ones; not --slice-wise",
             ),
             (
                 self.foreground_oversampling is None or 0 <= self.foreground_oversampling <= 1,

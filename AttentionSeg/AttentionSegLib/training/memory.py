@@ -117,7 +117,7 @@ def estimate_step(spec: dict[str, Any], batch_size: int, deep_supervision: bool 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     spec = _with_deep_supervision(spec, deep_supervision)
-    network = _build_without_weights(spec).train()
+    network = build_without_weights(spec).train()
     trainable = [p for p in network.parameters() if p.requires_grad]
     saved_bytes: dict[int, int] = {}
     with FakeTensorMode(allow_non_fake_inputs=True):
@@ -163,7 +163,7 @@ def _with_deep_supervision(spec: dict[str, Any], deep_supervision: bool | None) 
     return {**spec, "options": options}
 
 
-def _build_without_weights(spec: dict[str, Any]) -> nn.Module:
+def build_without_weights(spec: dict[str, Any]) -> nn.Module:
     """The network on the meta device; on the CPU when its constructor reads tensor values
     (MONAI's Swin Transformer computes its drop-path rates with ``.item()``)."""
     from AttentionSegLib.models import build_from_spec

@@ -3,11 +3,11 @@
 :func:`plan_training` checks the dataset against the network, splits the cases (a fold of a
 deterministic k-fold split), fixes the label values (background first) with their names and
 colours, decides between a softmax over classes and one sigmoid output (``bce_dice`` on a single
-foreground label), takes the training cases' median spacing as the target spacing, reads and
-resamples the cases, fits the intensity normalisation of the image kind and the clinical z-score
-on the training cases, and sizes the patch (the network's default, reduced to the median shape of
-the training cases) and the network. The frozen :class:`TrainingPlan` then feeds the trainer and
-the model file, which stores it for inference.
+foreground label, or on an interactive network's object), takes the training cases' median
+spacing as the target spacing, reads and resamples the cases, fits the intensity normalisation of
+the image kind and the clinical z-score on the training cases, and sizes the patch (the network's
+default, reduced to the median shape of the training cases) and the network. The frozen
+:class:`TrainingPlan` then feeds the trainer and the model file, which stores it for inference.
 
 Example:
     >>> plan, train_cases, val_cases = plan_training(config.resolved(), load_dataset(config.dataset))
@@ -34,6 +34,7 @@ from AttentionSegLib.data.preprocessing import (
 )
 from AttentionSegLib.data.splits import resolve_split
 from AttentionSegLib.errors import AttentionSegError, DatasetError
+from AttentionSegLib.interactive.prompts import PROMPT_CHANNELS, PromptEncoding, default_click_radius_mm
 from AttentionSegLib.models import get_model_info
 from AttentionSegLib.models.spec import ModelInfo
 from AttentionSegLib.training.augmentation import resolve_mirror_axes
@@ -63,6 +64,8 @@ class TrainingPlan:
         mirror_axes: image axes that augmentation (and later test-time augmentation) mirrors.
         network: arguments of :func:`AttentionSegLib.models.build_model` (the model file's ``network``).
         foreground_oversampling: fraction of training crops centred on a labelled voxel.
+        prompt_encoding: for an interactive network, how its prompt channels are drawn (its
+            output is then background / object, one object per sample); None for an automatic one.
     """
 
     dataset_name: str
@@ -83,6 +86,11 @@ class TrainingPlan:
     mirror_axes: tuple[int, ...]
     network: dict[str, Any]
     foreground_oversampling: float = 0.5
+    prompt_encoding: PromptEncoding | None = None
+
+    @property
+    def interactive(self) -> bool:
+        return self.prompt_encoding is not None
 
     @property
     def deep_supervision(self) -> bool:
@@ -132,7 +140,14 @@ def plan_training(
     normalize_cases(val_cases, normalization)
     median_shape = tuple(int(v) for v in np.median([case.image.shape[1:] for case in train_cases], axis=0))
     patch = _patch_size(config, info, network_dims, median_shape)
-    binary_sigmoid = config.loss == "bce_dice" and len(label_values) == 2
+    prompt_encoding = None
+    if config.interactive:
+        radius = config.click_radius_mm or default_click_radius_mm(target_spacing)
+        prompt_encoding = PromptEncoding(float(radius))
+    # One sigmoid output for a single foreground class: one label, or an interactive network's object.
+    binary_sigmoid = config.loss == "bce_dice" and (len(label_values) == 2 or config.interactive)
+    out_channels = 1 if binary_sigmoid else (2 if config.interactive else len(label_values))
+    oversampling = 0.5 if config.foreground_oversampling is None else config.foreground_oversampling
     plan = TrainingPlan(
         dataset_name=definition.name,
         dataset_path=str(definition.path),
@@ -153,13 +168,15 @@ def plan_training(
         network={
             "name": config.model,
             "spatial_dims": network_dims,
-            "in_channels": definition.n_channels,
-            "out_channels": 1 if binary_sigmoid else len(label_values),
+            "in_channels": definition.n_channels + (len(PROMPT_CHANNELS) if config.interactive else 0),
+            "out_channels": out_channels,
             "patch_size": list(patch[1:] if config.slice_wise else patch),
             "clinical_features": len(clinical.variables) if clinical is not None else 0,
             "options": network_options(config, info),
         },
-        foreground_oversampling=0.5 if config.foreground_oversampling is None else config.foreground_oversampling,
+        # Interactive: every crop is centred on a labelled voxel, so that it holds an object to click on.
+        foreground_oversampling=1.0 if config.interactive else oversampling,
+        prompt_encoding=prompt_encoding,
     )
     return plan, train_cases, val_cases
 

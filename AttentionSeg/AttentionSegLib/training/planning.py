@@ -16,7 +16,13 @@ nnU-Net v2's experiment planner is the reference (``default_experiment_planner.p
    10-minute run still takes hundreds of steps. Where the fitted patch would cover less than half
    of the median shape along an axis, the target spacing is made coarser (x1.5, 2, 3, 4) instead:
    on a small device, context matters more than resolution (nnU-Net answers the same problem with
-   its low-resolution cascade stage).
+   its low-resolution cascade stage). Under a time limit the CPU step budget is the budget divided
+   by ``MIN_STEPS_IN_BUDGET`` (at most 1 s): a 10-minute run gets 0.6 s steps, about 1000 of them
+   (PH2 AXUNet at 0.84 s a step reached only 320 steps and 0.83 Dice in 10 minutes).
+   Where no spacing up to x4 gives a patch within the budget that covers half of the median shape
+   (or even the network's smallest patch is over it), the widths are halved, up to 8x, for the seed
+   networks whose constructors take widths: IACNN's published 64-1024 channels cost 10 s a step at
+   32^3 on two CPU threads. Published widths are kept wherever they fit.
 3. Network topology, for networks that take it (UNet, DynUNet, SegResNet, MedNeXt): as many
    downsamplings as keep every axis of the bottleneck at least 4 voxels (nnU-Net's
    ``min_feature_map_size``), at most 5; channels from 16 (CPU) or 32 (GPU), doubling, capped at
@@ -34,9 +40,12 @@ nnU-Net v2's experiment planner is the reference (``default_experiment_planner.p
    every N epochs so that it costs about a tenth of the budget.
 8. Foreground oversampling: half of the crops centred on a labelled voxel; two thirds when the
    smallest label covers less than 0.1 % of the voxels.
-9. Learning rate under a short time budget (< 60 minutes): AdamW networks start at 2e-3 with a
-   poly schedule (measured on hippocampus: run D, 0.874 Dice in 10 CPU minutes; the recipes'
+9. Learning rate under a short time budget (< 60 minutes): Adam and AdamW networks start at 2e-3
+   with a poly schedule (measured on hippocampus: run D, 0.874 Dice in 10 CPU minutes; the recipes'
    1e-4 is tuned for hundreds of epochs).
+10. Loss: a recipe's sigmoid loss (``bce_dice``, one sigmoid per class) is kept for one foreground
+    label; with several labels, which exclude each other, softmax Dice + cross-entropy (IACNN on
+    hippocampus with bce_dice: Anterior 0.87, Posterior 0.00 after 8 epochs).
 
 Every value is an override point: a value the user sets (a flag, a form field) wins.
 """
@@ -73,6 +82,9 @@ MAX_POOLINGS = 5
 # machine (bench_training.py), 25 G/s per thread; small networks reach about half of that.
 CPU_STEP_MACS_PER_THREAD_S = 12e9
 CPU_STEP_TARGET_S = 1.0
+MIN_STEPS_IN_BUDGET = 1000
+# Width divisors tried, in turn, for networks whose smallest patch is over the device budget.
+WIDTH_DIVISORS = (1, 2, 4, 8)
 SHORT_BUDGET_MIN = 60.0
 # A patch should see at least half of a typical image along every axis; where the device cannot fit
 # that at the target spacing, the spacing is made coarser by these factors, in turn.
@@ -301,14 +313,32 @@ def plan_experiment(
         raise AttentionSegError(f"{model} has no {network_dims}D form ({info.notes or 'see attentionseg models'})")
     values: dict[str, PlannedValue] = {}
     spacing, why = target_spacing(fingerprint.spacings, fingerprint.shapes)
-    for factor in COARSENING_FACTORS:  # rule 2: coarser spacing rather than a patch without context
-        coarse = tuple(value * factor for value in spacing)
-        median = np.median(fingerprint.shapes_at(coarse), axis=0)
-        median = median[1:] if slice_wise else median
-        fitted = _fit_patch_and_batch(fingerprint, model, info, network_dims, median, device)
-        if min(p / m for p, m in zip(fitted[0], median)) >= MIN_PATCH_COVERAGE:
+    step_target_s = cpu_step_target_s(time_limit_min)
+    # Published widths at the finest spacing that gives the patch enough context; then narrower
+    # widths; failing all, the first candidate that fits, else the last one tried.
+    chosen = fallback = None
+    for divisor in WIDTH_DIVISORS:
+        width_options = narrowed_widths(model, network_dims, divisor)
+        if width_options is None:
             break
-    patch, options, batch, fit_reason = fitted
+        for factor in COARSENING_FACTORS:  # rule 2: coarser spacing rather than a patch without context
+            coarse = tuple(value * factor for value in spacing)
+            median = np.median(fingerprint.shapes_at(coarse), axis=0)
+            median = median[1:] if slice_wise else median
+            fitted = _fit_patch_and_batch(
+                fingerprint, model, info, network_dims, median, device, step_target_s, width_options
+            )
+            candidate = (fitted, factor, divisor, coarse, median)
+            if not fitted.fits:
+                break  # the smallest patch is over the budget: a coarser spacing cannot help, narrower may
+            fallback = fallback or candidate
+            if min(p / m for p, m in zip(fitted.patch, median)) >= MIN_PATCH_COVERAGE:
+                chosen = candidate
+                break
+        if chosen:
+            break
+    fitted, factor, divisor, coarse, median = chosen or fallback or candidate
+    patch, options, batch, fit_reason = fitted.patch, fitted.options, fitted.batch, fitted.reason
     if factor != 1:
         why += (
             f", x{factor:g}: at the finer spacing the patch the device fits would cover less than "
@@ -320,12 +350,27 @@ def plan_experiment(
         [1, *patch] if slice_wise else list(patch), f"median shape {shown} at the target spacing, {fit_reason}"
     )
     if options:
-        values["options"] = PlannedValue(options, network_topology(model, _levels(options, model), device.kind)[1])
+        reasons = []
+        if model in _TOPOLOGY_MODELS:
+            reasons.append(network_topology(model, _levels(options, model), device.kind)[1])
+        if divisor != 1:
+            reasons.append(
+                f"widths / {divisor}: at the published widths no patch within the device's step budget "
+                f"({_budget_text(device, step_target_s)}) covers {MIN_PATCH_COVERAGE:.0%} of the median shape, "
+                f"even at x{COARSENING_FACTORS[-1]:g} spacing"
+            )
+        values["options"] = PlannedValue(options, "; ".join(reasons))
     values["batch_size"] = PlannedValue(batch, _batch_reason(device, batch))
     values.update(_mirror_axes(fingerprint, slice_wise))
     values["normalization"] = PlannedValue(fingerprint.image_kind, _NORMALIZATION[fingerprint.image_kind])
     values.update(_schedule(fingerprint, info, time_limit_min, batch, _windows_per_case(median, patch)))
     values["foreground_oversampling"] = _oversampling(fingerprint)
+    if info.recipe.loss == "bce_dice" and len(fingerprint.foreground_labels) > 1:
+        values["loss"] = PlannedValue(
+            "dice_ce",
+            f"{len(fingerprint.foreground_labels)} labels that exclude each other: softmax Dice + cross-entropy "
+            "(the recipe's one-sigmoid-per-class bce_dice is for a single label)",
+        )
     return ExperimentPlan(model, fingerprint.dataset_name, network_dims, device.to_dict(), time_limit_min, values)
 
 
@@ -344,14 +389,81 @@ def _levels(options: dict[str, Any], model: str) -> int:
     return len(options["blocks_down"]) - 1
 
 
-def _fit_patch_and_batch(fingerprint, model, info, network_dims, median, device):
-    """Patch (network's own dims), topology options and batch size fitted to the device."""
+def cpu_step_target_s(time_limit_min: float | None) -> float:
+    """Seconds one CPU training step may take (module docstring, rule 2)."""
+    if not time_limit_min:
+        return CPU_STEP_TARGET_S
+    return min(CPU_STEP_TARGET_S, time_limit_min * 60.0 / MIN_STEPS_IN_BUDGET)
+
+
+# Networks whose widths the planner may narrow: option name and published value (rule 2).
+_WIDTH_OPTIONS = {
+    "iacnn": ("features", (64, 128, 256, 512, 1024)),
+    "axunet": ("features", (32, 64, 128, 256, 512)),
+    "danie": ("feature_sizes", (48, 96, 192, 384)),
+    "unetrpp": ("feature_sizes", (32, 64, 128, 256)),
+    "swinnext": ("feature_size", 48),
+}
+
+
+def narrowed_widths(model: str, network_dims: int, divisor: int) -> dict[str, Any] | None:
+    """Constructor options with the network's widths divided by ``divisor``; ``{}`` for the
+    published widths; ``None`` where the network takes no narrower widths (not a seed network, or
+    a width its attention heads or groups cannot divide)."""
+    if divisor == 1:
+        return {}
+    if model not in _WIDTH_OPTIONS:
+        return None
+    name, published = _WIDTH_OPTIONS[model]
+    if isinstance(published, tuple):
+        if any(value % divisor for value in published):
+            return None
+        options = {name: [value // divisor for value in published]}
+    else:
+        if published % divisor:
+            return None
+        options = {name: published // divisor}
+    from AttentionSegLib.models import get_model_info
+    from AttentionSegLib.training.memory import build_without_weights
+
+    info = get_model_info(model)
+    smallest = [info.min_patch_multiples * m for m in info.patch_multiple(network_dims, options)]
+    spec = {"name": model, "spatial_dims": network_dims, "in_channels": 1, "out_channels": 2}
+    try:  # the constructor is the judge of what its heads and groups allow
+        build_without_weights({**spec, "patch_size": smallest, "options": options})
+    except (ValueError, TypeError):
+        return None
+    return options
+
+
+@dataclass(frozen=True)
+class _Fit:
+    patch: tuple[int, ...]
+    options: dict[str, Any]
+    batch: int
+    reason: str
+    fits: bool
+
+
+_TOPOLOGY_MODELS = ("unet", "dynunet", "segresnet")
+
+
+def _budget_text(device: DeviceBudget, step_target_s: float) -> str:
+    if device.kind == "cpu":
+        return f"{step_target_s:.2g} s on {device.threads} thread(s)"
+    return f"{device.memory_bytes / 2**30:.0f} GiB"
+
+
+def _fit_patch_and_batch(fingerprint, model, info, network_dims, median, device, step_target_s, width_options):
+    """Patch (network's own dims), options and batch size fitted to the device."""
     from AttentionSegLib.training.memory import estimate_step
 
     patch = [max(int(math.ceil(v)), 1) for v in median]
     shrunk = 0
     while True:
-        options, _ = network_topology(model, pooling_levels(tuple(patch)), device.kind)
+        options = dict(width_options)
+        if model in _TOPOLOGY_MODELS:
+            options.update(network_topology(model, pooling_levels(tuple(patch)), device.kind)[0])
         multiple = info.patch_multiple(network_dims, options)
         fitted = [max(m * math.ceil(p / m), info.min_patch_multiples * m) for p, m in zip(patch, multiple)]
         spec = {
@@ -366,7 +478,7 @@ def _fit_patch_and_batch(fingerprint, model, info, network_dims, median, device)
         estimate = estimate_step(spec, 2)
         fits_memory = estimate.training_bytes() <= device.memory_bytes
         step_s = estimate.step_macs / (CPU_STEP_MACS_PER_THREAD_S * max(device.threads, 1))
-        fits_compute = device.kind != "cpu" or step_s <= CPU_STEP_TARGET_S
+        fits_compute = device.kind != "cpu" or step_s <= step_target_s
         smallest = [info.min_patch_multiples * m for m in multiple]
         can_shrink = any(f > s for f, s in zip(fitted, smallest))
         if (fits_memory and fits_compute) or not can_shrink:
@@ -386,10 +498,11 @@ def _fit_patch_and_batch(fingerprint, model, info, network_dims, median, device)
         reason += f", shrunk {shrunk} step(s) to fit the device"
     reason += f"; one step of batch 2 ~{gib:.2f} GiB"
     if device.kind == "cpu":
-        reason += f", ~{step_s:.2f} s on {device.threads} thread(s)"
-    if not (fits_memory and fits_compute):
+        reason += f", ~{step_s:.2f} s on {device.threads} thread(s) (budget {step_target_s:.2g} s)"
+    fits = fits_memory and fits_compute
+    if not fits:
         reason += " (the smallest patch the network takes; over the budget)"
-    return tuple(fitted), options, batch, reason
+    return _Fit(tuple(fitted), options, batch, reason, fits)
 
 
 def _gpu_batch(fingerprint, spec, estimate, device) -> int:
@@ -440,9 +553,9 @@ def _schedule(fingerprint, info, time_limit_min, batch, windows_per_case: int = 
         values["val_every"] = PlannedValue(
             val_every, f"validation ({n_val} cases x {windows_per_case} windows) about a tenth of the time"
         )
-        if time_limit_min < SHORT_BUDGET_MIN and info.recipe.optimizer == "adamw":
+        if time_limit_min < SHORT_BUDGET_MIN and info.recipe.optimizer in ("adam", "adamw"):
             values["learning_rate"] = PlannedValue(
-                2e-3, f"short budget ({time_limit_min:g} min): AdamW at 2e-3 converges in minutes"
+                2e-3, f"short budget ({time_limit_min:g} min): {info.recipe.optimizer} at 2e-3 converges in minutes"
             )
             values["schedule"] = PlannedValue("poly", "short budget: poly decay to the end of the budget")
     return values

@@ -387,15 +387,19 @@ class Trainer:
                     raise
                 self._fall_back_to_cpu()
 
+    def batch_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The network's arguments (image[, clinical vector]) and the target, on the device."""
+        image = batch["image"].to(self.device, non_blocking=True)
+        label = batch["label"].to(self.device, non_blocking=True)
+        return ((image, batch["clinical"].to(self.device)) if "clinical" in batch else (image,)), label
+
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
         """One optimiser step on one batch (mixed precision on CUDA, gradients clipped); returns the loss.
 
         Raises:
             FloatingPointError: the loss is not finite.
         """
-        image = batch["image"].to(self.device, non_blocking=True)
-        label = batch["label"].to(self.device, non_blocking=True)
-        arguments = (image, batch["clinical"].to(self.device)) if "clinical" in batch else (image,)
+        arguments, label = self.batch_inputs(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device):
             output = self.train_model(*arguments)
@@ -525,5 +529,20 @@ def train(
     echo: Callable[[dict], None] | None = None,
     step_progress: StepProgress | None = None,
 ) -> dict:
-    """Run a training to the end; see :class:`Trainer`."""
-    return Trainer(config, resume=resume, echo=echo, step_progress=step_progress).run()
+    """Run a training to the end; see :class:`Trainer` (and, for ``config.interactive``,
+    :class:`~AttentionSegLib.training.interactive.InteractiveTrainer`)."""
+    trainer_class = Trainer
+    if config.interactive or (resume and _saved_config_is_interactive(config)):
+        from AttentionSegLib.training.interactive import InteractiveTrainer
+
+        trainer_class = InteractiveTrainer
+    return trainer_class(config, resume=resume, echo=echo, step_progress=step_progress).run()
+
+
+def _saved_config_is_interactive(config: TrainingConfig) -> bool:
+    """Whether the run being resumed in ``config.run_dir`` trains an interactive network."""
+    folder = RunFolder(config.run_dir)
+    try:
+        return folder.config_file.is_file() and TrainingConfig.load(folder.config_file).interactive
+    except AttentionSegError:
+        return False

@@ -1,0 +1,171 @@
+"""One object segmented click by click with an interactive model, with undo (no Qt, no Slicer).
+
+The session works on the user's image grid: clicks and boxes are voxel indices of the image (the
+Logic converts RAS points), the mask is the object's on that grid. Each call runs the network on
+the windows that follow the object (:class:`~AttentionSegLib.interactive.segmenter.ObjectSegmenter`),
+with every click and the box so far and the current mask as the previous mask, and returns the
+region that changed, so that a caller rewrites only that part of a segment. ``set_mask`` takes a
+mask edited elsewhere (the Segment Editor) as the previous mask of the next click.
+
+Undo restores the mask and the prompts exactly as they were before the last call.
+
+Example:
+    >>> session = InteractiveSession.for_predictor(Predictor("hippocampus-interactive.pt"), [image])
+    >>> region = session.add_click((17, 25, 18), positive=True)
+    >>> session.mask[region].sum()
+    412
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.interactive.prompts import ObjectPrompts
+from AttentionSegLib.interactive.segmenter import NetworkWindow, ObjectSegmenter
+
+__all__ = ["InteractiveSession", "SessionStep"]
+
+
+@dataclass
+class SessionStep:
+    """What one call changed: the region (slices of the image grid) and how long it took (s)."""
+
+    region: tuple[slice, ...]
+    seconds: float
+
+
+class InteractiveSession:
+    """Clicks, a box and undo for one object on one image.
+
+    Args:
+        segmenter: the :class:`~AttentionSegLib.interactive.segmenter.ObjectSegmenter` of the
+            image's grid.
+        image: (C, *grid) float32, normalised as the network was trained.
+        mask: the object's present mask on that grid (bool), e.g. a segment being refined.
+        max_undo: steps kept for undo.
+
+    :meth:`for_predictor` builds one from a predictor of an interactive model file and images.
+    """
+
+    def __init__(
+        self, segmenter: ObjectSegmenter, image: np.ndarray, mask: np.ndarray | None = None, max_undo: int = 100
+    ):
+        self.segmenter, self.image = segmenter, image
+        self.spacing = segmenter.spacing
+        self.shape = tuple(image.shape[1:])
+        self.prompts = ObjectPrompts()
+        self.mask = np.zeros(self.shape, dtype=bool)
+        if mask is not None:
+            self.set_mask(mask)
+        self.max_undo = max_undo
+        self._history: list[tuple[tuple[slice, ...], np.ndarray, ObjectPrompts]] = []
+
+    @classmethod
+    def for_predictor(
+        cls, predictor, images, mask: np.ndarray | None = None, max_undo: int = 100
+    ) -> InteractiveSession:
+        """A session of ``predictor`` (a :class:`~AttentionSegLib.inference.predictor.Predictor` of
+        an interactive model file: its network, device and normalisation) on ``images`` (one per
+        model channel, or one holding all, on one grid).
+
+        Raises:
+            AttentionSegError: the model is automatic, or the images do not fit it.
+        """
+        model_file = predictor.model_file
+        if not model_file.is_interactive:
+            raise AttentionSegError(f"{predictor.source}: an automatic model; clicks need an interactive model")
+        stacked = predictor.stack_channels(images)
+        image = predictor.normalization.apply(stacked.array).astype(np.float32, copy=False)
+        window = NetworkWindow(
+            predictor.network,
+            model_file.patch_size,
+            model_file.prompt_encoding,
+            model_file.target_spacing,
+            sigmoid=model_file.sigmoid,
+            device=predictor.device,
+        )
+        return cls(ObjectSegmenter(window, stacked.spacing_array_order), image, mask, max_undo)
+
+    # ------------------------------------------------------------------------------ prompts
+    def add_click(self, index: Sequence[int], positive: bool = True) -> SessionStep:
+        """A positive (object here) or negative (not the object) click at voxel ``index``.
+
+        Raises:
+            AttentionSegError: the voxel is outside the image.
+        """
+        index = self._checked_index(index)
+        prompts = self._prompts_copy()
+        (prompts.positive if positive else prompts.negative).append(index)
+        return self._run(prompts)
+
+    def set_box(self, start: Sequence[int], stop: Sequence[int]) -> SessionStep:
+        """A box prompt: voxel corners ``start`` (inclusive) and ``stop`` (exclusive), array order.
+
+        Raises:
+            AttentionSegError: an empty box, or one outside the image.
+        """
+        start = tuple(max(0, int(v)) for v in start)
+        stop = tuple(min(n, int(v)) for v, n in zip(stop, self.shape))
+        if len(start) != len(self.shape) or any(b <= a for a, b in zip(start, stop)):
+            raise AttentionSegError(f"the box {start}-{stop} is empty or outside the image {self.shape}")
+        prompts = self._prompts_copy()
+        prompts.box = (start, stop)
+        return self._run(prompts)
+
+    def set_mask(self, mask: np.ndarray) -> None:
+        """Take ``mask`` (edited elsewhere) as the object's mask; the next click builds on it. Not
+        an undo step: the edit was the editor's.
+
+        Raises:
+            AttentionSegError: the mask is not on the image grid.
+        """
+        if tuple(mask.shape) != self.shape:
+            raise AttentionSegError(f"the mask has shape {tuple(mask.shape)}, the image {self.shape}")
+        self.mask = mask.astype(bool, copy=True)
+
+    def undo(self) -> SessionStep | None:
+        """Restore the mask and prompts of before the last click or box; None when there is nothing to undo."""
+        if not self._history:
+            return None
+        region, previous, prompts = self._history.pop()
+        self.mask[region] = previous
+        self.prompts = prompts
+        return SessionStep(region, 0.0)
+
+    def reset(self) -> None:
+        """Forget the prompts, the mask and the undo history."""
+        self.prompts, self._history = ObjectPrompts(), []
+        self.mask = np.zeros(self.shape, dtype=bool)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._history)
+
+    # ------------------------------------------------------------------------------ internals
+    def _run(self, prompts: ObjectPrompts) -> SessionStep:
+        started = time.perf_counter()
+        prompts.previous_mask = self.mask
+        region, predicted = self.segmenter.predict(self.image, prompts)
+        prompts.previous_mask = None
+        self._history.append((region, self.mask[region].copy(), self.prompts))
+        del self._history[: -self.max_undo]
+        self.mask[region] = predicted
+        self.prompts = prompts
+        return SessionStep(region, time.perf_counter() - started)
+
+    def _prompts_copy(self) -> ObjectPrompts:
+        prompts = copy.deepcopy(self.prompts)
+        prompts.previous_mask = None
+        return prompts
+
+    def _checked_index(self, index: Sequence[int]) -> tuple[int, ...]:
+        index = tuple(int(round(v)) for v in index)
+        if len(index) != len(self.shape) or any(not 0 <= v < n for v, n in zip(index, self.shape)):
+            raise AttentionSegError(f"the voxel {index} is outside the image {self.shape}")
+        return index

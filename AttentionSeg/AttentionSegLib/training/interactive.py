@@ -1,0 +1,197 @@
+"""Interactive training: a network learns "the structure under the clicks" from a simulated user.
+
+Every sample is one object: a label present in the crop, drawn at random (crops are centred on a
+labelled voxel), its mask the target (background / object), so one model serves every label of
+its dataset. The input is the image plus the prompt channels of
+:mod:`~AttentionSegLib.interactive.prompts`. The simulated user, per batch (the choices of
+nnInteractive, DeepEdit and RITM, cut to what a CPU affords):
+
+- an initial prompt: one positive click at a random interior point of the object (most often),
+  a few positive clicks, or the object's box with a jitter of a few voxels;
+- then, for half of the batches, 1 to ``max_correction_rounds`` rounds: the network (no gradient)
+  predicts from the prompts so far, the robot of :mod:`~AttentionSegLib.interactive.robot` clicks
+  on the largest error region of that prediction (positive on missed structure, negative on leak)
+  and the prediction becomes the previous-mask channel. The network thus learns to correct its
+  own mistakes, which perturbed ground-truth masks (the cheaper option) do not teach; a round
+  costs a forward pass, about a third of a training step.
+
+Validation runs the robot user of :mod:`AttentionSegLib.evaluation.interactive` (interior-most
+clicks) for ``VALIDATION_CLICKS`` clicks on every label of every validation
+case and reports the Dice after the last click per label: the number the best model is chosen on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from AttentionSegLib.evaluation.interactive import run_robot_user
+from AttentionSegLib.interactive.prompts import ObjectPrompts, encode_prompts
+from AttentionSegLib.interactive.robot import bounding_box, next_click, random_interior_point
+from AttentionSegLib.interactive.segmenter import NetworkWindow, ObjectSegmenter
+from AttentionSegLib.interactive.session import InteractiveSession
+from AttentionSegLib.training.augmentation import epoch_seed
+from AttentionSegLib.training.trainer import Trainer
+
+__all__ = ["InteractiveTrainer", "UserSimulation", "simulate_prompts", "VALIDATION_CLICKS"]
+
+VALIDATION_CLICKS = 3
+
+
+@dataclass(frozen=True)
+class UserSimulation:
+    """How the simulated user prompts during training.
+
+    Attributes:
+        box_probability: chance that the initial prompt is a box rather than clicks.
+        several_clicks_probability: chance that a click prompt has 2-3 positive clicks rather than one.
+        correction_probability: chance that a batch gets correction rounds.
+        max_correction_rounds: at most this many rounds of prediction + corrective click.
+        box_jitter_voxels: each box corner moves by up to this many voxels.
+    """
+
+    box_probability: float = 0.2
+    several_clicks_probability: float = 0.2
+    correction_probability: float = 0.5
+    max_correction_rounds: int = 3
+    box_jitter_voxels: int = 2
+
+
+def choose_objects(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One object per sample: the mask of a class drawn among those present in the sample's crop
+    (all False when the crop holds none). ``labels``: (B, *patch) class indices."""
+    targets = np.zeros(labels.shape, dtype=bool)
+    for index, label in enumerate(labels):
+        present = np.unique(label)
+        present = present[present != 0]
+        if present.size:
+            targets[index] = label == rng.choice(present)
+    return targets
+
+
+def initial_prompts(target: np.ndarray, spacing, rng: np.random.Generator, simulation: UserSimulation) -> ObjectPrompts:
+    """The first prompt a user gives for the object ``target`` (empty for an empty target)."""
+    prompts = ObjectPrompts()
+    if not target.any():
+        return prompts
+    if rng.random() < simulation.box_probability:
+        start, stop = bounding_box(target)
+        jitter = simulation.box_jitter_voxels
+        start = tuple(max(0, int(v + rng.integers(-jitter, jitter + 1))) for v in start)
+        stop = tuple(max(a + 1, int(v + rng.integers(-jitter, jitter + 1))) for a, v in zip(start, stop))
+        prompts.box = (start, stop)
+        return prompts
+    clicks = 1 + (int(rng.integers(1, 3)) if rng.random() < simulation.several_clicks_probability else 0)
+    for _ in range(clicks):
+        prompts.positive.append(random_interior_point(target, spacing, rng))
+    return prompts
+
+
+def simulate_prompts(
+    predict,
+    images: torch.Tensor,
+    targets: np.ndarray,
+    spacing,
+    encoding,
+    rng: np.random.Generator,
+    simulation: UserSimulation,
+) -> torch.Tensor:
+    """The prompt channels (B, 4, *patch) of a batch after the simulated user's initial prompt and
+    correction rounds.
+
+    Args:
+        predict: (B, C + 4, *patch) inputs -> (B, *patch) bool object masks (no gradient).
+        images: (B, C, *patch) image channels.
+        targets: (B, *patch) bool object masks.
+        spacing: mm of the patch grid.
+        encoding: the :class:`~AttentionSegLib.interactive.prompts.PromptEncoding`.
+    """
+    shape = targets.shape[1:]
+    prompts = [initial_prompts(target, spacing, rng, simulation) for target in targets]
+
+    def encode() -> torch.Tensor:
+        channels = np.stack([encode_prompts(shape, spacing, prompt, encoding) for prompt in prompts])
+        return torch.from_numpy(channels).to(images.device)
+
+    rounds = 0
+    if rng.random() < simulation.correction_probability:
+        rounds = int(rng.integers(1, simulation.max_correction_rounds + 1))
+    for _ in range(rounds):
+        predictions = predict(torch.cat([images, encode().to(images.dtype)], dim=1))
+        for prompt, prediction, target in zip(prompts, predictions, targets):
+            if not target.any():
+                continue
+            click = next_click(prediction, target, spacing)
+            prompt.previous_mask = prediction
+            if click is not None:
+                (prompt.positive if click.positive else prompt.negative).append(click.index)
+    return encode().to(images.dtype)
+
+
+class InteractiveTrainer(Trainer):
+    """The trainer of interactive networks: the simulated user builds each batch's prompt channels
+    and the target is the chosen object; validation is the robot user's Dice after
+    ``VALIDATION_CLICKS`` clicks. Everything else (budget, checkpoints, resume, DDP, events) is the
+    :class:`~AttentionSegLib.training.trainer.Trainer`'s."""
+
+    simulation = UserSimulation()
+
+    def setup(self) -> None:
+        super().setup()
+        self.rng = np.random.default_rng(epoch_seed(self.config.seed, self.state.epoch) + self.ranks.rank)
+        self.spacing = tuple(self.plan.target_spacing)
+
+    def train_epoch(self, epoch: int):
+        self.rng = np.random.default_rng(epoch_seed(self.config.seed, epoch) + self.ranks.rank)
+        return super().train_epoch(epoch)
+
+    def batch_inputs(self, batch):
+        (image, *rest), label = super().batch_inputs(batch)
+        targets = choose_objects(label[:, 0].cpu().numpy(), self.rng)
+        prompts = simulate_prompts(
+            self._predict_objects, image, targets, self.spacing, self.plan.prompt_encoding, self.rng, self.simulation
+        )
+        target = torch.from_numpy(targets[:, None].astype(np.int64)).to(self.device)
+        return (torch.cat([image, prompts], dim=1), *rest), target
+
+    @torch.no_grad()
+    def _predict_objects(self, inputs: torch.Tensor) -> np.ndarray:
+        """Object masks of a batch of inputs, as the network now predicts them (eval mode: the
+        batch statistics of a half-trained network would differ from training's)."""
+        self.model.eval()
+        try:
+            logits = self.model(inputs)
+        finally:
+            self.model.train()
+        logits = logits[0] if isinstance(logits, (list, tuple)) else logits
+        if self.plan.binary_sigmoid:
+            return (logits[:, 0] > 0).cpu().numpy()
+        return (logits[:, 1] > logits[:, 0]).cpu().numpy()
+
+    @torch.no_grad()
+    def validate(self) -> dict[int, float]:
+        """Mean Dice per label after ``VALIDATION_CLICKS`` robot clicks (interior-most first, then
+        on the largest error), over the validation cases holding the label."""
+        self.model.eval()
+        window = NetworkWindow(
+            self.model,
+            self.plan.patch_size,
+            self.plan.prompt_encoding,
+            self.spacing,
+            sigmoid=self.plan.binary_sigmoid,
+            device=self.device,
+        )
+        segmenter = ObjectSegmenter(window, self.spacing)
+        scores: dict[int, list[float]] = {index: [] for index in range(1, len(self.plan.label_values))}
+        for case in self.val_cases:
+            for index in scores:
+                reference = case.label[0] == index
+                if reference.any():
+                    session = InteractiveSession(segmenter, case.image)
+                    result = run_robot_user(session, reference, self.spacing, VALIDATION_CLICKS, nsd_tolerance_mm=None)
+                    scores[index].append(result.dice[-1])
+        values = self.plan.label_values
+        return {values[index]: float(np.mean(dice)) if dice else math.nan for index, dice in scores.items()}

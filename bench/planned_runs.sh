@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Planned training runs, one after the other, each alone on the machine: train with no flags
+# besides --model, --out and --time-limit, then evaluate the model file on the held-out cases in
+# their original geometry (the product's inference: sliding window, mirroring TTA).
+#
+#   bench/planned_runs.sh OUT_DIR DATA_DIR "DATASET:MODEL" ["DATASET:MODEL" ...]
+#   e.g. bench/planned_runs.sh /tmp/runs ../shared/data hippocampus:axunet ph2:danie
+#
+# Writes OUT_DIR/<dataset>_<model>/ (the run folder), <dataset>_<model>.log (progress),
+# <dataset>_<model>.json (the run's summary),
+# <dataset>_<model>.heldout.json (the evaluation) and appends a line per run to OUT_DIR/summary.txt.
+# Record the figures in bench/RESULTS.md.
+set -euo pipefail
+out=$1 data=$2
+shift 2
+minutes=${TIME_LIMIT_MIN:-10}
+attentionseg=${ATTENTIONSEG:-"$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/attentionseg"}
+mkdir -p "$out"
+for pair in "$@"; do
+    dataset=${pair%%:*} model=${pair##*:}
+    name="${dataset}_${model}"
+    json="$data/$dataset/dataset.json"
+    start=$(date +%s)
+    "$attentionseg" train "$json" --model "$model" --out "$out/$name" --time-limit "$minutes" --json \
+        >"$out/$name.json" 2>"$out/$name.log" || echo "train failed: see $out/$name.log"
+    trained=$(($(date +%s) - start))
+    best=$(grep -o '"best_mean_dice": [0-9.]*, "best_dice": {[^}]*}' "$out/$name.json" || true)
+    "$attentionseg" evaluate-dataset "$out/$name/model.pt" "$json" --json "$out/$name.heldout.json" \
+        >"$out/$name.heldout.txt" 2>&1 || echo "evaluate failed: see $out/$name.heldout.txt"
+    echo "$name  train ${trained}s  ${best:-no best}  heldout: $(grep -m1 -i 'mean' "$out/$name.heldout.txt" || true)" \
+        | tee -a "$out/summary.txt"
+done
