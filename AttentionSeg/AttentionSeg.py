@@ -33,7 +33,9 @@ class AttentionSeg(ScriptedLoadableModule):
         self.parent.helpText = (
             "Segment volumes with attention-based networks (AXUNet, integrated-attention CNN, DANIE, "
             "Swin-NeXt, UNETR++, MONAI baselines) trained by the AttentionSeg Training module: one model, or "
-            "several side by side. Click on a structure to add it with one window of the model (or remove it "
+            "several side by side. Click on a structure: an interactive model segments the object under the "
+            "clicks and refines it with each click or a box (with undo); an automatic model adds it with one "
+            "window of the model (or removes it "
             "with a negative click), correct in the Segment Editor, and save the corrected case into the "
             "training dataset. Per-label Dice, HD95, ASSD and NSD against a reference segmentation. See the "
             "extension's README for the command line."
@@ -67,6 +69,8 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._clickPoints = None
+        self._clickBox = None
+        self._clickSegmentId = None  # the object interactive clicks refine; None: the next starts one
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -86,6 +90,9 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrection)
         self.ui.computeMetricsButton.connect("clicked(bool)", self.onComputeMetrics)
+        self.ui.newObjectButton.connect("clicked(bool)", self.onNewObject)
+        self.ui.undoClickButton.connect("clicked(bool)", self.onUndoClick)
+        self.ui.modelsListWidget.connect("itemChanged(QListWidgetItem*)", self.updateClickMode)
         self.ui.cancelButton.enabled = False
         self._setUpClickPoints()
 
@@ -146,6 +153,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
             item.setCheckState(qt.Qt.Checked if str(path) in checked else qt.Qt.Unchecked)
             self.ui.modelsListWidget.addItem(item)
+        self.updateClickMode()
 
     def _firstModel(self):
         models = self.checkedModels()
@@ -200,13 +208,41 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---------------------------------------------------------------------- click-to-segment
     def _setUpClickPoints(self):
-        if self._clickPoints is not None and slicer.mrmlScene.IsNodePresent(self._clickPoints):
-            return
-        self._clickPoints = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AttentionSeg clicks")
-        self._clickPoints.SetSaveWithScene(False)
-        self.ui.clickPointsPlaceWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.clickPointsPlaceWidget.setCurrentNode(self._clickPoints)
-        self.addObserver(self._clickPoints, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onClickPoint)
+        if self._clickPoints is None or not slicer.mrmlScene.IsNodePresent(self._clickPoints):
+            self._clickPoints = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AttentionSeg clicks")
+            self._clickPoints.SetSaveWithScene(False)
+            self.ui.clickPointsPlaceWidget.setMRMLScene(slicer.mrmlScene)
+            self.ui.clickPointsPlaceWidget.setCurrentNode(self._clickPoints)
+            self.addObserver(self._clickPoints, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onClickPoint)
+        if self._clickBox is None or not slicer.mrmlScene.IsNodePresent(self._clickBox):
+            self._clickBox = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "AttentionSeg box")
+            self._clickBox.SetSaveWithScene(False)
+            self.ui.clickBoxPlaceWidget.setMRMLScene(slicer.mrmlScene)
+            self.ui.clickBoxPlaceWidget.setCurrentNode(self._clickBox)
+            self.addObserver(self._clickBox, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onClickBox)
+
+    def _clickTarget(self):
+        target = self.ui.clickSegmentationSelector.currentNode()
+        if target is None:
+            target = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "AttentionSeg clicks")
+            target.CreateDefaultDisplayNodes()
+            self.ui.clickSegmentationSelector.setCurrentNode(target)
+        return target
+
+    def updateClickMode(self, *unused):
+        models = self.checkedModels()
+        try:
+            interactive = bool(models) and self.logic.isInteractive(models[0], self.ui.deviceComboBox.currentText)
+        except Exception:  # an unreadable model file: the click section says so when it is used
+            interactive = False
+        self.ui.clickModeLabel.text = (
+            "Interactive model: clicks and a box refine one segment at a time; Undo takes a step back."
+            if interactive
+            else "Automatic model: a click adds the structure the model finds in one window around it."
+        )
+        self.ui.clickBoxPlaceWidget.enabled = interactive
+        self.ui.newObjectButton.enabled = interactive
+        self.ui.undoClickButton.enabled = interactive and self._clickSegmentId is not None
 
     def onClickPoint(self, caller, event):
         count = caller.GetNumberOfControlPoints()
@@ -217,15 +253,46 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         positive = self.ui.positiveRadioButton.checked
         caller.SetNthControlPointLabel(count - 1, "+" if positive else "-")
         with slicer.util.tryWithErrorDisplay("Click-to-segment failed.", waitCursor=True):
-            target = self.ui.clickSegmentationSelector.currentNode()
-            if target is None:
-                target = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "AttentionSeg clicks")
-                target.CreateDefaultDisplayNodes()
-                self.ui.clickSegmentationSelector.setCurrentNode(target)
-            seconds = self.logic.clickToSegment(
-                self.inputVolumes(), self._firstModel(), point, target, positive, self.ui.deviceComboBox.currentText
+            segmentId, seconds = self.logic.clickToSegment(
+                self.inputVolumes(),
+                self._firstModel(),
+                point,
+                self._clickTarget(),
+                positive,
+                self.ui.deviceComboBox.currentText,
+                self._clickSegmentId,
             )
+            self._rememberClickSegment(segmentId)
             self.ui.clickStatusLabel.text = f"{'Added' if positive else 'Removed'} in {seconds:.2f} s"
+
+    def onClickBox(self, caller, event):
+        with slicer.util.tryWithErrorDisplay("Box prompt failed.", waitCursor=True):
+            segmentId, seconds = self.logic.boxToSegment(
+                self.inputVolumes(),
+                self._firstModel(),
+                caller,
+                self._clickTarget(),
+                self.ui.deviceComboBox.currentText,
+                self._clickSegmentId,
+            )
+            self._rememberClickSegment(segmentId)
+            self.ui.clickStatusLabel.text = f"Box segmented in {seconds:.2f} s"
+
+    def _rememberClickSegment(self, segmentId):
+        interactive = self.logic.isInteractive(self._firstModel(), self.ui.deviceComboBox.currentText)
+        self._clickSegmentId = segmentId if interactive else None
+        self.updateClickMode()
+
+    def onNewObject(self):
+        self._clickSegmentId = None
+        self.ui.clickStatusLabel.text = "The next positive click or box starts a new segment."
+        self.updateClickMode()
+
+    def onUndoClick(self):
+        with slicer.util.tryWithErrorDisplay("Undo failed.", waitCursor=True):
+            target = self.ui.clickSegmentationSelector.currentNode()
+            undone = target is not None and self.logic.undoClick(target, self._clickSegmentId)
+            self.ui.clickStatusLabel.text = "Undone." if undone else "Nothing to undo."
 
     # ---------------------------------------------------------------------------- corrections
     def onSaveCorrection(self):
@@ -319,15 +386,34 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
     def compare(self, volumeNodes, modelFiles, referenceSegmentationNode=None, device="auto", tta=False):
         return self.jobs().compare.compare(volumeNodes, modelFiles, referenceSegmentationNode, device=device, tta=tta)
 
-    def clickToSegment(self, volumeNodes, modelFile, pointRas, segmentationNode, positive=True, device="auto"):
-        """Seconds the click took (model, window and segment update)."""
+    def clickToSegment(
+        self, volumeNodes, modelFile, pointRas, segmentationNode, positive=True, device="auto", segmentId=None
+    ):
+        """(segment id, seconds the click took: model, windows and segment update)."""
         import time
 
         started = time.perf_counter()
-        self.jobs().click.click_to_segment(
-            volumeNodes, modelFile, pointRas, segmentationNode, positive=positive, device=device
+        segmentId = self.jobs().click.click_to_segment(
+            volumeNodes, modelFile, pointRas, segmentationNode, segmentId, positive=positive, device=device
         )
-        return time.perf_counter() - started
+        return segmentId, time.perf_counter() - started
+
+    def boxToSegment(self, volumeNodes, modelFile, roiNode, segmentationNode, device="auto", segmentId=None):
+        """(segment id, seconds) of a box prompt (interactive models)."""
+        import time
+
+        started = time.perf_counter()
+        segmentId = self.jobs().click.box_to_segment(
+            volumeNodes, modelFile, roiNode, segmentationNode, segmentId, device=device
+        )
+        return segmentId, time.perf_counter() - started
+
+    def undoClick(self, segmentationNode, segmentId):
+        """Whether a step was undone."""
+        return segmentId is not None and self.jobs().click.undo_click(segmentationNode, segmentId)
+
+    def isInteractive(self, modelFile, device="auto"):
+        return self.jobs().click.is_interactive(modelFile, device)
 
     def saveCorrection(self, volumeNodes, correctedSegmentationNode, datasetJson, originalSegmentationNode=None):
         if not datasetJson:

@@ -71,6 +71,7 @@ class AttentionSegTrainingParameterNode:
     folds: Annotated[int, WithinRange(2, 20)] = 5
     seed: Annotated[int, WithinRange(0, 999999)] = 0
     network: Annotated[str, Choice(_RegisteredNetworkNames())] = "axunet"
+    interactive: bool = False
     # 0 (or empty text) leaves the value to the network's recipe; time limit 0 is none.
     epochs: Annotated[int, WithinRange(0, 100000)] = 0
     timeLimitMinutes: Annotated[int, WithinRange(0, 100000)] = 0
@@ -264,6 +265,7 @@ class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
             n_folds=parameterNode.folds,
             seed=parameterNode.seed,
             device=parameterNode.device,
+            interactive=parameterNode.interactive,
             extra_options=parameterNode.extraArguments,
         )
 

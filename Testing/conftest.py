@@ -78,3 +78,27 @@ def trained_models(tmp_path_factory):
     from pathlib import Path
 
     return dataset, [Path(model) for model in models]
+
+
+@pytest.fixture(scope="session")
+def interactive_model(trained_models, tmp_path_factory):
+    """An interactive (click-conditioned) compact UNet trained briefly on the oblique, anisotropic
+    phantom dataset of ``trained_models``. Returns (dataset.json, the run's summary)."""
+    from AttentionSegLib.training.config import TrainingConfig
+    from AttentionSegLib.training.trainer import train
+
+    dataset, _ = trained_models
+    config = TrainingConfig(
+        dataset=str(dataset),
+        model="unet",
+        run_dir=str(tmp_path_factory.mktemp("interactive") / "run"),
+        compact=True,
+        patch_size=[16, 16, 16],
+        epochs=12,
+        iterations_per_epoch=8,
+        learning_rate=1e-2,
+        batch_size=2,
+        interactive=True,
+        use_plan=False,
+    )
+    return dataset, train(config)

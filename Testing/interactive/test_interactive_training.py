@@ -14,30 +14,11 @@ from AttentionSegLib.interactive.session import InteractiveSession
 
 
 @pytest.fixture(scope="module")
-def interactive_run(tmp_path_factory):
+def interactive_run(interactive_model):
+    """(the dataset definition, the interactive run's summary)."""
     from AttentionSegLib.data.dataset import load_dataset
-    from AttentionSegLib.data.phantoms import write_phantom_dataset
-    from AttentionSegLib.training.config import TrainingConfig
-    from AttentionSegLib.training.trainer import train
 
-    folder = tmp_path_factory.mktemp("interactive")
-    dataset = write_phantom_dataset(
-        folder / "data", n_cases=8, shape=(16, 24, 24), spacing_mm=(2.0, 1.0, 1.0), label_names=["liver", "spleen"]
-    )
-    config = TrainingConfig(
-        dataset=str(dataset),
-        model="unet",
-        run_dir=str(folder / "run"),
-        compact=True,
-        patch_size=[16, 16, 16],
-        epochs=12,
-        iterations_per_epoch=8,
-        learning_rate=1e-2,
-        batch_size=2,
-        interactive=True,
-        use_plan=False,
-    )
-    summary = train(config)
+    dataset, summary = interactive_model
     return load_dataset(dataset), summary
 
 
@@ -47,6 +28,7 @@ def test_the_model_file_records_an_interactive_network_its_prompts_and_labels(in
     assert model.is_interactive and model.metadata()["format_version"] == 2
     assert model.network["in_channels"] == 1 + len(PROMPT_CHANNELS) and model.network["out_channels"] == 2
     assert model.prompt_encoding.click_radius_mm == 4.0  # two voxels of the 2 mm axis
+    assert model.training["train_cases"] and model.training["val_cases"]
     assert model.object_labels == {1: "liver", 2: "spleen"}
     assert [label["name"] for label in model.labels] == ["background", "object"]
     assert set(summary["best_dice"]) == {1, 2} or set(summary["best_dice"]) == {"1", "2"}

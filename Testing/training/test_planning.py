@@ -269,3 +269,39 @@ def test_validation_is_spaced_out_when_it_would_cost_as_much_as_training():
     large = plan_for((1024, 1024))  # the patch fits a fraction of each image: many windows
     assert small.value("val_every") == 1 and "x 1 windows" in small.values["val_every"].reason
     assert large.value("val_every") > 1
+
+
+def test_a_real_step_slower_than_estimated_makes_the_plan_refit(monkeypatch):
+    from AttentionSegLib.training import memory, planning
+
+    large = fingerprint([(120, 160, 160)] * 4, [(1.0,) * 3] * 4, kind="ct")
+    estimated = plan_experiment(large, "unet", CPU, time_limit_min=10)
+    spec = _spec(estimated, "unet")
+    seconds = estimate_step(spec, 2).step_macs / (CPU_STEP_MACS_PER_THREAD_S * CPU.threads)
+    # The machine is three times slower than the multiply-add estimate says.
+    monkeypatch.setattr(memory, "time_cpu_step", lambda spec: 3 * seconds)
+    refitted = plan_experiment(large, "unet", CPU, time_limit_min=10, measure=True)
+    assert np.prod(refitted.value("patch_size")) < np.prod(estimated.value("patch_size"))
+    assert "3.0x the multiply-add estimate: refitted" in refitted.values["patch_size"].reason
+    # A step within the tolerance keeps the plan; a wildly slow one (a loaded machine) is capped.
+    monkeypatch.setattr(memory, "time_cpu_step", lambda spec: 1.1 * seconds)
+    kept = plan_experiment(large, "unet", CPU, time_limit_min=10, measure=True)
+    assert kept.value("patch_size") == estimated.value("patch_size") and "measured" in kept.values["patch_size"].reason
+    monkeypatch.setattr(memory, "time_cpu_step", lambda spec: 100 * seconds)
+    capped = plan_experiment(large, "unet", CPU, time_limit_min=10, measure=True)
+    assert f"{planning.MAX_MEASURED_SLOWDOWN:.1f}x" in capped.values["patch_size"].reason
+
+
+def test_timing_a_real_cpu_step():
+    from AttentionSegLib.training.memory import time_cpu_step
+
+    spec = {
+        "name": "unet",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 2,
+        "patch_size": [32, 32],
+        "options": {"channels": [4, 8], "strides": [2]},
+    }
+    seconds = time_cpu_step(spec)
+    assert 0 < seconds < 5

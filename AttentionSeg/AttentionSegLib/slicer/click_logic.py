@@ -1,8 +1,17 @@
-"""Click-to-segment: one window of the model around a clicked point adds the structure under it to
-a segment, or a negative click removes the part of the segment under it."""
+"""Click-to-segment.
+
+With an interactive model, every click (and a box) goes to the object's
+:class:`~AttentionSegLib.interactive.session.InteractiveSession`: a click without a segment id starts
+a new segment, a click with one refines it, reading the segment back as the previous mask each
+time (so Segment Editor edits in between are built on), and only the region the network changed
+is written back into that segment; ``undo_click`` restores the segment as it was before the last
+prompt. With an automatic model, one window of the model around a clicked point adds the structure
+under it to a segment, or a negative click removes the part of the segment under it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +19,8 @@ import numpy as np
 import slicer
 
 from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.interactive.component_click import component_at
+from AttentionSegLib.interactive.session import InteractiveSession
 from AttentionSegLib.io.image import Image
 from AttentionSegLib.slicer.mrml import remove_nodes
 from AttentionSegLib.slicer.predictor_cache import PredictorCache
@@ -40,6 +51,8 @@ class ClickLogic:
     def __init__(self, scene, predictors: PredictorCache | None = None) -> None:
         self.scene = scene
         self.predictors = predictors or PredictorCache()
+        # (segmentation node id, segment id) -> the object's interactive session
+        self._sessions: dict[tuple[str, str], _SegmentSession] = {}
 
     def click_to_segment(
         self,
@@ -51,19 +64,26 @@ class ClickLogic:
         positive: bool = True,
         device: str = "auto",
     ) -> str:
-        """One click: the model runs on one window centred on ``point_ras`` (mm, RAS).
+        """One click at ``point_ras`` (mm, RAS).
 
-        Positive: the connected structure of the clicked label under the point (or the nearest
-        one in the window) is added to the segment. Negative: the connected part of the segment
-        under the point is removed. The segment is ``segment_id``, else the segment named after
+        Interactive model: the click refines the segment ``segment_id`` (its present content is the
+        previous mask), or starts a new segment when none is given; only that segment changes.
+
+        Automatic model: the model runs on one window centred on the point. Positive: the
+        connected structure of the clicked label under the point (or the nearest one in the
+        window) is added to the segment. Negative: the connected part of the segment under the
+        point is removed. The segment is ``segment_id``, else the segment named after
         the clicked label (created, with the model's name and colour, when missing). Returns the
         segment id.
 
         Raises:
             AttentionSegError: the point is outside the volume, the model finds nothing around it
-                (positive), or the point is not in the segment (negative).
+                (automatic, positive), the point is not in the segment (automatic, negative), or a
+                negative click starts no segment (interactive).
         """
         predictor = self.predictors.get(model_file, device)
+        if predictor.model_file.is_interactive:
+            return self._prompt(volume_nodes, predictor, segmentation_node, segment_id, click=(point_ras, positive))
         nodes, images, inputs = model_inputs(volume_nodes, predictor.model_file.image_dims)
         center = _array_index(images[0], point_ras)
         window_labels, region = _window(predictor, inputs, center, with_labels=positive or segment_id is None)
@@ -87,20 +107,110 @@ class ClickLogic:
             remove_nodes(self.scene, region_node)
         return segment_id
 
+    def box_to_segment(
+        self,
+        volume_nodes,
+        model_file: str | Path,
+        box,
+        segmentation_node,
+        segment_id: str | None = None,
+        device: str = "auto",
+    ) -> str:
+        """A box prompt (interactive models): ``box`` is a markups ROI node or two opposite corners
+        (mm, RAS); the object inside it becomes a new segment, or refines ``segment_id``. Returns
+        the segment id.
+
+        Raises:
+            AttentionSegError: an automatic model, or a box outside the volume.
+        """
+        predictor = self.predictors.get(model_file, device)
+        if not predictor.model_file.is_interactive:
+            raise AttentionSegError(f"{predictor.source}: box prompts need an interactive model")
+        return self._prompt(volume_nodes, predictor, segmentation_node, segment_id, box=_box_corners_ras(box))
+
+    def undo_click(self, segmentation_node, segment_id: str) -> bool:
+        """Put the segment back as it was before its last interactive click or box; False when
+        there is nothing to undo (no session, or every step undone)."""
+        state = self._sessions.get((segmentation_node.GetID(), segment_id))
+        if state is None or not state.session.can_undo:
+            return False
+        step = state.session.undo()
+        self._write_region(segmentation_node, segment_id, state, step.region)
+        return True
+
+    def is_interactive(self, model_file: str | Path, device: str = "auto") -> bool:
+        """Whether the model takes clicks as input (else the window-and-component click)."""
+        return self.predictors.get(model_file, device).model_file.is_interactive
+
+    def _prompt(self, volume_nodes, predictor, segmentation_node, segment_id, click=None, box=None) -> str:
+        """One interactive click (``(point_ras, positive)``) or box (corners, RAS) on the segment."""
+        nodes, images, inputs = model_inputs(volume_nodes, predictor.model_file.image_dims)
+        two_d = inputs[0].spatial_dims == 2
+        model_index = (lambda index: tuple(index[1:])) if two_d else (lambda index: tuple(index))
+        if box is not None:
+            corners = np.asarray([_array_index(images[0], corner, clip=True) for corner in box])
+            start, stop = model_index(corners.min(axis=0)), model_index(corners.max(axis=0) + 1)
+        else:
+            index = model_index(_array_index(images[0], click[0]))
+        if segment_id is None:
+            if click is not None and not click[1]:
+                raise AttentionSegError("a negative click needs the segment to correct; choose a segment")
+            segment_id = _new_object_segment(segmentation_node, predictor.model_file)
+        elif segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+            raise AttentionSegError(f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}")
+        state = self._session(segmentation_node, segment_id, predictor, nodes, inputs)
+        present = segment_mask(self.scene, segmentation_node, segment_id, nodes[0])
+        state.session.set_mask(present[0] if two_d else present)
+        step = state.session.set_box(start, stop) if box is not None else state.session.add_click(index, click[1])
+        self._write_region(segmentation_node, segment_id, state, step.region)
+        return segment_id
+
+    def _session(self, segmentation_node, segment_id, predictor, nodes, inputs) -> _SegmentSession:
+        """The object's session, new when the model or the volumes changed."""
+        key = (segmentation_node.GetID(), segment_id)
+        volumes = tuple(node.GetID() for node in nodes)
+        state = self._sessions.get(key)
+        if state is None or state.predictor is not predictor or state.volumes != volumes:
+            session = InteractiveSession.for_predictor(predictor, inputs)
+            state = self._sessions[key] = _SegmentSession(
+                session, predictor, volumes, nodes[0], len(inputs[0].spatial_shape) == 2
+            )
+        return state
+
+    def _write_region(self, segmentation_node, segment_id, state: _SegmentSession, region) -> None:
+        """Rewrite the segment inside ``region`` (the session's grid) with the session's mask;
+        outside it, and every other segment, stay as they are."""
+        mask = state.session.mask[region]
+        if state.two_d:
+            region, mask = (slice(0, 1), *region), mask[None]
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        region_node = region_volume(self.scene, state.volume_node, region)
+        try:
+            if segment_is_empty(segmentation_node, segment_id):
+                merge_into_segment(
+                    segmentation_node, segment_id, mask, region_node, state.volume_node, logic.MODE_REPLACE
+                )
+                return
+            # Minimum then maximum with the new mask: inside the region the segment becomes the
+            # mask, outside the region a merge leaves it untouched.
+            merge_into_segment(
+                segmentation_node, segment_id, mask, region_node, state.volume_node, logic.MODE_MERGE_MIN
+            )
+            merge_into_segment(
+                segmentation_node, segment_id, mask, region_node, state.volume_node, logic.MODE_MERGE_MAX
+            )
+        finally:
+            remove_nodes(self.scene, region_node)
+
     def _add_structure(self, segmentation_node, segment_id, label_mask, local, region_node, volume_node) -> None:
         """Merge (maximum) the connected part of ``label_mask`` at ``local`` (or nearest to it)
         inside the window: the segment outside it is kept as it is."""
-        from scipy import ndimage
-
-        components, _ = ndimage.label(label_mask)
-        under = components[local]
-        if under == 0:  # the point is just outside: take the nearest component
-            nearest = ndimage.distance_transform_edt(components == 0, return_indices=True)[1]
-            under = components[tuple(nearest[(slice(None), *local)])]
+        spacing = tuple(reversed(volume_node.GetSpacing()))  # array order
+        structure = component_at(label_mask, local, spacing)  # under the point, or nearest to it
         # An empty segment has no labelmap extent to merge into: it is set instead.
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         mode = logic.MODE_REPLACE if segment_is_empty(segmentation_node, segment_id) else logic.MODE_MERGE_MAX
-        merge_into_segment(segmentation_node, segment_id, components == under, region_node, volume_node, mode)
+        merge_into_segment(segmentation_node, segment_id, structure, region_node, volume_node, mode)
 
     def _remove_structure(self, segmentation_node, segment_id, local, region_node, volume_node) -> None:
         """Merge (minimum) with "everything but the clicked part": removes only that part."""
@@ -114,18 +224,62 @@ class ClickLogic:
         merge_into_segment(segmentation_node, segment_id, components != under, region_node, volume_node, mode)
 
 
-def _array_index(volume_image: Image, point_ras) -> np.ndarray:
-    """The voxel (array order k, j, i) nearest to ``point_ras`` (mm, RAS).
+def _array_index(volume_image: Image, point_ras, clip: bool = False) -> np.ndarray:
+    """The voxel (array order k, j, i) nearest to ``point_ras`` (mm, RAS); with ``clip``, the
+    nearest voxel inside the volume.
 
     Raises:
-        AttentionSegError: the point is outside the volume.
+        AttentionSegError: the point is outside the volume (without ``clip``).
     """
     lps = np.array([-point_ras[0], -point_ras[1], point_ras[2], 1.0])
     ijk = np.linalg.solve(volume_image.index_to_physical(), lps)[:3]
     center = np.round(ijk[::-1]).astype(int)
-    if np.any(center < 0) or np.any(center >= np.asarray(volume_image.spatial_shape)):
+    shape = np.asarray(volume_image.spatial_shape)
+    if clip:
+        return np.clip(center, 0, shape - 1)
+    if np.any(center < 0) or np.any(center >= shape):
         raise AttentionSegError(f"the point {tuple(round(v, 1) for v in point_ras)} (RAS mm) is outside the volume")
     return center
+
+
+@dataclass
+class _SegmentSession:
+    """An object's interactive session and what it was made for."""
+
+    session: InteractiveSession
+    predictor: object
+    volumes: tuple[str, ...]
+    volume_node: object
+    two_d: bool
+
+
+def _box_corners_ras(box) -> list[tuple[float, float, float]]:
+    """The eight corners (RAS mm) of a markups ROI node, or the two corners given."""
+    if hasattr(box, "GetRASBounds"):
+        bounds = [0.0] * 6
+        box.GetRASBounds(bounds)
+        if bounds[1] < bounds[0]:
+            raise AttentionSegError(f"the ROI {box.GetName()!r} is empty")
+        return [(x, y, z) for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]]
+    corners = [tuple(float(v) for v in corner) for corner in box]
+    if len(corners) != 2 or any(len(corner) != 3 for corner in corners):
+        raise AttentionSegError("a box is a markups ROI node or two opposite corners (R, A, S)")
+    (r0, a0, s0), (r1, a1, s1) = corners
+    return [(r, a, s) for r in (r0, r1) for a in (a0, a1) for s in (s0, s1)]
+
+
+def _new_object_segment(segmentation_node, model_file: ModelFile) -> str:
+    """A new empty segment for an interactively segmented object: "object N", the next free label
+    value, a colour of the model's labels in turn."""
+    segmentation = segmentation_node.GetSegmentation()
+    values = [int(segmentation.GetNthSegment(i).GetLabelValue()) for i in range(segmentation.GetNumberOfSegments())]
+    value = max([0, *values]) + 1
+    number = 1
+    while segmentation.GetSegmentIdBySegmentName(f"object {number}"):
+        number += 1
+    colors = list(model_file.interactive.get("object_labels", [])) or [{"color": (1.0, 0.8, 0.2)}]
+    color = colors[(number - 1) % len(colors)].get("color") or (1.0, 0.8, 0.2)
+    return add_segment(segmentation_node, f"object {number}", value, tuple(color))
 
 
 def _window(predictor: Predictor, inputs: list[Image], center: np.ndarray, with_labels: bool):

@@ -52,6 +52,7 @@ FORM_FIELDS = (
     "n_folds",
     "seed",
     "device",
+    "interactive",
 )
 _FLAGS = {item.name: item.metadata["flag"] or "DATASET_JSON" for item in fields(TrainingConfig)}
 
@@ -121,6 +122,7 @@ def config_from_form(
     n_folds: int = 5,
     seed: int = 0,
     device: str = "auto",
+    interactive: bool = False,
     extra_options: str = "",
 ) -> TrainingConfig:
     """The configuration the form describes (not yet validated: the Training logic does that).
@@ -151,5 +153,6 @@ def config_from_form(
         split_seed=seed,
         seed=seed,
         device=device,
+        interactive=bool(interactive),
     )
     return replace(config, **extra)

@@ -140,9 +140,12 @@ class InteractiveTrainer(Trainer):
     simulation = UserSimulation()
 
     def setup(self) -> None:
+        self.rng = np.random.default_rng(epoch_seed(self.config.seed, 0) + self.ranks.rank)
         super().setup()
-        self.rng = np.random.default_rng(epoch_seed(self.config.seed, self.state.epoch) + self.ranks.rank)
-        self.spacing = tuple(self.plan.target_spacing)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(self.plan.target_spacing)
 
     def train_epoch(self, epoch: int):
         self.rng = np.random.default_rng(epoch_seed(self.config.seed, epoch) + self.ranks.rank)
@@ -172,7 +175,7 @@ class InteractiveTrainer(Trainer):
         return (logits[:, 1] > logits[:, 0]).cpu().numpy()
 
     @torch.no_grad()
-    def validate(self) -> dict[int, float]:
+    def validate(self, cases: list | None = None) -> dict[int, float]:
         """Mean Dice per label after ``VALIDATION_CLICKS`` robot clicks (interior-most first, then
         on the largest error), over the validation cases holding the label."""
         self.model.eval()
@@ -186,7 +189,7 @@ class InteractiveTrainer(Trainer):
         )
         segmenter = ObjectSegmenter(window, self.spacing)
         scores: dict[int, list[float]] = {index: [] for index in range(1, len(self.plan.label_values))}
-        for case in self.val_cases:
+        for case in self.val_cases if cases is None else cases:
             for index in scores:
                 reference = case.label[0] == index
                 if reference.any():

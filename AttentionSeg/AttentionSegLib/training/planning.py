@@ -18,7 +18,10 @@ nnU-Net v2's experiment planner is the reference (``default_experiment_planner.p
    on a small device, context matters more than resolution (nnU-Net answers the same problem with
    its low-resolution cascade stage). Under a time limit the CPU step budget is the budget divided
    by ``MIN_STEPS_IN_BUDGET`` (at most 1 s): a 10-minute run gets 0.6 s steps, about 1000 of them
-   (PH2 AXUNet at 0.84 s a step reached only 320 steps and 0.83 Dice in 10 minutes).
+   (PH2 AXUNet at 0.84 s a step reached only 320 steps and 0.83 Dice in 10 minutes). The step
+   time is estimated from the multiply-adds; a planned training run then times one real step of
+   the chosen patch and, when it is more than 1.25x slower than estimated (attention networks:
+   AXUNet 3D measured 2.4x), refits everything at the measured speed.
    Where no spacing up to x4 gives a patch within the budget that covers half of the median shape
    (or even the network's smallest patch is over it), the widths are halved, up to 8x, for the seed
    networks whose constructors take widths: IACNN's published 64-1024 channels cost 10 s a step at
@@ -82,6 +85,10 @@ MAX_POOLINGS = 5
 # machine (bench_training.py), 25 G/s per thread; small networks reach about half of that.
 CPU_STEP_MACS_PER_THREAD_S = 12e9
 CPU_STEP_TARGET_S = 1.0
+# A real step this much slower than the multiply-add estimate makes the planner refit (AXUNet 3D
+# measured 1.2 s a step where the estimate said 0.51 s).
+MEASURED_SLOWDOWN_TOLERANCE = 1.25
+MAX_MEASURED_SLOWDOWN = 4.0
 MIN_STEPS_IN_BUDGET = 1000
 # Width divisors tried, in turn, for networks whose smallest patch is over the device budget.
 WIDTH_DIVISORS = (1, 2, 4, 8)
@@ -299,8 +306,11 @@ def plan_experiment(
     device: DeviceBudget,
     time_limit_min: float | None = None,
     slice_wise: bool = False,
+    measure: bool = False,
 ) -> ExperimentPlan:
     """The plan for ``model`` on the fingerprinted dataset and ``device`` (rules: module docstring).
+    With ``measure`` on a CPU, one real training step is timed and the patch refitted when it is
+    slower than estimated (rule 2); without, the plan depends on the estimate alone (tests).
 
     Raises:
         AttentionSegError: the network has no form of the dataset's dimensionality.
@@ -314,31 +324,30 @@ def plan_experiment(
     values: dict[str, PlannedValue] = {}
     spacing, why = target_spacing(fingerprint.spacings, fingerprint.shapes)
     step_target_s = cpu_step_target_s(time_limit_min)
-    # Published widths at the finest spacing that gives the patch enough context; then narrower
-    # widths; failing all, the first candidate that fits, else the last one tried.
-    chosen = fallback = None
-    for divisor in WIDTH_DIVISORS:
-        width_options = narrowed_widths(model, network_dims, divisor)
-        if width_options is None:
-            break
-        for factor in COARSENING_FACTORS:  # rule 2: coarser spacing rather than a patch without context
-            coarse = tuple(value * factor for value in spacing)
-            median = np.median(fingerprint.shapes_at(coarse), axis=0)
-            median = median[1:] if slice_wise else median
-            fitted = _fit_patch_and_batch(
-                fingerprint, model, info, network_dims, median, device, step_target_s, width_options
+    search = (fingerprint, model, info, network_dims, spacing, slice_wise, device, step_target_s)
+    rate = CPU_STEP_MACS_PER_THREAD_S
+    fitted, factor, divisor, coarse, median = _search_patch(*search, rate)
+    measured_note = ""
+    if measure and device.kind == "cpu":
+        # The multiply-add count misses what attention networks spend in memory-bound operations
+        # (norms, softmax, reshapes): time a real step and refit with the speed measured.
+        from AttentionSegLib.training.memory import time_cpu_step
+
+        measured = time_cpu_step(fitted.spec)
+        estimated = fitted.macs / (rate * max(device.threads, 1))
+        # At most MAX_MEASURED_SLOWDOWN: a step timed while other work loads the machine must not
+        # shrink the plan to nothing.
+        ratio = min(measured / max(estimated, 1e-9), MAX_MEASURED_SLOWDOWN)
+        measured_note = f"; a real step measured {measured:.2f} s"
+        if ratio > MEASURED_SLOWDOWN_TOLERANCE:
+            first_patch = "x".join(map(str, fitted.patch))
+            rate /= ratio
+            fitted, factor, divisor, coarse, median = _search_patch(*search, rate)
+            measured_note = (
+                f"; a real step at {first_patch} measured {measured:.2f} s, {ratio:.1f}x the multiply-add "
+                "estimate: refitted at the measured speed"
             )
-            candidate = (fitted, factor, divisor, coarse, median)
-            if not fitted.fits:
-                break  # the smallest patch is over the budget: a coarser spacing cannot help, narrower may
-            fallback = fallback or candidate
-            if min(p / m for p, m in zip(fitted.patch, median)) >= MIN_PATCH_COVERAGE:
-                chosen = candidate
-                break
-        if chosen:
-            break
-    fitted, factor, divisor, coarse, median = chosen or fallback or candidate
-    patch, options, batch, fit_reason = fitted.patch, fitted.options, fitted.batch, fitted.reason
+    patch, options, batch, fit_reason = fitted.patch, fitted.options, fitted.batch, fitted.reason + measured_note
     if factor != 1:
         why += (
             f", x{factor:g}: at the finer spacing the patch the device fits would cover less than "
@@ -372,6 +381,34 @@ def plan_experiment(
             "(the recipe's one-sigmoid-per-class bce_dice is for a single label)",
         )
     return ExperimentPlan(model, fingerprint.dataset_name, network_dims, device.to_dict(), time_limit_min, values)
+
+
+def _search_patch(fingerprint, model, info, network_dims, spacing, slice_wise, device, step_target_s, rate):
+    """Published widths at the finest spacing that gives the patch enough context; then narrower
+    widths; failing all, the first candidate that fits, else the last one tried. Returns
+    ``(fit, coarsening factor, width divisor, spacing, median shape)``."""
+    chosen = fallback = None
+    for divisor in WIDTH_DIVISORS:
+        width_options = narrowed_widths(model, network_dims, divisor)
+        if width_options is None:
+            break
+        for factor in COARSENING_FACTORS:  # rule 2: coarser spacing rather than a patch without context
+            coarse = tuple(value * factor for value in spacing)
+            median = np.median(fingerprint.shapes_at(coarse), axis=0)
+            median = median[1:] if slice_wise else median
+            fitted = _fit_patch_and_batch(
+                fingerprint, model, info, network_dims, median, device, step_target_s, width_options, rate
+            )
+            candidate = (fitted, factor, divisor, coarse, median)
+            if not fitted.fits:
+                break  # the smallest patch is over the budget: a coarser spacing cannot help, narrower may
+            fallback = fallback or candidate
+            if min(p / m for p, m in zip(fitted.patch, median)) >= MIN_PATCH_COVERAGE:
+                chosen = candidate
+                break
+        if chosen:
+            break
+    return chosen or fallback or candidate
 
 
 _NORMALIZATION = {
@@ -443,6 +480,8 @@ class _Fit:
     batch: int
     reason: str
     fits: bool
+    spec: dict[str, Any]
+    macs: int
 
 
 _TOPOLOGY_MODELS = ("unet", "dynunet", "segresnet")
@@ -454,7 +493,17 @@ def _budget_text(device: DeviceBudget, step_target_s: float) -> str:
     return f"{device.memory_bytes / 2**30:.0f} GiB"
 
 
-def _fit_patch_and_batch(fingerprint, model, info, network_dims, median, device, step_target_s, width_options):
+def _fit_patch_and_batch(
+    fingerprint,
+    model,
+    info,
+    network_dims,
+    median,
+    device,
+    step_target_s,
+    width_options,
+    rate=CPU_STEP_MACS_PER_THREAD_S,
+):
     """Patch (network's own dims), options and batch size fitted to the device."""
     from AttentionSegLib.training.memory import estimate_step
 
@@ -477,7 +526,7 @@ def _fit_patch_and_batch(fingerprint, model, info, network_dims, median, device,
         }
         estimate = estimate_step(spec, 2)
         fits_memory = estimate.training_bytes() <= device.memory_bytes
-        step_s = estimate.step_macs / (CPU_STEP_MACS_PER_THREAD_S * max(device.threads, 1))
+        step_s = estimate.step_macs / (rate * max(device.threads, 1))
         fits_compute = device.kind != "cpu" or step_s <= step_target_s
         smallest = [info.min_patch_multiples * m for m in multiple]
         can_shrink = any(f > s for f, s in zip(fitted, smallest))
@@ -502,7 +551,7 @@ def _fit_patch_and_batch(fingerprint, model, info, network_dims, median, device,
     fits = fits_memory and fits_compute
     if not fits:
         reason += " (the smallest patch the network takes; over the budget)"
-    return _Fit(tuple(fitted), options, batch, reason, fits)
+    return _Fit(tuple(fitted), options, batch, reason, fits, spec, estimate.step_macs)
 
 
 def _gpu_batch(fingerprint, spec, estimate, device) -> int:
@@ -601,6 +650,7 @@ def plan_for_config(config, fingerprint: DatasetFingerprint, gpu_memory_gib: flo
         DeviceBudget.for_device(config.device, gpu_memory_gib),
         config.time_limit_min,
         config.slice_wise,
+        measure=True,
     )
 
 
