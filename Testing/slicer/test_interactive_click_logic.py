@@ -96,16 +96,12 @@ def test_an_edit_between_clicks_is_the_previous_mask_of_the_next(interactive_sce
     edited = segment_mask(scene, segmentation, segment_id, volume)
     block = (slice(0, 2), slice(0, 3), slice(0, 3))
     edited[block] = True
-    region_node = region_volume(scene, volume, block)
-    merge_into_segment(
-        segmentation,
-        segment_id,
-        edited[block],
-        region_node,
-        volume,
-        slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX,
-    )
+    whole = tuple(slice(0, n) for n in edited.shape)
+    region_node = region_volume(scene, volume, whole)
+    replace = slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+    merge_into_segment(segmentation, segment_id, edited, region_node, volume, replace)
     scene.RemoveNode(region_node)
+    np.testing.assert_array_equal(segment_mask(scene, segmentation, segment_id, volume), edited)
     logic.click_to_segment(volume, model, ras_of(image, first), segmentation, segment_id, device="cpu")
     session = logic._sessions[(segmentation.GetID(), segment_id)].session
     assert session.prompts.positive == [tuple(int(v) for v in first)] * 2

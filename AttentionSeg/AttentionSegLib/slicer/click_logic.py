@@ -20,6 +20,7 @@ import slicer
 
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.interactive.component_click import component_at
+from AttentionSegLib.interactive.robot import bounding_box
 from AttentionSegLib.interactive.session import InteractiveSession
 from AttentionSegLib.io.image import Image
 from AttentionSegLib.slicer.mrml import remove_nodes
@@ -162,7 +163,7 @@ class ClickLogic:
         present = segment_mask(self.scene, segmentation_node, segment_id, nodes[0])
         state.session.set_mask(present[0] if two_d else present)
         step = state.session.set_box(start, stop) if box is not None else state.session.add_click(index, click[1])
-        self._write_region(segmentation_node, segment_id, state, step.region)
+        self._write_region(segmentation_node, segment_id, state, step.region, present)
         return segment_id
 
     def _session(self, segmentation_node, segment_id, predictor, nodes, inputs) -> _SegmentSession:
@@ -177,27 +178,32 @@ class ClickLogic:
             )
         return state
 
-    def _write_region(self, segmentation_node, segment_id, state: _SegmentSession, region) -> None:
+    def _write_region(self, segmentation_node, segment_id, state: _SegmentSession, region, present=None) -> None:
         """Rewrite the segment inside ``region`` (the session's grid) with the session's mask;
-        outside it, and every other segment, stay as they are."""
-        mask = state.session.mask[region]
-        if state.two_d:
-            region, mask = (slice(0, 1), *region), mask[None]
-        logic = slicer.vtkSlicerSegmentationsModuleLogic
-        region_node = region_volume(self.scene, state.volume_node, region)
+        outside it the segment, and every other segment, stay as they are.
+
+        The segment is replaced over the box holding both its voxels and the region: merging
+        (minimum, then maximum) into a shared labelmap layer loses the voxels another segment
+        holds there, while a replacement moves the segment to a layer of its own where it
+        overlaps. ``present``: the segment as just read back (read here when None).
+        """
+        if present is None:
+            present = segment_mask(self.scene, segmentation_node, segment_id, state.volume_node)
+        region3 = (slice(0, 1), *region) if state.two_d else tuple(region)
+        updated = present.copy()
+        updated[region3] = state.session.mask[region][None] if state.two_d else state.session.mask[region]
+        covered = updated.copy()
+        covered[region3] = True
+        box = tuple(slice(a, b) for a, b in zip(*bounding_box(covered)))
+        region_node = region_volume(self.scene, state.volume_node, box)
         try:
-            if segment_is_empty(segmentation_node, segment_id):
-                merge_into_segment(
-                    segmentation_node, segment_id, mask, region_node, state.volume_node, logic.MODE_REPLACE
-                )
-                return
-            # Minimum then maximum with the new mask: inside the region the segment becomes the
-            # mask, outside the region a merge leaves it untouched.
             merge_into_segment(
-                segmentation_node, segment_id, mask, region_node, state.volume_node, logic.MODE_MERGE_MIN
-            )
-            merge_into_segment(
-                segmentation_node, segment_id, mask, region_node, state.volume_node, logic.MODE_MERGE_MAX
+                segmentation_node,
+                segment_id,
+                updated[box],
+                region_node,
+                state.volume_node,
+                slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
             )
         finally:
             remove_nodes(self.scene, region_node)
