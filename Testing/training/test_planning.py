@@ -305,3 +305,11 @@ def test_timing_a_real_cpu_step():
     }
     seconds = time_cpu_step(spec)
     assert 0 < seconds < 5
+
+
+def test_an_interactive_plan_spaces_validation_for_the_robot_clicks_on_every_label():
+    cases = fingerprint([(36, 50, 35)] * 40, [(1.0,) * 3] * 40)
+    automatic = plan_experiment(cases, "unet", CPU, time_limit_min=10)
+    interactive = plan_experiment(cases, "unet", CPU, time_limit_min=10, interactive=True)
+    assert interactive.value("val_every") > automatic.value("val_every")
+    assert "x 6 windows" in interactive.values["val_every"].reason  # 2 labels x 3 clicks

@@ -40,7 +40,8 @@ nnU-Net v2's experiment planner is the reference (``default_experiment_planner.p
    MRI: z-score per channel; photographs: scaling then the dataset's mean and std).
 7. Iterations per epoch and validation interval, for the time budget: one pass over the training
    cases per epoch (at least 10 batches, at most 250 as nnU-Net); with a time limit, validation
-   every N epochs so that it costs about a tenth of the budget.
+   every N epochs so that it costs about a tenth of the budget (an interactive network's
+   validation runs a window per robot click on every label).
 8. Foreground oversampling: half of the crops centred on a labelled voxel; two thirds when the
    smallest label covers less than 0.1 % of the voxels.
 9. Learning rate under a short time budget (< 60 minutes): Adam and AdamW networks start at 2e-3
@@ -89,6 +90,8 @@ CPU_STEP_TARGET_S = 1.0
 # measured 1.2 s a step where the estimate said 0.51 s).
 MEASURED_SLOWDOWN_TOLERANCE = 1.25
 MAX_MEASURED_SLOWDOWN = 4.0
+# Clicks the interactive trainer's validation gives each label (training/interactive.py).
+INTERACTIVE_VALIDATION_CLICKS = 3
 MIN_STEPS_IN_BUDGET = 1000
 # Width divisors tried, in turn, for networks whose smallest patch is over the device budget.
 WIDTH_DIVISORS = (1, 2, 4, 8)
@@ -307,6 +310,7 @@ def plan_experiment(
     time_limit_min: float | None = None,
     slice_wise: bool = False,
     measure: bool = False,
+    interactive: bool = False,
 ) -> ExperimentPlan:
     """The plan for ``model`` on the fingerprinted dataset and ``device`` (rules: module docstring).
     With ``measure`` on a CPU, one real training step is timed and the patch refitted when it is
@@ -372,7 +376,10 @@ def plan_experiment(
     values["batch_size"] = PlannedValue(batch, _batch_reason(device, batch))
     values.update(_mirror_axes(fingerprint, slice_wise))
     values["normalization"] = PlannedValue(fingerprint.image_kind, _NORMALIZATION[fingerprint.image_kind])
-    values.update(_schedule(fingerprint, info, time_limit_min, batch, _windows_per_case(median, patch)))
+    windows = _windows_per_case(median, patch)
+    if interactive:  # validation: the robot's clicks on every label, a window (or more) each
+        windows = len(fingerprint.foreground_labels) * INTERACTIVE_VALIDATION_CLICKS
+    values.update(_schedule(fingerprint, info, time_limit_min, batch, windows))
     values["foreground_oversampling"] = _oversampling(fingerprint)
     if info.recipe.loss == "bce_dice" and len(fingerprint.foreground_labels) > 1:
         values["loss"] = PlannedValue(
@@ -651,6 +658,7 @@ def plan_for_config(config, fingerprint: DatasetFingerprint, gpu_memory_gib: flo
         config.time_limit_min,
         config.slice_wise,
         measure=True,
+        interactive=config.interactive,
     )
 
 
