@@ -278,11 +278,21 @@ def test_a_real_step_slower_than_estimated_makes_the_plan_refit(monkeypatch):
     estimated = plan_experiment(large, "unet", CPU, time_limit_min=10)
     spec = _spec(estimated, "unet")
     seconds = estimate_step(spec, 2).step_macs / (CPU_STEP_MACS_PER_THREAD_S * CPU.threads)
-    # The machine is three times slower than the multiply-add estimate says.
-    monkeypatch.setattr(memory, "time_cpu_step", lambda spec: 3 * seconds)
+
+    # The machine is three times slower than the multiply-add estimate says, for every patch.
+    def three_times_the_estimate(spec):
+        return 3 * estimate_step(spec, 2).step_macs / (CPU_STEP_MACS_PER_THREAD_S * CPU.threads)
+
+    monkeypatch.setattr(memory, "time_cpu_step", three_times_the_estimate)
     refitted = plan_experiment(large, "unet", CPU, time_limit_min=10, measure=True)
     assert np.prod(refitted.value("patch_size")) < np.prod(estimated.value("patch_size"))
     assert "3.0x the multiply-add estimate: refitted" in refitted.values["patch_size"].reason
+    # A network whose step time does not follow its multiply-adds: the refitted plan is no faster,
+    # so the first one stands.
+    monkeypatch.setattr(memory, "time_cpu_step", lambda spec: 3 * seconds)
+    unchanged = plan_experiment(large, "unet", CPU, time_limit_min=10, measure=True)
+    assert unchanged.value("patch_size") == estimated.value("patch_size")
+    assert "no faster, so the first plan stands" in unchanged.values["patch_size"].reason
     # A step within the tolerance keeps the plan; a wildly slow one (a loaded machine) is capped.
     monkeypatch.setattr(memory, "time_cpu_step", lambda spec: 1.1 * seconds)
     kept = plan_experiment(large, "unet", CPU, time_limit_min=10, measure=True)
