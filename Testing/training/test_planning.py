@@ -323,3 +323,11 @@ def test_an_interactive_plan_spaces_validation_for_the_robot_clicks_on_every_lab
     interactive = plan_experiment(cases, "unet", CPU, time_limit_min=10, interactive=True)
     assert interactive.value("val_every") > automatic.value("val_every")
     assert "x 6 windows" in interactive.values["val_every"].reason  # 2 labels x 3 clicks
+
+
+def test_a_dataset_of_fewer_cases_than_folds_gets_one_fold_per_case():
+    four = plan_experiment(fingerprint([(40, 50, 36)] * 4, [(1.0,) * 3] * 4), "unet", CPU, time_limit_min=10)
+    assert four.value("n_folds") == 4 and "leave one out" in four.values["n_folds"].reason
+    assert "n_folds" not in plan_experiment(fingerprint([(40, 50, 36)] * 6, [(1.0,) * 3] * 6), "unet", CPU).values
+    config, applied = apply_plan(TrainingConfig("d.json", "unet", "run"), four)
+    assert config.n_folds == 4 and "n_folds" in applied
