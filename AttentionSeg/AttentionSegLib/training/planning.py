@@ -346,7 +346,9 @@ def plan_experiment(
         # shrink the plan to nothing.
         ratio = min(measured / max(estimated, 1e-9), MAX_MEASURED_SLOWDOWN)
         measured_note = f"; a real step measured {measured:.2f} s"
-        if ratio > MEASURED_SLOWDOWN_TOLERANCE:
+        # Refit only a step that is over the budget too: a tiny network's fixed overheads make it
+        # slower than its multiply-adds say, but not slow.
+        if ratio > MEASURED_SLOWDOWN_TOLERANCE and measured > step_target_s:
             first = (fitted, factor, divisor, coarse, median)
             first_patch = "x".join(map(str, fitted.patch))
             rate /= ratio
@@ -666,7 +668,23 @@ def apply_plan(config, plan: ExperimentPlan):
         if name == "options" and config.compact:
             continue
         applied[name] = planned
-    return replace(config, **{name: planned.value for name, planned in applied.items()}), applied
+    values = {name: planned.value for name, planned in applied.items()}
+    if "patch_size" in values and "options" in plan.values and "options" not in applied:
+        values["patch_size"] = _patch_for_own_options(config, plan, values["patch_size"])
+    return replace(config, **values), applied
+
+
+def _patch_for_own_options(config, plan: ExperimentPlan, patch: list[int]) -> list[int]:
+    """The planned patch rounded up to what the network takes with the configuration's own
+    options (``--compact``, ``--options``) instead of the planned topology."""
+    from AttentionSegLib.models import get_model_info
+
+    info = get_model_info(config.model)
+    options = {**(info.compact_options if config.compact else {}), **config.options}
+    spatial = patch[1:] if config.slice_wise else patch
+    multiple = info.patch_multiple(plan.network_dims, options)
+    rounded = [max(m * math.ceil(p / m), info.min_patch_multiples * m) for p, m in zip(spatial, multiple)]
+    return [1, *rounded] if config.slice_wise else rounded
 
 
 def plan_for_config(config, fingerprint: DatasetFingerprint, gpu_memory_gib: float | None = None) -> ExperimentPlan:
