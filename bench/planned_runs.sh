@@ -24,7 +24,9 @@ for pair in "$@"; do
     "$attentionseg" train "$json" --model "$model" --out "$out/$name" --time-limit "$minutes" --json \
         >"$out/$name.json" 2>"$out/$name.log" || echo "train failed: see $out/$name.log"
     trained=$(($(date +%s) - start))
-    best=$(grep -o '"best_mean_dice": [0-9.]*, "best_dice": {[^}]*}' "$out/$name.json" || true)
+    # The summary is pretty-printed JSON: read it as JSON, not line by line.
+    best=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print("best", d["best_mean_dice"], d["best_dice"])' \
+        "$out/$name.json" 2>/dev/null || true)
     "$attentionseg" evaluate-dataset "$out/$name/model.pt" "$json" --json "$out/$name.heldout.json" \
         >"$out/$name.heldout.txt" 2>&1 || echo "evaluate failed: see $out/$name.heldout.txt"
     echo "$name  train ${trained}s  ${best:-no best}  heldout: $(grep -m1 -i 'mean' "$out/$name.heldout.txt" || true)" \

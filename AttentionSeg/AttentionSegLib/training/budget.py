@@ -36,6 +36,7 @@ class RunBudget:
         self.limit_s = config.time_limit_min * 60 if config.time_limit_min else None
         self.state = state
         self.validation_s = 0.0
+        self._validation_estimated = False  # validation_s holds an estimate, not a measured validation
 
     @property
     def limited(self) -> bool:
@@ -47,6 +48,15 @@ class RunBudget:
             training_s = max(self.limit_s - self.validation_s, 1e-9)
             progress = max(progress, (self.state.elapsed_s + epoch_seconds) / training_s)
         return min(progress, 1.0)
+
+    def estimate_validation(self, seconds: float) -> None:
+        """Keep back ``seconds`` for the final validation before any validation has run."""
+        self.validation_s, self._validation_estimated = seconds, True
+
+    def record_validation(self, seconds: float) -> None:
+        """A validation took ``seconds``: the first replaces the estimate, later ones only raise it."""
+        self.validation_s = seconds if self._validation_estimated else max(self.validation_s, seconds)
+        self._validation_estimated = False
 
     def out_of_time(self, epoch_seconds: float) -> bool:
         if self.limit_s is None:

@@ -230,7 +230,6 @@ class Trainer:
             windows_per_batch=VALIDATION_WINDOWS_PER_BATCH,
             sigmoid=self.plan.binary_sigmoid,
         )
-        self._validated = False
         self._probe_validation_time()
         # Built (or read back) once: the model file is rewritten at every new best epoch.
         self.plan_document = self._experiment_plan_document()
@@ -248,12 +247,11 @@ class Trainer:
         if not (self.budget.limited and self.val_cases and self.ranks.is_main):
             return
         started = time.perf_counter()
-        with torch.no_grad():
-            self.validate(self.val_cases[:1])  # warms the kernels up: the first call is slower
-            timed = time.perf_counter()
-            self.validate(self.val_cases[-1:])
+        self.validate(self.val_cases[:1])  # warms the kernels up: the first call is slower
+        timed = time.perf_counter()
+        self.validate(self.val_cases[-1:])
         self.model.train()
-        self.budget.validation_s = (time.perf_counter() - timed) * len(self.val_cases)
+        self.budget.estimate_validation((time.perf_counter() - timed) * len(self.val_cases))
         self.state.elapsed_s += time.perf_counter() - started
 
     def _experiment_plan_document(self) -> dict | None:
@@ -473,9 +471,8 @@ class Trainer:
                 state.best_epoch = epoch
         seconds = time.perf_counter() - started
         state.elapsed_s += seconds
-        if due:  # the first real validation replaces the probe's estimate; later ones only raise it
-            self.budget.validation_s = max(self.budget.validation_s, seconds) if self._validated else seconds
-            self._validated = True
+        if due:
+            self.budget.record_validation(seconds)
         return is_best
 
     @torch.no_grad()
