@@ -69,6 +69,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._clickPoints = None
+        self._worstErrors = []
         self._clickBox = None
         self._clickSegmentId = None  # the object interactive clicks refine; None: the next starts one
 
@@ -87,6 +88,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.refreshModels)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.ui.worstErrorsTableView.connect("selectionChanged()", self.onWorstErrorSelected)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrection)
         self.ui.computeMetricsButton.connect("clicked(bool)", self.onComputeMetrics)
@@ -204,7 +206,16 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
             self.ui.metricsTableView.setMRMLTableNode(result["table"])
             slicer.modules.plots.logic().ShowChartInLayout(result["chart"])
+            self._worstErrors = result["maps"].worst_errors
+            self.ui.worstErrorsTableView.setMRMLTableNode(result["maps"].worst_table)
             self.ui.segmentStatusLabel.text = f"Compared {len(result['segmentations'])} model(s)."
+
+    def onWorstErrorSelected(self, *unused):
+        """Centre the slice views on the selected error (the Logic gives its RAS centre)."""
+        rows = self.ui.worstErrorsTableView.selectionModel().selectedRows() if self._worstErrors else []
+        if rows and rows[0].row() < len(self._worstErrors):
+            r, a, s = self._worstErrors[rows[0].row()]["ras"]
+            slicer.modules.markups.logic().JumpSlicesToLocation(r, a, s, True)
 
     # ---------------------------------------------------------------------- click-to-segment
     def _setUpClickPoints(self):

@@ -147,12 +147,42 @@ def test_compare_writes_table_csv_json_and_chart(trained, tmp_path):
     assert single.returncode == 0, single.stderr
     expected = [entry["dice_mean"] for entry in json.loads((tmp_path / "g.json").read_text())["per_label"]]
     assert [entry["dice_mean"] for entry in comparison["models"]["good"]["per_label"]] == pytest.approx(expected)
+    # Paired statistics: one pair x 2 labels x (Dice, HD95), Holm over the report; the per-case table.
+    pairwise = comparison["statistics"]["pairwise"]
+    assert len(pairwise) == 4 and {row["metric"] for row in pairwise} == {"dice", "hd95_mm"}
+    assert all(row["n"] == len(held_out(good)) for row in pairwise if row["metric"] == "dice")
+    ranking = comparison["statistics"]["ranking"]["dice"]["overall"]["mean_rank"]
+    assert set(ranking) == {"good", "short"} and sum(ranking.values()) == pytest.approx(3.0)
+    case_lines = (report_dir / "cases.csv").read_text().splitlines()
+    assert case_lines[0].startswith("case,label,name,model,dice") and len(case_lines) == 1 + 2 * 2 * len(held_out(good))
+    page = (report_dir / "report.html").read_text()
+    for text in ("good", "short", "liver", "spleen", "Pairwise differences", "Ranking by dice", "Worst cases"):
+        assert text in page, text
+    assert page.count("data:image/png;base64,") >= 2 + 2  # box plots and thumbnails, embedded
+    assert "time: inference and metrics" in result.stderr
+    rerun = attentionseg(
+        "compare", "--models", good, short, "--dataset", dataset, "--split", "fold:0", "--report", report_dir,
+        "--overwrite",
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((report_dir / "comparison.json").read_text())["statistics"] == comparison["statistics"]
 
     image_path, reference_path = case_files(dataset, "phantom_001")
     one = attentionseg(
         "compare", "--models", good, short, "--image", image_path, "--ref", reference_path, "--report", tmp_path / "one"
     )
     assert one.returncode == 0, one.stderr
+    # One case: its maps too, on the case's grid.
+    reference = read_image(reference_path)
+    errors = read_image(tmp_path / "one" / "errors_good_liver.seg.nrrd")
+    assert errors.spatial_shape == reference.spatial_shape
+    np.testing.assert_allclose(errors.direction, reference.direction, atol=1e-6)
+    for name in ("consensus_majority.seg.nrrd", "consensus_staple.seg.nrrd", "agreement.seg.nrrd"):
+        assert read_image(tmp_path / "one" / name).spatial_shape == reference.spatial_shape
+    regions = json.loads((tmp_path / "one" / "disagreement.json").read_text())["regions"]
+    assert all(len(region["ras"]) == 3 for region in regions)
+    sizes = [region["voxels"] for region in regions]
+    assert sizes == sorted(sizes, reverse=True)
     again = attentionseg("compare", "--models", good, "--dataset", dataset, "--report", report_dir)
     assert_bad_input(again, "exists", "--overwrite")
     assert_bad_input(
@@ -162,7 +192,8 @@ def test_compare_writes_table_csv_json_and_chart(trained, tmp_path):
 
 def test_demo_trains_segments_and_evaluates_a_held_out_case(tmp_path):
     out = tmp_path / "demo"
-    result = attentionseg("demo", "--out", out, "--minutes", "0.25", "--device", "cpu")
+    # A fixed number of epochs (not a time budget): a busy machine trains as much as an idle one.
+    result = attentionseg("demo", "--out", out, "--minutes", "5", "--epochs", "12", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "liver" in result.stdout and "4/4" in result.stdout
     report = json.loads((out / "metrics.json").read_text())
@@ -175,7 +206,8 @@ def test_demo_trains_segments_and_evaluates_a_held_out_case(tmp_path):
     np.testing.assert_allclose(labels.direction, image.direction, atol=1e-6)
     assert abs(np.linalg.det(image.direction[:2, :2]) - 1) < 1e-6 and image.direction[0, 1] != 0  # oblique
     assert (out / "run" / "model.pt").is_file() and (out / "metrics.csv").is_file()
-    assert attentionseg("demo", "--out", out, "--minutes", "0.1", "--device", "cpu").returncode == 0  # its own folder
+    again = attentionseg("demo", "--out", out, "--minutes", "5", "--epochs", "1", "--device", "cpu")
+    assert again.returncode == 0  # its own folder: the earlier outputs are replaced
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "thesis.docx").write_text("precious")

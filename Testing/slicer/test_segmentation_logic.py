@@ -34,6 +34,7 @@ from AttentionSegLib.slicer.mrml import (  # noqa: E402
 )
 from AttentionSegLib.slicer.predictor_cache import PredictorCache  # noqa: E402
 from AttentionSegLib.slicer.segment_logic import SegmentLogic  # noqa: E402
+from AttentionSegLib.slicer.segments import segment_mask  # noqa: E402
 
 NAMES = {1: "liver", 2: "spleen"}
 
@@ -104,6 +105,41 @@ def test_compare_with_and_without_a_reference(trained_models, scene_and_case):
     dice_column = result["table"].GetTable().GetColumnByName("Dice")
     _, single = MetricsLogic(wiring.scene).compute_metrics(result["segmentations"][0], reference_node, volume)
     assert dice_column.GetValue(0) == pytest.approx(single["labels"][0]["dice"])
+
+    # The voxel maps: consensus, agreement, each model's errors, the largest errors in RAS.
+    maps = result["maps"]
+    assert set(maps.consensus) == {"majority", "staple"} and set(maps.errors) == {"good", "short"}
+    good_labels = label_image_from_segmentation_node(result["segmentations"][0], volume).array
+    reference = label_image_from_segmentation_node(reference_node, volume, {"liver": 1, "spleen": 2}).array
+    errors = maps.errors["good"].GetSegmentation()
+    fp_id = errors.GetSegmentIdBySegmentName("liver false positive")
+    fn_id = errors.GetSegmentIdBySegmentName("liver false negative")
+    fp = segment_mask(wiring.scene, maps.errors["good"], fp_id, volume)
+    fn = segment_mask(wiring.scene, maps.errors["good"], fn_id, volume)
+    np.testing.assert_array_equal(fp, (good_labels == 1) & (reference != 1))
+    np.testing.assert_array_equal(fn, (reference == 1) & (good_labels != 1))
+    agreement = slicer.util.arrayFromVolume(maps.agreement)
+    assert agreement.max() <= 2 and agreement[good_labels > 0].min() >= 1
+    grid = image_from_volume_node(volume)
+    for row in maps.worst_errors[:5]:  # each centre lies in an error of its kind (oblique grid)
+        lps = np.array([-row["ras"][0], -row["ras"][1], row["ras"][2], 1.0])
+        index = tuple(np.round(np.linalg.inv(grid.index_to_physical()) @ lps)[:3][::-1].astype(int))
+        model_labels = label_image_from_segmentation_node(
+            result["segmentations"][["good", "short"].index(row["model"])], volume
+        ).array
+        value = {"liver": 1, "spleen": 2}[row["label"]]
+        wrong = (
+            (model_labels == value) & (reference != value)
+            if "positive" in row["kind"]
+            else ((reference == value) & (model_labels != value))
+        )
+        assert wrong[index], row
+    assert maps.worst_table.GetNumberOfRows() == len(maps.worst_errors)
+    volumes = [row["volume_ml"] for row in maps.worst_errors]
+    assert volumes == sorted(volumes, reverse=True)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(wiring.scene)
+    for node in [*result["segmentations"], result["table"], *maps.nodes()]:
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == maps.folder_item
 
     agreement = logic.compare(volume, models, device="cpu")
     rows = agreement["reports"]["agreement"]

@@ -325,6 +325,21 @@ def test_an_interactive_plan_spaces_validation_for_the_robot_clicks_on_every_lab
     assert "x 6 windows" in interactive.values["val_every"].reason  # 2 labels x 3 clicks
 
 
+def test_an_interactive_plan_budgets_the_simulated_users_forward_passes():
+    from AttentionSegLib.training.interactive import InteractiveTrainer
+
+    # 0.75 of the batches get 1-4 correction rounds, each a forward pass (a third of a step).
+    assert InteractiveTrainer.simulation.step_cost == pytest.approx(1 + 0.75 * 2.5 / 3)
+    cases = fingerprint([(96, 128, 96)] * 20, [(1.0,) * 3] * 20)
+    automatic = plan_experiment(cases, "unet", CPU, time_limit_min=10)
+    interactive = plan_experiment(cases, "unet", CPU, time_limit_min=10, interactive=True)
+
+    def voxels_a_step(plan):  # what a step's multiply-adds grow with
+        return np.prod(plan.value("patch_size")) * plan.value("batch_size")
+
+    assert voxels_a_step(interactive) < voxels_a_step(automatic)
+
+
 def test_a_dataset_of_fewer_cases_than_folds_gets_one_fold_per_case():
     four = plan_experiment(fingerprint([(40, 50, 36)] * 4, [(1.0,) * 3] * 4), "unet", CPU, time_limit_min=10)
     assert four.value("n_folds") == 4 and "leave one out" in four.values["n_folds"].reason

@@ -27,6 +27,7 @@ from AttentionSegLib.cli import (
     plan,
     segment,
     train,
+    web,
 )
 from AttentionSegLib.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEMS
 from AttentionSegLib.errors import AttentionSegError
@@ -45,6 +46,7 @@ _COMMANDS = (
     dataset_evaluation.add_evaluate_dataset_parser,
     dataset_evaluation.add_compare_parser,
     interactive_eval.add_parser,
+    web.add_parser,
 )
 
 

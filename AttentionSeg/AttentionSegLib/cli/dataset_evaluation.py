@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 from AttentionSegLib.cli.common import (
     EXIT_OK,
@@ -21,7 +24,14 @@ from AttentionSegLib.errors import AttentionSegError
 
 __all__ = ["add_evaluate_dataset_parser", "add_compare_parser", "heldout_cases"]
 
-_COMPARE_REPORT_FILES = ("comparison.csv", "comparison.json", "dice.png")
+WORST_CASES_SHOWN = 3  # per model, in report.html
+_CASE_MAP_FILES = (
+    "consensus_majority.seg.nrrd",
+    "consensus_staple.seg.nrrd",
+    "agreement.seg.nrrd",
+    "disagreement.json",
+)
+_COMPARE_REPORT_FILES = ("comparison.csv", "comparison.json", "dice.png", "cases.csv", "report.html")
 
 
 def _add_split_options(parser: argparse.ArgumentParser, default: str, help_text: str) -> None:
@@ -49,9 +59,13 @@ def add_evaluate_dataset_parser(commands: argparse._SubParsersAction) -> None:
 def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "compare",
-        help="run several model files on the same cases; table, CSV and bar chart of Dice, HD95, ASSD, seconds",
-        description="Either --image (one per channel) with --ref, or --dataset with --split. Writes "
-        "comparison.csv, comparison.json and dice.png into --report and prints the model x label table.",
+        help="run several model files on the same cases; means, paired statistics, ranking and a report page",
+        description="Either --image (one per channel) with --ref, or --dataset with --split. Writes into "
+        "--report: comparison.csv (means per model and label), cases.csv (every case, label and model: Dice, "
+        "HD95, ASSD, NSD), comparison.json (all of it, with the paired statistics: bootstrap 95%% intervals, "
+        "Wilcoxon p-values with Holm's correction, wins, and the ranking with its bootstrap stability), "
+        "dice.png and report.html (one self-contained page: box plots, statistics, ranking, worst cases), and "
+        "prints the model x label table.",
     )
     parser.add_argument("--models", type=Path, nargs="+", required=True, metavar="MODEL_FILE")
     parser.add_argument("--image", type=Path, nargs="+", metavar="IMAGE", help="image file(s) of one case")
@@ -60,6 +74,7 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     _add_split_options(parser, "all", "all (default), test, fold:K or a named split")
     parser.add_argument("--report", type=Path, required=True, metavar="DIR", help="folder for the report files")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier report files in DIR")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0): same seed, same numbers")
     add_inference_options(parser)
     parser.set_defaults(run=run_compare)
 
@@ -168,30 +183,126 @@ def _compare_cases(args: argparse.Namespace, predictors: dict):
     return [args.image[0].name], lambda case_id: EvaluationCase(case_id, images, [], reference)
 
 
+def write_case_maps(predictions: dict, labels: dict, colors: dict, folder: Path) -> list[Path]:
+    """One case's maps, on its grid: the consensus segmentations (majority vote, STAPLE), the
+    agreement map, each model's errors (.seg.nrrd, named segments) and the disagreement regions
+    with their centres in RAS (JSON). Returns the files written."""
+    from AttentionSegLib.evaluation.consensus import (
+        ERROR_KINDS,
+        agreement_level,
+        disagreement_regions,
+        error_map,
+        majority_vote,
+        ras_of_index,
+        staple,
+    )
+    from AttentionSegLib.io.segmentation_file import write_label_image
+
+    case = next(iter(predictions.values()))[0]
+    grid = case.reference
+    arrays = {name: prediction for name, (_, prediction) in predictions.items()}
+    named = [{"value": v, "name": n, "color": list(colors.get(v, (0.5, 0.5, 0.5)))} for v, n in labels.items() if v]
+    written = []
+
+    def write(array, name: str, segments) -> None:  # existing files were refused before the run
+        image = grid.with_array(array.astype(np.uint16), has_channels=False)
+        written.append(write_label_image(image, folder / name, segments, overwrite=True))
+
+    if len(arrays) > 1:
+        majority = majority_vote(list(arrays.values()))
+        write(majority, "consensus_majority.seg.nrrd", named)
+        write(staple(list(arrays.values())), "consensus_staple.seg.nrrd", named)
+        level = agreement_level(list(arrays.values()), majority)
+        agreement = [{"value": n, "name": f"{n} of {len(arrays)} models"} for n in range(1, len(arrays) + 1)]
+        write(level, "agreement.seg.nrrd", agreement)
+        regions = disagreement_regions(list(arrays.values()), grid.spacing_array_order)
+        for region in regions:
+            region["ras"] = ras_of_index(grid, region["index"])
+        path = folder / "disagreement.json"
+        _write_json(path, {"regions": regions, "note": "largest first; index in array order (k, j, i), ras in mm"})
+        written.append(path)
+    for name, array in arrays.items():
+        for value, label in labels.items():
+            if value:
+                kinds = [
+                    {"value": c, "name": f"{label} {k}", "color": list(rgb)} for c, (k, rgb) in ERROR_KINDS.items()
+                ]
+                write(error_map(array, grid.array, value), error_file_name(name, label), kinds)
+    return written
+
+
+def error_file_name(model: str, label: str) -> str:
+    """One model's errors on one label (one file per label: a voxel can be one label's leak and
+    another's miss)."""
+    return f"errors_{sanitised_file_name(model)}_{sanitised_file_name(label)}.seg.nrrd"
+
+
+def sanitised_file_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     from AttentionSegLib.evaluation.batch import (
         compare_models,
         format_comparison_table,
+        write_case_csv,
         write_comparison_chart,
         write_comparison_csv,
     )
+    from AttentionSegLib.evaluation.comparison_report import strip_thumbnails, write_report
+    from AttentionSegLib.evaluation.statistics import comparison_statistics
     from AttentionSegLib.inference.model_store import model_display_names
 
     outputs = _check_compare_arguments(args)
     names = model_display_names(args.models)
     predictors = {name: predictor_from_arguments(path, args) for name, path in zip(names, args.models)}
+    if args.image is not None:  # the single case's maps: checked before anything runs
+        labels = next(iter(predictors.values())).model_file.label_names
+        errors = [error_file_name(name, label) for name in names for value, label in labels.items() if value]
+        for name in [*_CASE_MAP_FILES, *errors]:
+            check_new_output(args.report / name, args.overwrite)
     cases, load = _compare_cases(args, predictors)
+    predictions: dict = {}  # one case (--image): its maps are written too
+
+    def keep(name: str, case, prediction) -> None:
+        if args.image is not None:
+            predictions[name] = (case, prediction)
+
     bar = ProgressBar("comparing")
     try:
         comparison = compare_models(
-            predictors, cases, load, lambda name, done, total: bar(done / total, f"{done}/{total} {name}")
+            predictors,
+            cases,
+            load,
+            lambda name, done, total: bar(done / total, f"{done}/{total} {name}"),
+            keep_worst=WORST_CASES_SHOWN,
+            on_prediction=keep,
         )
     finally:
         bar.close()
+    started = time.perf_counter()
+    statistics = comparison_statistics(comparison, seed=args.seed)
+    comparison["seconds"]["statistics"] = time.perf_counter() - started
     args.report.mkdir(parents=True, exist_ok=True)
     write_comparison_csv(comparison, outputs[0])
-    _write_json(outputs[1], {"models": {name: str(path) for name, path in zip(names, args.models)}, **comparison})
+    document = {"models": {name: str(path) for name, path in zip(names, args.models)}, **strip_thumbnails(comparison)}
+    _write_json(outputs[1], {**document, "statistics": statistics})
     write_comparison_chart(comparison, outputs[2])
+    write_case_csv(comparison, outputs[3])
+    started = time.perf_counter()
+    write_report(comparison, statistics, outputs[4])
+    if predictions:
+        first = next(iter(predictors.values())).model_file
+        outputs += write_case_maps(predictions, first.label_names, first.label_colors, args.report)
+    comparison["seconds"]["report"] = time.perf_counter() - started
     print(format_comparison_table(comparison))
+    seconds = comparison["seconds"]
+    added = seconds["error_maps"] + seconds["statistics"]
+    print(
+        f"time: inference and metrics {seconds['inference']:.1f} s, error maps {seconds['error_maps']:.2f} s, "
+        f"statistics {seconds['statistics']:.2f} s ({added / max(seconds['inference'], 1e-9):.1%} of the inference), "
+        f"report page {seconds['report']:.2f} s",
+        file=sys.stderr,
+    )
     print(f"wrote {', '.join(str(p) for p in outputs)}", file=sys.stderr)
     return EXIT_OK

@@ -48,6 +48,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="phantom and training seed (default 0)")
     parser.add_argument("--minutes", type=float, default=1.0, help="training time budget in minutes (default 1)")
+    parser.add_argument(
+        "--epochs", type=int, default=500, help="at most this many epochs, whatever the time left (default 500)"
+    )
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.set_defaults(run=run)
 
@@ -57,12 +60,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.minutes <= 0:
         raise AttentionSegError(f"--minutes must be positive, got {args.minutes}")
+    if args.epochs <= 0:
+        raise AttentionSegError(f"--epochs must be positive, got {args.epochs}")
     display = TrainingDisplay()
     try:
         run_demo(
             args.out,
             args.seed,
             minutes=args.minutes,
+            epochs=args.epochs,
             device=args.device,
             echo=display.event,
             step_progress=display.step,
@@ -108,7 +114,9 @@ def _write_dataset(out: Path, seed: int) -> Path:
     )
 
 
-def _train(dataset_json: Path, out: Path, seed: int, minutes: float, device: str, echo, step_progress) -> Path:
+def _train(
+    dataset_json: Path, out: Path, seed: int, minutes: float, epochs: int, device: str, echo, step_progress
+) -> Path:
     from AttentionSegLib.training.config import TrainingConfig
     from AttentionSegLib.training.trainer import train
 
@@ -118,7 +126,7 @@ def _train(dataset_json: Path, out: Path, seed: int, minutes: float, device: str
         model="unet",
         run_dir=str(out / "run"),
         options={"channels": [16, 32, 64], "strides": [2, 2], "num_res_units": 1},
-        epochs=500,
+        epochs=epochs,
         time_limit_min=minutes,
         learning_rate=3e-3,
         iterations_per_epoch=10,
@@ -174,6 +182,7 @@ def run_demo(
     out: Path,
     seed: int = 0,
     minutes: float = 1.0,
+    epochs: int = 500,
     device: str = "auto",
     echo: Callable[[dict], None] | None = None,
     step_progress: Callable[[int, int, int, float], None] | None = None,
@@ -184,6 +193,8 @@ def run_demo(
         out: output folder (created; an existing one must have been made by the demo).
         seed: phantom and training seed.
         minutes: training budget.
+        epochs: at most this many epochs (a test asks for a fixed number, so that a busy machine
+            trains as much as an idle one).
         device: auto, cuda or cpu.
         echo: receives the training progress events (the command line prints them).
         step_progress: called as ``(epoch, step, iterations, mean_loss)`` after every training step
@@ -195,5 +206,5 @@ def run_demo(
     out = Path(out)
     _claim_folder(out)
     dataset_json = _write_dataset(out, seed)
-    model_path = _train(dataset_json, out, seed, minutes, device, echo, step_progress)
+    model_path = _train(dataset_json, out, seed, minutes, epochs, device, echo, step_progress)
     return _segment_and_evaluate(out, dataset_json, model_path, device)

@@ -48,6 +48,7 @@ __all__ = [
     "format_comparison_table",
     "write_dataset_csv",
     "write_comparison_csv",
+    "write_case_csv",
     "write_comparison_chart",
     "MEAN_KEYS",
 ]
@@ -103,12 +104,17 @@ def _ordered_images(predictor: Predictor, case: EvaluationCase) -> list[Image]:
 
 
 def _run_case(predictor: Predictor, case: EvaluationCase, labels: dict[int, str]) -> dict:
+    return _predict_and_measure(predictor, case, labels)[0]
+
+
+def _predict_and_measure(predictor: Predictor, case: EvaluationCase, labels: dict[int, str]) -> tuple[dict, np.ndarray]:
+    """The case's row (metrics per label, seconds) and the predicted label array."""
     started = time.perf_counter()
     prediction = predictor.predict(_ordered_images(predictor, case), names=[case.case_id])
     seconds = time.perf_counter() - started
     reference = case.reference
     report = evaluate_label_maps(prediction.label_image.array, reference.array, reference.spacing_array_order, labels)
-    return {"case": case.case_id, "seconds": seconds, "labels": report["labels"]}
+    return {"case": case.case_id, "seconds": seconds, "labels": report["labels"]}, prediction.label_image.array
 
 
 def _model_report(rows: list[dict], labels: dict[int, str]) -> dict:
@@ -161,19 +167,77 @@ def compare_models(
     cases: Sequence[str],
     load: Callable[[str], EvaluationCase],
     on_case: Callable[[str, int, int], None] | None = None,
+    keep_worst: int = 0,
+    on_prediction: Callable[[str, EvaluationCase, np.ndarray], None] | None = None,
 ) -> dict:
     """Every model on the same cases (each read once). Returns ``{"models": {name: {"per_label",
-    "mean_dice", "seconds_per_case"}}, "cases": [...]}``; labels are matched by value."""
+    "mean_dice", "seconds_per_case", "cases"}}, "cases": [...], "seconds": {...}}``; labels are
+    matched by value. Each case row also holds its largest error region (``largest_error``:
+    voxels, mL, an interior voxel). With ``keep_worst`` each model also keeps its ``keep_worst``
+    lowest-Dice cases with the slice through their largest error (``"worst"``, for the report's
+    thumbnails); ``seconds`` splits the time into inference and the error maps.
+    ``on_prediction(model, case, label array)`` sees every prediction (the single-case maps)."""
     labels = {name: predictor.model_file.label_names for name, predictor in predictors.items()}
     results: dict[str, list[dict]] = {name: [] for name in predictors}
+    worst: dict[str, list[dict]] = {name: [] for name in predictors}
+    inference_s = maps_s = 0.0
     for index, case_id in enumerate(cases, start=1):
         case = load(case_id)
         for name, predictor in predictors.items():
-            results[name].append(_run_case(predictor, case, labels[name]))
+            started = time.perf_counter()
+            row, prediction = _predict_and_measure(predictor, case, labels[name])
+            measured = time.perf_counter()
+            row["largest_error"] = largest_error(prediction, case.reference)
+            if keep_worst:
+                _keep_worst(worst[name], row, case, prediction, keep_worst)
+            if on_prediction is not None:
+                on_prediction(name, case, prediction)
+            maps_s += time.perf_counter() - measured
+            inference_s += measured - started
+            results[name].append(row)
             if on_case is not None:
                 on_case(name, index, len(cases))
     models = {name: _model_report(results[name], labels[name]) for name in predictors}
-    return {"cases": list(cases), "models": models}
+    comparison = {"cases": list(cases), "models": models, "seconds": {"inference": inference_s, "error_maps": maps_s}}
+    if keep_worst:
+        comparison["worst"] = worst
+    return comparison
+
+
+def largest_error(prediction: np.ndarray, reference: Image) -> dict | None:
+    """The largest connected region where the prediction differs from the reference
+    (:func:`~AttentionSegLib.evaluation.consensus.connected_regions`), None when they agree."""
+    from AttentionSegLib.evaluation.consensus import connected_regions
+
+    regions = connected_regions(prediction != reference.array, reference.spacing_array_order, limit=1)
+    return regions[0] if regions else None
+
+
+def _case_dice(row: dict) -> float:
+    values = [entry["dice"] for entry in row["labels"] if entry["dice"] is not None and math.isfinite(entry["dice"])]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _keep_worst(kept: list[dict], row: dict, case: EvaluationCase, prediction: np.ndarray, limit: int) -> None:
+    """Keep the ``limit`` lowest mean-Dice cases, each with the slice (the first array axis of a
+    3D case) through its largest error: image, reference and prediction, and the slice's spacing."""
+    dice = _case_dice(row)
+    if math.isnan(dice) or (len(kept) >= limit and dice >= kept[-1]["dice"]):
+        return
+    image = case.images[0]
+    pixels = image.array.mean(axis=0) if image.has_channels else image.array  # a grey thumbnail
+    reference, error = case.reference, row["largest_error"]
+    spacing = reference.spacing_array_order
+    entry = {"case": row["case"], "dice": dice, "largest_error": error}
+    if reference.spatial_dims == 3:
+        k = error["index"][0] if error else reference.spatial_shape[0] // 2
+        entry.update(slice=int(k), image=pixels[k], reference=reference.array[k], prediction=prediction[k])
+        entry["spacing"] = tuple(spacing[1:])
+    else:
+        entry.update(slice=None, image=pixels, reference=reference.array, prediction=prediction, spacing=tuple(spacing))
+    kept.append(entry)
+    kept.sort(key=lambda each: each["dice"])
+    del kept[limit:]
 
 
 def pairwise_agreement(label_maps: dict[str, np.ndarray], labels: dict[int, str]) -> list[dict]:
@@ -254,6 +318,18 @@ def write_dataset_csv(report: dict, path: Path) -> None:
         means = [entry.get(f"{k}_mean", math.nan) for k in keys]
         rows.append(["mean", entry["value"], entry["name"], *means, f"{report['seconds_per_case']:.3f}"])
     _write_csv(path, ["case", "label", "name", *keys, "seconds"], rows)
+
+
+def write_case_csv(comparison: dict, path: Path) -> None:
+    """One row per case, label and model: every metric of the case (the rows behind every mean)."""
+    keys = TABLE_METRIC_KEYS
+    rows = [
+        [case["case"], row["value"], row["name"], model, *[row[k] for k in keys]]
+        for model, result in comparison["models"].items()
+        for case in result["cases"]
+        for row in case["labels"]
+    ]
+    _write_csv(path, ["case", "label", "name", "model", *keys], rows)
 
 
 def write_comparison_csv(comparison: dict, path: Path) -> None:

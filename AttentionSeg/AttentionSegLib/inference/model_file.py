@@ -163,6 +163,15 @@ class ModelFile:
         """A click-conditioned network: image channels plus prompt channels in, object mask out."""
         return bool(self.interactive)
 
+    def check_automatic(self, source: str) -> None:
+        """Raises AttentionSegError for an interactive model: it segments the object under
+        clicks, not a whole image."""
+        if self.is_interactive:
+            raise AttentionSegError(
+                f"{source}: an interactive model segments from clicks (click-to-segment, interactive-eval); "
+                "choose an automatic model to segment a whole image"
+            )
+
     @property
     def prompt_encoding(self):
         """The :class:`~AttentionSegLib.interactive.prompts.PromptEncoding` of an interactive model.

@@ -213,7 +213,12 @@ class Predictor:
 
         Returns a :class:`Prediction` whose label image holds the model's label values on the
         grid of the first image.
+
+        Raises:
+            AttentionSegError: an interactive model (it segments the object under clicks, not the
+                whole image), or inputs that do not fit the model.
         """
+        self.model_file.check_automatic(self.source)
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         image = self.stack_channels(images, names)

@@ -65,6 +65,7 @@ class BackgroundSegmentation:
         if self.state == "running":
             raise AttentionSegError("a segmentation is already running; cancel it first")
         model = load_model_file(model_file)
+        model.check_automatic(str(model_file))
         nodes, images, inputs = model_inputs(volume_nodes, model.image_dims)
         folder = Path(tempfile.mkdtemp(prefix="attentionseg-segment-"))
         try:

@@ -139,6 +139,10 @@ class ClickLogic:
         self._write_region(segmentation_node, segment_id, state, step.region)
         return True
 
+    def forget_sessions(self) -> None:
+        """Drop every object's click history (a new case: node ids of the old one may come back)."""
+        self._sessions.clear()
+
     def is_interactive(self, model_file: str | Path, device: str = "auto") -> bool:
         """Whether the model takes clicks as input (else the window-and-component click)."""
         return self.predictors.get(model_file, device).model_file.is_interactive

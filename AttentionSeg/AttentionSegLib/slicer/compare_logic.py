@@ -9,8 +9,9 @@ from pathlib import Path
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.inference.model_store import model_display_names
 from AttentionSegLib.slicer.charts import agreement_nodes, comparison_nodes
+from AttentionSegLib.slicer.comparison_maps import add_comparison_maps
 from AttentionSegLib.slicer.metrics_logic import MetricsLogic
-from AttentionSegLib.slicer.mrml import remove_nodes
+from AttentionSegLib.slicer.mrml import image_from_volume_node, label_image_from_segmentation_node, remove_nodes
 from AttentionSegLib.slicer.predictor_cache import PredictorCache
 from AttentionSegLib.slicer.segment_logic import SegmentLogic
 from AttentionSegLib.slicer.segments import segmentation_node_for_model
@@ -31,6 +32,7 @@ class CompareLogic:
         self.scene = scene
         self.segmenting = SegmentLogic(scene, predictors)
         self.metrics = MetricsLogic(scene)
+        self._comparisons = 0  # numbers the subject hierarchy folders
 
     def compare(
         self,
@@ -46,8 +48,14 @@ class CompareLogic:
         bar chart of Dice per label per model. With a reference: Dice, HD95, ASSD against it
         (the numbers of :meth:`MetricsLogic.compute_metrics`); without: Dice between every pair of models.
 
-        Returns ``{"segmentations", "table", "chart", "chart_table", "reports"}``. A cancelled
-        run removes the segmentations it had added, so the scene is as before.
+        It also adds the comparison's voxel maps (:func:`~AttentionSegLib.slicer.comparison_maps.add_comparison_maps`):
+        with two models or more the majority-vote and STAPLE consensus segmentations and the
+        agreement map; with a reference each model's error segmentation (false positive / false
+        negative per label) and the table of the largest errors with their centres in RAS; every
+        node of the comparison in one subject hierarchy folder.
+
+        Returns ``{"segmentations", "table", "chart", "chart_table", "reports", "maps"}``. A
+        cancelled run removes the segmentations it had added, so the scene is as before.
         """
         if len(model_files) < 1:
             raise AttentionSegError("choose at least one model to compare")
@@ -66,13 +74,34 @@ class CompareLogic:
             rows = pairwise_agreement({name: image.array for name, (image, _) in label_maps.items()}, labels)
             reports = {"agreement": rows}
             table, chart, chart_table = agreement_nodes(self.scene, rows, labels)
+        maps = self._maps(
+            nodes[0], label_maps, reference_segmentation_node, [*segmentations, table, chart, chart_table]
+        )
         return {
             "segmentations": segmentations,
             "table": table,
             "chart": chart,
             "chart_table": chart_table,
             "reports": reports,
+            "maps": maps,
         }
+
+    def _maps(self, volume_node, label_maps: dict, reference_segmentation_node, grouped_nodes: list):
+        """The comparison's voxel maps on the first volume's grid, labels as the first model's."""
+        model_file = next(iter(label_maps.values()))[1]
+        labels, colors = model_file.label_names, model_file.label_colors
+        grid = image_from_volume_node(volume_node)
+        reference = None
+        if reference_segmentation_node is not None:  # on the models' label values, matched by name
+            values_by_name = {name: value for value, name in labels.items()}
+            reference = label_image_from_segmentation_node(reference_segmentation_node, volume_node, values_by_name)
+            reference = reference.array
+        arrays = {name: image.array for name, (image, _) in label_maps.items()}
+        self._comparisons += 1
+        return add_comparison_maps(
+            self.scene, volume_node, grid, arrays, labels, colors, reference,
+            folder_name=f"Model comparison {self._comparisons}", grouped_nodes=grouped_nodes,
+        )  # fmt: skip
 
     def _segment_with_each(self, nodes, model_files, device, tta, progress, cancel):
         """``(segmentation nodes, model name -> (label image, model file), model name -> seconds)``;

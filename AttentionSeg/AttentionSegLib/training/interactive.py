@@ -8,12 +8,14 @@ nnInteractive, DeepEdit and RITM, cut to what a CPU affords):
 
 - an initial prompt: one positive click at a random interior point of the object (most often),
   a few positive clicks, or the object's box with a jitter of a few voxels;
-- then, for half of the batches, 1 to ``max_correction_rounds`` rounds: the network (no gradient)
+- then, for three batches in four, 1 to ``max_correction_rounds`` rounds: the network (no gradient)
   predicts from the prompts so far, the robot of :mod:`~AttentionSegLib.interactive.robot` clicks
   on the largest error region of that prediction (positive on missed structure, negative on leak)
   and the prediction becomes the previous-mask channel. The network thus learns to correct its
   own mistakes, which perturbed ground-truth masks (the cheaper option) do not teach; a round
-  costs a forward pass, about a third of a training step.
+  costs a forward pass, about a third of a training step. Four rounds (the robot user's five
+  clicks) on three batches in four: with at most three rounds on half of the batches the Dice of
+  hippocampus held-out objects rose only 0.889 -> 0.893 from the third click to the fifth.
 
 Validation runs the robot user of :mod:`AttentionSegLib.evaluation.interactive` (interior-most
 clicks) for ``VALIDATION_CLICKS`` clicks on every label of every validation
@@ -54,9 +56,17 @@ class UserSimulation:
 
     box_probability: float = 0.2
     several_clicks_probability: float = 0.2
-    correction_probability: float = 0.5
-    max_correction_rounds: int = 3
+    correction_probability: float = 0.75
+    max_correction_rounds: int = 4
     box_jitter_voxels: int = 2
+
+    @property
+    def step_cost(self) -> float:
+        """A training step's cost relative to an automatic one: each correction round is a
+        forward pass without gradient, about a third of a step (the planner divides its step
+        budget by this)."""
+        mean_rounds = self.correction_probability * (1 + self.max_correction_rounds) / 2
+        return 1.0 + mean_rounds / 3.0
 
 
 def choose_objects(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

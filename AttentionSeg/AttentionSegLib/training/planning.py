@@ -18,7 +18,10 @@ nnU-Net v2's experiment planner is the reference (``default_experiment_planner.p
    on a small device, context matters more than resolution (nnU-Net answers the same problem with
    its low-resolution cascade stage). Under a time limit the CPU step budget is the budget divided
    by ``MIN_STEPS_IN_BUDGET`` (at most 1 s): a 10-minute run gets 0.6 s steps, about 1000 of them
-   (PH2 AXUNet at 0.84 s a step reached only 320 steps and 0.83 Dice in 10 minutes). The step
+   (PH2 AXUNet at 0.84 s a step reached only 320 steps and 0.83 Dice in 10 minutes); an
+   interactive run divides it by the simulated user's step cost (its correction rounds are extra
+   forward passes: x1.6 by default; hippocampus AXUNet ran 1.2 s steps, 3 epochs in 20 minutes,
+   on a plan that ignored them). The step
    time is estimated from the multiply-adds; a planned training run then times one real step of
    the chosen patch and, when it is more than 1.25x slower than estimated (attention networks:
    AXUNet 3D measured 2.4x), refits everything at the measured speed, then times the refitted
@@ -331,6 +334,10 @@ def plan_experiment(
     values: dict[str, PlannedValue] = {}
     spacing, why = target_spacing(fingerprint.spacings, fingerprint.shapes)
     step_target_s = cpu_step_target_s(time_limit_min)
+    if interactive:  # the simulated user's correction rounds add forward passes to every step
+        from AttentionSegLib.training.interactive import InteractiveTrainer
+
+        step_target_s /= InteractiveTrainer.simulation.step_cost
     search = (fingerprint, model, info, network_dims, spacing, slice_wise, device, step_target_s)
     rate = CPU_STEP_MACS_PER_THREAD_S
     fitted, factor, divisor, coarse, median = _search_patch(*search, rate)

@@ -1,0 +1,344 @@
+"""What one web page works on: a scene, its volume, reference and working segmentation, and the
+job logics of the Slicer module on that scene (no trame here; the page is :mod:`.app`).
+
+Every operation of the page is a method here that calls the same logic classes as the Slicer
+modules (:class:`~AttentionSegLib.slicer.jobs.SegmentationJobs`,
+:class:`~AttentionSegLib.slicer.background.BackgroundSegmentation`); the page only turns clicks
+and uploads into these calls and their results into state. One workspace serves one user's
+scene: the server keeps one per process.
+
+Uploads are written only into the workspace's own folder, under a sanitised name, after a size
+check, and are read with the engine's readers, so a bad file gives the same one-line error as
+the command line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.inference.model_store import default_models_folder, list_registered_models, model_display_name
+from AttentionSegLib.io.image import image_suffix, read_image
+from AttentionSegLib.io.segmentation_file import read_segment_names, write_label_image
+from AttentionSegLib.slicer.background import BackgroundSegmentation
+from AttentionSegLib.slicer.jobs import SegmentationJobs
+from AttentionSegLib.slicer.mrml import (
+    label_image_from_segmentation_node,
+    remove_nodes,
+    segmentation_node_from_label_image,
+    volume_node_from_image,
+)
+from AttentionSegLib.slicer.segments import segment_label_values
+
+__all__ = ["Workspace", "sanitised_name", "DEFAULT_MAX_UPLOAD_MB", "IMAGE_SUFFIXES"]
+
+DEFAULT_MAX_UPLOAD_MB = 1024.0
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd")
+EXPORT_FORMATS = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz"}
+
+
+def sanitised_name(name: str) -> str:
+    """A file name safe to create in the workspace: the last path component of ``name``, with
+    anything but letters, digits, ``.``, ``-`` and ``_`` replaced, never hidden and never empty.
+
+    Raises:
+        AttentionSegError: nothing usable is left of the name.
+    """
+    base = re.split(r"[\\/]", str(name))[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")
+    if not cleaned.strip("_"):
+        raise AttentionSegError(f"{name!r}: not a usable file name")
+    return cleaned[:200]
+
+
+@dataclass
+class Point:
+    """A click (mm, RAS) and its sign."""
+
+    ras: tuple[float, float, float]
+    positive: bool
+
+
+class Workspace:
+    """The page's scene and the operations on it.
+
+    Args:
+        scene: the MRML scene the views show (trame-slicer's ``SlicerApp.scene``, or a
+            :class:`~AttentionSegLib.slicer.mrml.StandaloneScene`'s in tests).
+        folder: the server's working folder; uploads and exports go under it, nowhere else.
+        models_folder: the models folder besides the default one (``attentionseg models``).
+        max_upload_mb: uploads larger than this are refused before they are written.
+    """
+
+    def __init__(
+        self, scene, folder: str | Path, models_folder: str | Path | None = None, max_upload_mb=DEFAULT_MAX_UPLOAD_MB
+    ) -> None:
+        self.scene = scene
+        self.folder = Path(folder)
+        self.uploads = self.folder / "uploads"
+        self.exports = self.folder / "exports"
+        for each in (self.uploads, self.exports):
+            each.mkdir(parents=True, exist_ok=True)
+        self.models_folder = Path(models_folder) if models_folder else None
+        self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
+        self.jobs = SegmentationJobs.for_scene(scene)
+        self.background = BackgroundSegmentation(scene)
+        self.volume = None
+        self.reference = None
+        self.segmentation = None  # the working segmentation: a model's output, clicks and edits
+        self.click_segment_id: str | None = None
+        self.click_model: Path | None = None
+
+    # ------------------------------------------------------------------------------ models
+    def models(self) -> list[Path]:
+        """The model files of ``models_folder`` then the default models folder, each once."""
+        seen, models = set(), []
+        for folder in [self.models_folder, default_models_folder()]:
+            for path in list_registered_models(folder) if folder is not None else []:
+                if path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    models.append(path)
+        return models
+
+    def model_file(self, name: str) -> Path:
+        """The model file called ``name`` (:func:`model_display_name`) in the list."""
+        for path in self.models():
+            if model_display_name(path) == name or str(path) == name:
+                return path
+        raise AttentionSegError(f"{name}: no such model in the models folder")
+
+    def is_interactive(self, name: str) -> bool:
+        """Whether the model called ``name`` refines objects from clicks (read from its file)."""
+        from AttentionSegLib.inference.model_file import load_model_file
+
+        return load_model_file(self.model_file(name)).is_interactive
+
+    # ---------------------------------------------------------------------------- uploads
+    def check_upload_size(self, name: str, n_bytes: int) -> None:
+        """Raises AttentionSegError when an upload of ``n_bytes`` is over the limit."""
+        if n_bytes > self.max_upload_bytes:
+            size_mb, limit_mb = n_bytes / 1024 / 1024, self.max_upload_bytes / 1024 / 1024
+            raise AttentionSegError(f"{name}: {size_mb:.1f} MB is over the upload limit of {limit_mb:g} MB")
+
+    def save_upload(self, name: str, content: bytes) -> Path:
+        """Write an uploaded file into the uploads folder (a new name when one exists).
+
+        Raises:
+            AttentionSegError: too large, an unsupported ending, or an unusable name.
+        """
+        safe = sanitised_name(name)
+        self.check_upload_size(safe, len(content))
+        suffix = image_suffix(Path(safe))
+        if suffix not in IMAGE_SUFFIXES:
+            raise AttentionSegError(f"{safe}: not an image this page reads ({', '.join(IMAGE_SUFFIXES)})")
+        path = self.uploads / safe
+        stem = safe[: -len(suffix)]
+        counter = 1
+        while path.exists():  # never overwrite an earlier upload
+            counter += 1
+            path = self.uploads / f"{stem}-{counter}{suffix}"
+        path.write_bytes(content)
+        return path
+
+    # ---------------------------------------------------------------------------- loading
+    def load_volume(self, path: str | Path):
+        """Read an image file (checked by the engine's reader) and make it the page's volume.
+        Clears the scene first: the page shows one case at a time.
+
+        Raises:
+            AttentionSegError: the file cannot be read as an image (one line naming it).
+        """
+        path = Path(path)
+        image = read_image(path)  # before the scene is cleared: a bad file leaves the page as it was
+        if image.has_channels:
+            image = image.channel(0)
+        self.background.cancel()
+        self.scene.Clear(0)
+        self.jobs.click.forget_sessions()  # the old case's objects; loaded models stay loaded
+        self.volume = volume_node_from_image(self.scene, image, _stem(path))
+        self.reference = self.segmentation = None
+        self.click_segment_id = None
+        return self.volume
+
+    def load_reference(self, path: str | Path):
+        """Read a label map (``.seg.nrrd`` keeps its segment names) as the reference segmentation.
+
+        Raises:
+            AttentionSegError: no volume yet, or the file cannot be read as a label map.
+        """
+        volume = self._require_volume()
+        path = Path(path)
+        image = read_image(path)
+        if image.has_channels:
+            raise AttentionSegError(f"{path}: a reference label map has one channel, got {image.n_channels}")
+        values = np.unique(image.array)
+        if values.size > 1000 or not np.allclose(values, np.round(values)):
+            raise AttentionSegError(f"{path}: not a label map (values are not a few integers)")
+        names = read_segment_names(path) if image_suffix(path) == ".seg.nrrd" else {}
+        labels = {int(v): names.get(int(v), _unnamed(int(v))) for v in values if v != 0}
+        image = image.with_array(image.array.astype(np.uint16), has_channels=False)
+        if self.reference is not None:
+            remove_nodes(self.scene, self.reference)
+        self.reference = segmentation_node_from_label_image(
+            self.scene, image, labels, name=f"reference {_stem(path)}", reference_volume_node=volume
+        )
+        self.reference.GetDisplayNode().SetVisibility(False)  # shown on demand; the work is on top
+        return self.reference
+
+    # --------------------------------------------------------------------------- segment
+    def start_segmentation(self, model: str, device: str = "auto") -> None:
+        """Start the model on the volume in a separate process (see :meth:`poll_segmentation`)."""
+        self.background.start(self._require_volume(), self.model_file(model), device=device)
+
+    def poll_segmentation(self) -> tuple[str, float, str]:
+        """``(state, fraction done, message)``; once done the model's segmentation becomes the
+        working segmentation."""
+        state = self.background.poll()
+        if state == "done" and self.background.result is not None and self.background.result is not self.segmentation:
+            self.segmentation = self.background.result
+            self.click_segment_id = None
+        return state, self.background.progress, self.background.message
+
+    def cancel(self) -> None:
+        self.background.cancel()
+
+    def compare(self, models: list[str], device: str = "auto", progress=None, cancel=None) -> dict:
+        """Every chosen model on the volume (the Logic's compare): returns its result, whose
+        ``reports`` map each model to its metrics against the reference (or pairwise Dice)."""
+        files = [self.model_file(name) for name in models]
+        return self.jobs.compare.compare(self._require_volume(), files, self.reference, device, False, progress, cancel)
+
+    # ----------------------------------------------------------------------------- click
+    def working_segmentation(self):
+        """The working segmentation, made (empty) on first use."""
+        if self.segmentation is None or self.segmentation.GetScene() is not self.scene:
+            self.segmentation = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "work")
+            self.segmentation.CreateDefaultDisplayNodes()
+            self.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(self._require_volume())
+        return self.segmentation
+
+    def click(self, point_ras, positive: bool, model: str, device: str = "auto") -> str:
+        """One click (mm, RAS) with ``model`` through the Logic's ``click_to_segment``: with an
+        interactive model, the first click of an object starts a segment and the next ones refine
+        it; with an automatic model, the clicked structure is added or removed. Returns the
+        segment id."""
+        model_file = self.model_file(model)
+        if model_file != self.click_model:
+            self.click_segment_id, self.click_model = None, model_file
+        segment_id = self.jobs.click.click_to_segment(
+            self._require_volume(),
+            model_file,
+            tuple(float(v) for v in point_ras),
+            self.working_segmentation(),
+            self.click_segment_id,
+            positive=positive,
+            device=device,
+        )
+        self.click_segment_id = segment_id
+        return segment_id
+
+    def box(self, corner_a, corner_b, model: str, device: str = "auto") -> str:
+        """A box prompt (two opposite corners, mm, RAS) with an interactive model."""
+        model_file = self.model_file(model)
+        segment_id = self.jobs.click.box_to_segment(
+            self._require_volume(), model_file, (tuple(corner_a), tuple(corner_b)), self.working_segmentation(),
+            self.click_segment_id, device=device,
+        )  # fmt: skip
+        self.click_segment_id, self.click_model = segment_id, model_file
+        return segment_id
+
+    def undo_click(self) -> bool:
+        """Undo the last click of the current object; False when there is nothing to undo."""
+        if self.segmentation is None or self.click_segment_id is None:
+            return False
+        return self.jobs.click.undo_click(self.segmentation, self.click_segment_id)
+
+    def new_object(self) -> None:
+        """The next click starts a new segment."""
+        self.click_segment_id = None
+
+    # --------------------------------------------------------------- metrics, corrections
+    def metrics(self, nsd_tolerance_mm: float = 1.0) -> dict:
+        """The working segmentation against the reference on the volume's grid (the Logic's
+        ``compute_metrics``: the numbers of ``attentionseg evaluate``)."""
+        if self.reference is None:
+            raise AttentionSegError("load a reference segmentation first")
+        if self.segmentation is None:
+            raise AttentionSegError("segment or click first: there is no segmentation to measure")
+        self._name_reference_after_segments()
+        table, report = self.jobs.metrics.compute_metrics(
+            self.segmentation, self.reference, self._require_volume(), nsd_tolerance_mm
+        )
+        remove_nodes(self.scene, table)
+        return report
+
+    def save_correction(self, dataset_json: str | Path) -> dict:
+        """The working segmentation, as corrected, becomes a new training case of the dataset
+        definition (the Logic's ``save_correction``)."""
+        if self.segmentation is None:
+            raise AttentionSegError("there is no segmentation to save")
+        if not str(dataset_json).strip():
+            raise AttentionSegError("give the dataset definition (dataset.json) the case is added to")
+        return self.jobs.corrections.save_correction(self._require_volume(), self.segmentation, dataset_json)
+
+    def export(self, fmt: str) -> Path:
+        """Write the working segmentation as ``seg.nrrd`` (named, coloured segments) or ``nifti``
+        (a label map) on the volume's grid into the exports folder; returns the file."""
+        if fmt not in EXPORT_FORMATS:
+            raise AttentionSegError(f"unknown export format {fmt!r}; choose {', '.join(EXPORT_FORMATS)}")
+        if self.segmentation is None:
+            raise AttentionSegError("there is no segmentation to export")
+        volume = self._require_volume()
+        labels = label_image_from_segmentation_node(self.segmentation, volume)
+        segmentation = self.segmentation.GetSegmentation()
+        segments = []
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(index)
+            value = int(segment.GetLabelValue()) or index + 1
+            segments.append({"value": value, "name": segment.GetName(), "color": list(segment.GetColor())})
+        path = self.exports / f"{sanitised_name(volume.GetName())}_segmentation{EXPORT_FORMATS[fmt]}"
+        return write_label_image(labels, path, segments, overwrite=True)
+
+    # ----------------------------------------------------------------------------- helpers
+    def segment_voxels(self) -> dict[str, int]:
+        """Voxels per segment name of the working segmentation (for tests and the page's list)."""
+        if self.segmentation is None:
+            return {}
+        labels = label_image_from_segmentation_node(self.segmentation, self._require_volume())
+        segmentation = self.segmentation.GetSegmentation()
+        counts = {}
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(index)
+            value = int(segment.GetLabelValue()) or index + 1
+            counts[segment.GetName()] = int((labels.array == value).sum())
+        return counts
+
+    def _name_reference_after_segments(self) -> None:
+        """A reference read from a plain label map has no names: its labels take the names of the
+        working segmentation's segments of the same label value, so that they are compared as
+        ``attentionseg evaluate`` compares two label maps (by value)."""
+        working = {int(value): name for name, value in segment_label_values(self.segmentation).items()}
+        segmentation = self.reference.GetSegmentation()
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(index)
+            value = int(segment.GetLabelValue())
+            if segment.GetName() == _unnamed(value) and value in working:
+                segment.SetName(working[value])
+
+    def _require_volume(self):
+        if self.volume is None or self.volume.GetScene() is not self.scene:
+            raise AttentionSegError("load a volume first")
+        return self.volume
+
+
+def _unnamed(value: int) -> str:
+    return f"label {value}"
+
+
+def _stem(path: Path) -> str:
+    suffix = image_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.stem

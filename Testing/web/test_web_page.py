@@ -1,0 +1,330 @@
+"""The web page in a real browser (Debian's chromium driven by Playwright), as a person uses it:
+upload a volume and a reference, Segment, read the metrics table, click in a slice view, undo,
+paint, save a correction, export, and bad uploads.
+
+The server is ``attentionseg web`` in a process of its own on 127.0.0.1 (any free port). Each
+test saves screenshots into ``$ATTENTIONSEG_SCREENSHOTS`` (default: the test's folder); the
+README shows the main ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# CI (.ci/run) installs chromium and sets ATTENTIONSEG_REQUIRE_BROWSER=1: there a missing piece fails
+# the tests instead of skipping them.
+REQUIRED = os.environ.get("ATTENTIONSEG_REQUIRE_BROWSER") == "1"
+if not REQUIRED:
+    pytest.importorskip("trame_slicer")
+    pytest.importorskip("playwright.sync_api")
+import playwright.sync_api as playwright_api  # noqa: E402
+
+from AttentionSegLib.data.dataset import load_dataset  # noqa: E402
+from AttentionSegLib.data.validation import validate_dataset  # noqa: E402
+from AttentionSegLib.inference.model_file import load_model_file  # noqa: E402
+from AttentionSegLib.interactive.robot import interior_point  # noqa: E402
+from AttentionSegLib.io.image import read_image  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not REQUIRED, reason="no /usr/bin/chromium (.ci/run installs it)"
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEW = "img.image-display-area"
+
+
+def ras_of(image, index) -> tuple[float, float, float]:
+    k, j, i = index
+    lps = image.index_to_physical() @ np.array([i, j, k, 1.0])
+    return (-lps[0], -lps[1], lps[2])
+
+
+def attentionseg_command() -> list[str]:
+    return [sys.executable, "-m", "AttentionSegLib"]
+
+
+class WebServer:
+    """``attentionseg web`` in a process of its own; ``url`` once it printed its address."""
+
+    def __init__(self, folder: Path, models: Path, max_upload_mb: float = 1.0, images: list[Path] = ()) -> None:
+        self.log = folder / "server.log"
+        command = attentionseg_command() + ["web", *map(str, images), "--port", "0", "--models", str(models)]
+        command += ["--workdir", str(folder / "work"), "--max-upload-mb", str(max_upload_mb)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True, env=env)
+        self.url = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line and self.process.poll() is not None:
+                break
+            found = re.search(r"AttentionSeg web: (http://\S+)", line)
+            if found:
+                self.url = found.group(1)
+                return
+        self.stop()
+        raise RuntimeError(f"the web server did not start: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, trained_models, interactive_model):
+    """A server whose models folder holds an automatic and an interactive model, the held-out
+    case's files, and a browser page on it."""
+    folder = tmp_path_factory.mktemp("web")
+    dataset, (good, _) = trained_models
+    _, summary = interactive_model
+    models = folder / "models"
+    models.mkdir()
+    shutil.copy(good, models / "automatic.pt")
+    shutil.copy(summary["model_file"], models / "clicks.pt")
+    definition = load_dataset(dataset)
+    case = definition.case(load_model_file(good).training["val_cases"][0])
+    server = WebServer(folder, models)
+    shots = Path(os.environ.get("ATTENTIONSEG_SCREENSHOTS", folder / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+        try:
+            yield {"page": page, "server": server, "case": case, "dataset": dataset, "folder": folder, "shots": shots}
+        finally:
+            browser.close()
+            server.stop()
+
+
+def open_panel(page, title: str) -> None:
+    header = page.locator(".v-expansion-panel-title", has_text=title)
+    panel = header.locator("xpath=..")
+    if "v-expansion-panel--active" not in (panel.get_attribute("class") or ""):
+        header.click()
+
+
+def segment_voxels(page) -> dict[str, int]:
+    counts = {}
+    for text in page.locator(".as-segments .v-list-item-title").all_inner_texts():
+        name, voxels = text.rsplit(":", 1)
+        counts[name.strip()] = int(voxels.split()[0])
+    return counts
+
+
+def wait_for(predicate, timeout_s: float = 60, what: str = "condition", page=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    shown = ""
+    if page is not None:
+        shown = f"; page error {page.locator('.as-error').all_inner_texts()}, message "
+        shown += f"{page.locator('.as-message').all_inner_texts()}, job {page.locator('.as-job').all_inner_texts()}"
+    raise AssertionError(f"timed out waiting for {what}{shown}")
+
+
+def upload(page, selector: str, path: Path) -> None:
+    page.locator(f"{selector} input[type=file]").set_input_files(str(path))
+
+
+def load_volume(page, path: Path) -> None:
+    """Upload a volume and wait until the page shows it (a new upload of the same file gets a
+    new name in the server's folder, so the name shown changes)."""
+    before = page.locator(".as-volume-name").inner_text()
+    upload(page, ".as-upload-volume", path)
+    wait_for(lambda: page.locator(".as-volume-name").inner_text() not in (before, "Volume: none"), 60, "the volume")
+
+
+def choose_model(page, name: str) -> None:
+    open_panel(page, "Models")
+    page.locator(".as-model-select").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    wait_for(lambda: name in page.locator(".as-model-select").inner_text(), 10, f"model {name} chosen")
+
+
+def click_view_center(page, view_index: int = 0) -> None:
+    box = page.locator(VIEW).nth(view_index).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
+def click_mode(page, mode: str) -> None:
+    """Choose what a click in a view does and wait until the server has it."""
+    page.locator(f".as-click-{mode}").click()
+    page.wait_for_selector(f".as-click-mode:has-text('{mode}')", timeout=10000)
+
+
+def go_to(page, ras) -> None:
+    page.locator(".as-goto input").fill(", ".join(f"{v:.3f}" for v in ras))
+    page.locator(".as-goto-button").click()
+
+
+def test_load_segment_measure_and_export(served, tmp_path):
+    page, case, shots = served["page"], served["case"], served["shots"]
+    started = time.perf_counter()
+    page.goto(served["server"].url)
+    page.wait_for_selector(VIEW, state="visible", timeout=60000)
+    print(f"page load to first view: {time.perf_counter() - started:.2f} s")
+    load_volume(page, case.images[0])
+    upload(page, ".as-upload-reference", case.label)
+    page.wait_for_selector(".as-reference-name:has-text('reference')", timeout=60000)
+    page.locator(".as-segment").click()
+    counts = wait_for(lambda: segment_voxels(page).get("liver"), 120, "the segments of Segment")
+    assert counts > 0 and segment_voxels(page)["spleen"] > 0
+    page.wait_for_timeout(1500)  # the views' next frames, for the picture
+    page.screenshot(path=str(shots / "web-segment.png"))
+
+    open_panel(page, "Metrics against the reference")
+    page.locator(".as-metrics").click()
+    page.wait_for_selector(".as-metrics-table tbody tr:has-text('mean')", timeout=60000)
+    rows = page.locator(".as-metrics-table tbody tr").all_inner_texts()
+    page.locator(".as-metrics-table").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "web-metrics.png"))
+
+    # Compare: the chosen models against the reference, a table and a chart.
+    open_panel(page, "Models")
+    page.locator(".as-compare-select").click()
+    page.get_by_role("option", name="automatic", exact=True).click()
+    page.keyboard.press("Escape")
+    page.locator(".as-compare").click()
+    page.wait_for_selector(".as-compare-chart", timeout=120000)
+    compared = page.locator(".as-compare-table tbody tr").all_inner_texts()
+    assert any("automatic" in row and "liver" in row for row in compared), compared
+    page.locator(".as-compare-chart").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "web-compare.png"))
+
+    open_panel(page, "Correct and export")
+    with page.expect_download() as download:
+        page.locator(".as-export-nifti").click()
+    exported = tmp_path / "exported.nii.gz"
+    download.value.save_as(exported)
+    labels = read_image(exported)
+    assert labels.spatial_shape == read_image(case.images[0]).spatial_shape
+    # The table shows what `attentionseg evaluate` gives on the same two files.
+    report = tmp_path / "evaluate.json"
+    result = subprocess.run(
+        attentionseg_command() + ["evaluate", str(exported), str(case.label), "--json", str(report)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    for row in json.loads(report.read_text())["labels"]:
+        line = next(text for text in rows if text.split("\t")[0].strip() == str(row["value"]))
+        assert f"{row['dice']:.4f}" in line, (line, row["dice"])
+
+
+def test_clicks_undo_paint_and_correction(served, tmp_path):
+    page, case, shots = served["page"], served["case"], served["shots"]
+    if not page.url.startswith("http"):
+        page.goto(served["server"].url)
+        page.wait_for_selector(VIEW, state="visible", timeout=60000)
+    load_volume(page, case.images[0])
+    image, reference = read_image(case.images[0]), read_image(case.label).array
+    choose_model(page, "clicks")
+    open_panel(page, "Click to segment")
+    go_to(page, ras_of(image, interior_point(reference == 1, image.spacing_array_order)))
+    click_mode(page, "positive")
+    click_view_center(page)
+    first = wait_for(lambda: segment_voxels(page).get("object 1"), 60, "the clicked object", page)
+    assert page.locator(".as-click-kind").inner_text().startswith("Interactive")
+    page.wait_for_timeout(1000)  # the views' next frames, for the picture
+    page.screenshot(path=str(shots / "web-click.png"))
+    click_mode(page, "negative")
+    click_view_center(page)
+    wait_for(lambda: segment_voxels(page).get("object 1", first) < first, 60, "the negative click", page)
+    page.locator(".as-undo-click").click()
+    wait_for(lambda: segment_voxels(page).get("object 1") == first, 60, "undo", page)
+    click_mode(page, "off")
+
+    # Segment with the automatic model, then Paint with trame-slicer's Segment Editor into its
+    # first segment (liver): the segment changes, and the correction becomes a training case.
+    choose_model(page, "automatic")
+    page.locator(".as-segment").click()
+    liver = wait_for(lambda: segment_voxels(page).get("liver"), 120, "Segment", page)
+    open_panel(page, "Correct and export")
+    page.locator("button:has(.mdi-brush)").first.click()
+    box = page.locator(VIEW).first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 60, y - 40)
+    page.mouse.down()
+    page.mouse.move(x + 60, y - 40, steps=8)
+    page.mouse.up()
+    wait_for(lambda: segment_voxels(page).get("liver") != liver, 60, "the painted voxels")
+    page.screenshot(path=str(shots / "web-paint.png"))
+
+    dataset_copy = tmp_path / "dataset"
+    shutil.copytree(served["dataset"].parent, dataset_copy)
+    before = len(load_dataset(dataset_copy / "dataset.json").cases)
+    page.locator(".as-dataset-json input").fill(str(dataset_copy / "dataset.json"))
+    page.locator(".as-save-correction").click()
+    page.wait_for_selector(".as-message:has-text('saved as training case')", timeout=60000)
+    definition = load_dataset(dataset_copy / "dataset.json")
+    assert len(definition.cases) == before + 1 and validate_dataset(definition) == []
+
+
+def test_bad_uploads_show_one_line_and_the_server_keeps_working(served, tmp_path):
+    page, case, shots = served["page"], served["case"], served["shots"]
+    if not page.url.startswith("http"):
+        page.goto(served["server"].url)
+        page.wait_for_selector(VIEW, state="visible", timeout=60000)
+    load_volume(page, case.images[0])
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08 this is not an image")
+    upload(page, ".as-upload-volume", corrupt)
+    error = page.wait_for_selector(".as-error", timeout=30000).inner_text()
+    assert "corrupt.nii.gz" in error and "\n" not in error.strip() and "Traceback" not in error
+    page.screenshot(path=str(shots / "web-error.png"))
+    oversized = tmp_path / "huge.nii.gz"
+    oversized.write_bytes(os.urandom(int(1.5 * 1024 * 1024)))
+    upload(page, ".as-upload-volume", oversized)
+    page.wait_for_selector(".as-error:has-text('over the upload limit')", timeout=30000)
+    # The case loaded before is still there and the server still answers.
+    assert case.case_id in page.locator(".as-volume-name").inner_text()
+    page.locator(".as-segment").click()
+    wait_for(lambda: segment_voxels(page).get("liver"), 120, "a Segment after the errors")
+    assert served["server"].process.poll() is None
+
+
+def test_the_comparison_report_renders_in_the_browser(served, trained_models, tmp_path):
+    """`attentionseg compare --report` on the phantoms: report.html opens from disk with every
+    embedded image decoded (box plots, worst-case thumbnails)."""
+    page, shots = served["page"], served["shots"]
+    dataset, (good, short) = trained_models
+    report = tmp_path / "report"
+    result = subprocess.run(
+        attentionseg_command()
+        + ["compare", "--models", str(good), str(short), "--dataset", str(dataset), "--split", "fold:0"]
+        + ["--report", str(report), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    page.goto((report / "report.html").as_uri())
+    images = page.locator("img")
+    assert images.count() >= 4
+    widths = page.evaluate("Array.from(document.images).map(image => image.complete ? image.naturalWidth : 0)")
+    assert all(width > 0 for width in widths), widths
+    page.screenshot(path=str(shots / "compare-report.png"), full_page=True)
