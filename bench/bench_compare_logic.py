@@ -58,10 +58,11 @@ def main() -> int:
         print(f"{model}: Dice " + ", ".join(f"{row['name']} {row['dice']:.4f}" for row in report["labels"]))
     maps = result["maps"]
     import slicer
+    import vtk
 
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(wiring.scene)
     children = []
-    ids = slicer.vtkIdList()
+    ids = vtk.vtkIdList()
     hierarchy.GetItemChildren(maps.folder_item, ids)
     for index in range(ids.GetNumberOfIds()):
         children.append(hierarchy.GetItemName(ids.GetId(index)))

@@ -35,6 +35,7 @@ from trame_slicer.rca_view import register_rca_factories
 
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.inference.model_store import model_display_name
+from AttentionSegLib.inference.predictor import PredictionCancelled
 from AttentionSegLib.web.workspace import Workspace
 
 __all__ = ["AttentionSegWebApp"]
@@ -570,7 +571,12 @@ class AttentionSegWebApp(TrameApp):
             await asyncio.sleep(0.2)
             with self.state:
                 self.state.as_progress = self._progress_from_thread
-        result = task.result()
+        try:
+            result = task.result()
+        except PredictionCancelled:  # the Logic removed what it had added: the scene is as before
+            with self.state:
+                self.state.as_busy, self.state.as_job = False, "comparison cancelled"
+            return
         rows, headers = _comparison_rows(result["reports"])
         chart = _comparison_chart(rows)
         with self.state:
