@@ -106,6 +106,15 @@ def test_compare_with_and_without_a_reference(trained_models, scene_and_case):
     _, single = MetricsLogic(wiring.scene).compute_metrics(result["segmentations"][0], reference_node, volume)
     assert dice_column.GetValue(0) == pytest.approx(single["labels"][0]["dice"])
 
+    # The pairwise differences on this case: first minus second, per label, Dice and HD95.
+    pairwise = result["pairwise"].GetTable()
+    assert pairwise.GetNumberOfRows() == 1 * 2 * 2  # one pair x 2 labels x 2 metrics
+    dice_good, dice_short = (
+        {row["value"]: row["dice"] for row in result["reports"][name]["labels"]} for name in ("good", "short")
+    )
+    assert pairwise.GetValueByName(0, "Metric").ToString() == "Dice"
+    assert pairwise.GetValueByName(0, "Difference").ToDouble() == pytest.approx(dice_good[1] - dice_short[1])
+
     # The voxel maps: consensus, agreement, each model's errors, the largest errors in RAS.
     maps = result["maps"]
     assert set(maps.consensus) == {"majority", "staple"} and set(maps.errors) == {"good", "short"}
@@ -138,7 +147,7 @@ def test_compare_with_and_without_a_reference(trained_models, scene_and_case):
     volumes = [row["volume_ml"] for row in maps.worst_errors]
     assert volumes == sorted(volumes, reverse=True)
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(wiring.scene)
-    for node in [*result["segmentations"], result["table"], *maps.nodes()]:
+    for node in [*result["segmentations"], result["table"], result["pairwise"], *maps.nodes()]:
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == maps.folder_item
 
     agreement = logic.compare(volume, models, device="cpu")

@@ -11,7 +11,7 @@ import vtk
 
 from AttentionSegLib.data.dataset import DEFAULT_LABEL_COLORS
 
-__all__ = ["agreement_nodes", "bar_chart", "comparison_nodes", "number_or_nan"]
+__all__ = ["agreement_nodes", "bar_chart", "comparison_nodes", "number_or_nan", "pairwise_nodes"]
 
 
 def number_or_nan(value: Any) -> float:
@@ -107,3 +107,34 @@ def bar_chart(scene, title: str, labels: list[tuple[int, str]], values: dict[str
         series.SetColor(*DEFAULT_LABEL_COLORS[position % len(DEFAULT_LABEL_COLORS)])
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
     return chart, table_node
+
+
+def pairwise_nodes(scene, reports: dict[str, dict], case: str):
+    """A "Pairwise differences" table: for every pair of models and label, the difference (first
+    minus second) of Dice and HD95 against the reference on this case, and which model wins
+    (:func:`~AttentionSegLib.evaluation.statistics.pairwise_statistics` over one case: intervals
+    and p-values need several cases, ``attentionseg compare --dataset``)."""
+    from AttentionSegLib.evaluation.statistics import pairwise_statistics
+
+    per_case = {
+        model: {int(row["value"]): {case: {"dice": row["dice"], "hd95_mm": row["hd95_mm"]}} for row in report["labels"]}
+        for model, report in reports.items()
+    }
+    names = {int(row["value"]): row["name"] for report in reports.values() for row in report["labels"]}
+    table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", "Pairwise differences")
+    strings = {title: vtk.vtkStringArray() for title in ("First", "Second", "Label", "Metric", "Better")}
+    difference = vtk.vtkDoubleArray()
+    difference.SetName("Difference")
+    for title, column in strings.items():
+        column.SetName(title)
+    for row in pairwise_statistics(per_case, n_bootstrap=1) if len(reports) > 1 else []:
+        strings["First"].InsertNextValue(row["first"])
+        strings["Second"].InsertNextValue(row["second"])
+        strings["Label"].InsertNextValue(f"{row['label']} {names.get(row['label'], '')}")
+        strings["Metric"].InsertNextValue("HD95 (mm)" if row["metric"] == "hd95_mm" else "Dice")
+        better = row["first"] if row["wins_first"] else row["second"] if row["wins_second"] else "tie"
+        strings["Better"].InsertNextValue(better if row["n"] else "n/a")
+        difference.InsertNextValue(number_or_nan(row["mean_difference"]))
+    for column in (*strings.values(), difference):
+        table_node.GetTable().AddColumn(column)
+    return table_node

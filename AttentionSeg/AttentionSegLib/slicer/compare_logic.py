@@ -8,7 +8,7 @@ from pathlib import Path
 
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.inference.model_store import model_display_names
-from AttentionSegLib.slicer.charts import agreement_nodes, comparison_nodes
+from AttentionSegLib.slicer.charts import agreement_nodes, comparison_nodes, pairwise_nodes
 from AttentionSegLib.slicer.comparison_maps import add_comparison_maps
 from AttentionSegLib.slicer.metrics_logic import MetricsLogic
 from AttentionSegLib.slicer.mrml import image_from_volume_node, label_image_from_segmentation_node, remove_nodes
@@ -54,7 +54,10 @@ class CompareLogic:
         negative per label) and the table of the largest errors with their centres in RAS; every
         node of the comparison in one subject hierarchy folder.
 
-        Returns ``{"segmentations", "table", "chart", "chart_table", "reports", "maps"}``. A
+        With a reference and two models or more, a "Pairwise differences" table too (Dice and HD95
+        of every pair and label on this case: :func:`~AttentionSegLib.slicer.charts.pairwise_nodes`).
+
+        Returns ``{"segmentations", "table", "chart", "chart_table", "reports", "pairwise", "maps"}``. A
         cancelled run removes the segmentations it had added, so the scene is as before.
         """
         if len(model_files) < 1:
@@ -67,6 +70,7 @@ class CompareLogic:
                 table, reports[name] = self.metrics.compute_metrics(segmentation, reference_segmentation_node, nodes[0])
                 remove_nodes(self.scene, table)  # one combined table instead
             table, chart, chart_table = comparison_nodes(self.scene, reports, seconds)
+            pairwise = pairwise_nodes(self.scene, reports, nodes[0].GetName())
         else:
             from AttentionSegLib.evaluation.batch import pairwise_agreement
 
@@ -74,15 +78,16 @@ class CompareLogic:
             rows = pairwise_agreement({name: image.array for name, (image, _) in label_maps.items()}, labels)
             reports = {"agreement": rows}
             table, chart, chart_table = agreement_nodes(self.scene, rows, labels)
-        maps = self._maps(
-            nodes[0], label_maps, reference_segmentation_node, [*segmentations, table, chart, chart_table]
-        )
+            pairwise = None
+        made = [*segmentations, table, chart, chart_table, *([pairwise] if pairwise is not None else [])]
+        maps = self._maps(nodes[0], label_maps, reference_segmentation_node, made)
         return {
             "segmentations": segmentations,
             "table": table,
             "chart": chart,
             "chart_table": chart_table,
             "reports": reports,
+            "pairwise": pairwise,
             "maps": maps,
         }
 
