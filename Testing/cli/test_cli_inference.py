@@ -179,6 +179,11 @@ def test_compare_writes_table_csv_json_and_chart(trained, tmp_path):
     np.testing.assert_allclose(errors.direction, reference.direction, atol=1e-6)
     for name in ("consensus_majority.seg.nrrd", "consensus_staple.seg.nrrd", "agreement.seg.nrrd"):
         assert read_image(tmp_path / "one" / name).spatial_shape == reference.spatial_shape
+    consensus = json.loads((tmp_path / "one" / "consensus_metrics.json").read_text())
+    assert set(consensus) == {"majority", "staple"} and [r["name"] for r in consensus["majority"]["labels"]] == [
+        "liver",
+        "spleen",
+    ]
     regions = json.loads((tmp_path / "one" / "disagreement.json").read_text())["regions"]
     assert all(len(region["ras"]) == 3 for region in regions)
     sizes = [region["voxels"] for region in regions]

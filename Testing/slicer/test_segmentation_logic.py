@@ -144,6 +144,17 @@ def test_compare_with_and_without_a_reference(trained_models, scene_and_case):
         )
         assert wrong[index], row
     assert maps.worst_table.GetNumberOfRows() == len(maps.worst_errors)
+    # Where the two models disagree, largest first; each centre inside its region.
+    short_labels = label_image_from_segmentation_node(result["segmentations"][1], volume).array
+    assert maps.disagreements and [r["voxels"] for r in maps.disagreements] == sorted(
+        (r["voxels"] for r in maps.disagreements), reverse=True
+    )
+    assert all(good_labels[r["index"]] != short_labels[r["index"]] for r in maps.disagreements)
+    # The consensus measured against the reference like any model.
+    majority = label_image_from_segmentation_node(maps.consensus["majority"], volume).array
+    liver = next(row for row in maps.consensus_reports["majority"]["labels"] if row["name"] == "liver")
+    expected = 2 * ((majority == 1) & (reference == 1)).sum() / max((majority == 1).sum() + (reference == 1).sum(), 1)
+    assert liver["dice"] == pytest.approx(expected)
     volumes = [row["volume_ml"] for row in maps.worst_errors]
     assert volumes == sorted(volumes, reverse=True)
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(wiring.scene)

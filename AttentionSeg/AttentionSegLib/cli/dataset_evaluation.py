@@ -30,6 +30,7 @@ _CASE_MAP_FILES = (
     "consensus_staple.seg.nrrd",
     "agreement.seg.nrrd",
     "disagreement.json",
+    "consensus_metrics.json",
 )
 _COMPARE_REPORT_FILES = ("comparison.csv", "comparison.json", "dice.png", "cases.csv", "report.html")
 
@@ -184,9 +185,10 @@ def _compare_cases(args: argparse.Namespace, predictors: dict):
 
 
 def write_case_maps(predictions: dict, labels: dict, colors: dict, folder: Path) -> list[Path]:
-    """One case's maps, on its grid: the consensus segmentations (majority vote, STAPLE), the
-    agreement map, each model's errors (.seg.nrrd, named segments) and the disagreement regions
-    with their centres in RAS (JSON). Returns the files written."""
+    """One case's maps, on its grid: the consensus segmentations (majority vote, STAPLE) and their
+    metrics against the reference, the agreement map, each model's errors per label (.seg.nrrd,
+    named segments) and the disagreement regions with their centres in RAS (JSON). Returns the
+    files written."""
     from AttentionSegLib.evaluation.consensus import (
         ERROR_KINDS,
         agreement_level,
@@ -196,6 +198,7 @@ def write_case_maps(predictions: dict, labels: dict, colors: dict, folder: Path)
         ras_of_index,
         staple,
     )
+    from AttentionSegLib.evaluation.metrics import evaluate_label_maps
     from AttentionSegLib.io.segmentation_file import write_label_image
 
     case = next(iter(predictions.values()))[0]
@@ -210,8 +213,14 @@ def write_case_maps(predictions: dict, labels: dict, colors: dict, folder: Path)
 
     if len(arrays) > 1:
         majority = majority_vote(list(arrays.values()))
-        write(majority, "consensus_majority.seg.nrrd", named)
-        write(staple(list(arrays.values())), "consensus_staple.seg.nrrd", named)
+        consensus = {"majority": majority, "staple": staple(list(arrays.values()))}
+        write(consensus["majority"], "consensus_majority.seg.nrrd", named)
+        write(consensus["staple"], "consensus_staple.seg.nrrd", named)
+        path = folder / "consensus_metrics.json"  # the consensus measured like any model
+        spacing = grid.spacing_array_order
+        metrics = {name: evaluate_label_maps(array, grid.array, spacing, labels) for name, array in consensus.items()}
+        _write_json(path, metrics)
+        written.append(path)
         level = agreement_level(list(arrays.values()), majority)
         agreement = [{"value": n, "name": f"{n} of {len(arrays)} models"} for n in range(1, len(arrays) + 1)]
         write(level, "agreement.seg.nrrd", agreement)

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import slicer
+
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.inference.model_store import model_display_names
 from AttentionSegLib.slicer.charts import agreement_nodes, comparison_nodes, pairwise_nodes
@@ -103,10 +105,21 @@ class CompareLogic:
             reference = reference.array
         arrays = {name: image.array for name, (image, _) in label_maps.items()}
         self._comparisons += 1
-        return add_comparison_maps(
+        maps = add_comparison_maps(
             self.scene, volume_node, grid, arrays, labels, colors, reference,
             folder_name=f"Model comparison {self._comparisons}", grouped_nodes=grouped_nodes,
         )  # fmt: skip
+        if reference_segmentation_node is not None:  # the consensus's own metrics
+            hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
+            for name, node in maps.consensus.items():
+                table, maps.consensus_reports[name] = self.metrics.compute_metrics(
+                    node, reference_segmentation_node, volume_node
+                )
+                table.SetName(f"consensus ({name}) vs reference")
+                maps.consensus_tables[name] = table
+                item = hierarchy.GetItemByDataNode(table) or hierarchy.CreateItem(maps.folder_item, table)
+                hierarchy.SetItemParent(item, maps.folder_item)
+        return maps
 
     def _segment_with_each(self, nodes, model_files, device, tta, progress, cancel):
         """``(segmentation nodes, model name -> (label image, model file), model name -> seconds)``;

@@ -18,6 +18,7 @@ from AttentionSegLib.evaluation.consensus import (
     ERROR_KINDS,
     agreement_level,
     connected_regions,
+    disagreement_regions,
     error_map,
     majority_vote,
     ras_of_index,
@@ -44,9 +45,13 @@ class ComparisonMaps:
     errors: dict = field(default_factory=dict)  # model -> segmentation node of its FP / FN segments
     worst_errors: list[dict] = field(default_factory=list)  # model, label, kind, volume_ml, voxels, ras
     worst_table: object = None
+    disagreements: list[dict] = field(default_factory=list)  # regions where models differ: voxels, mL, ras
+    consensus_reports: dict = field(default_factory=dict)  # "majority" / "staple" -> metrics vs reference
+    consensus_tables: dict = field(default_factory=dict)
 
     def nodes(self) -> list:
-        return [*self.consensus.values(), self.agreement, *self.errors.values(), self.worst_table]
+        made = [*self.consensus.values(), self.agreement, *self.errors.values(), self.worst_table]
+        return [node for node in [*made, *self.consensus_tables.values()] if node is not None]
 
 
 def _agreement_colors(scene, n_models: int):
@@ -92,6 +97,8 @@ def add_comparison_maps(
                 )  # fmt: skip
                 maps.consensus[name] = node
                 made.append(node)
+            for region in disagreement_regions(arrays, grid.spacing_array_order):
+                maps.disagreements.append({**region, "ras": ras_of_index(grid, region["index"])})
             agreement = agreement_level(arrays, majority)
             node = volume_node_from_image(
                 scene, grid.with_array(agreement, has_channels=False), "model agreement", labelmap=True
