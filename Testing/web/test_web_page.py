@@ -257,6 +257,15 @@ def test_clicks_undo_paint_and_correction(served, tmp_path):
     wait_for(lambda: segment_voxels(page).get("object 1", first) < first, 60, "the negative click", page)
     page.locator(".as-undo-click").click()
     wait_for(lambda: segment_voxels(page).get("object 1") == first, 60, "undo", page)
+    # A box: two opposite corners clicked in the view around the object (a new object).
+    page.locator("button:has-text('New object')").click()
+    click_mode(page, "box")
+    box = page.locator(VIEW).first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.click(x - 40, y - 40)
+    page.wait_for_selector(".as-message:has-text('opposite corner')", timeout=10000)
+    page.mouse.click(x + 40, y + 40)
+    wait_for(lambda: segment_voxels(page).get("object 2"), 60, "the box's object", page)
     click_mode(page, "off")
 
     # Segment with the automatic model, then Paint with trame-slicer's Segment Editor into its

@@ -121,6 +121,11 @@ def test_clicks_refine_an_object_and_undo_restores_it(workspace, interactive_mod
     assert space.click_segment_id == segment_id
     space.new_object()
     assert space.click(ras_of(image, first), True, "clicks", "cpu") != segment_id
+    # A box prompt (two opposite corners in RAS) makes a new object around the structure.
+    space.new_object()
+    corners = np.argwhere(liver)
+    boxed = space.box(ras_of(image, corners.min(axis=0)), ras_of(image, corners.max(axis=0)), "clicks", "cpu")
+    assert boxed not in (segment_id, None) and space.segment_voxels()["object 3"] > 0
     assert space.is_interactive("clicks") and not space.is_interactive("automatic")
     with pytest.raises(AttentionSegError, match="clicks.pt: an interactive model segments from clicks"):
         space.start_segmentation("clicks", "cpu")

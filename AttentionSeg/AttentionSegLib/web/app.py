@@ -132,6 +132,7 @@ class AttentionSegWebApp(TrameApp):
         self._segments_changed_at: float | None = None
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._mark_segments_changed)
         self._click_observers: list[tuple[object, int]] = []
+        self._box_corner: tuple[float, float, float] | None = None  # the first corner of a box prompt
         self._initial_state(max_upload_mb)
         self._build_ui()
         self.editor_logic.set_ui(self.editor_ui)
@@ -312,9 +313,11 @@ class AttentionSegWebApp(TrameApp):
                     v3.VBtn("Off", value="off", classes="as-click-off")
                     v3.VBtn("Positive", value="positive", classes="as-click-positive")
                     v3.VBtn("Negative", value="negative", classes="as-click-negative")
+                    v3.VBtn("Box", value="box", classes="as-click-box")
                 html.Div(
                     "{{ as_click_mode_active === 'off' ? 'Clicks in the views: off (window/level)' : "
-                    "'Clicks in the views: ' + as_click_mode_active }}",
+                    "as_click_mode_active === 'box' ? 'Clicks in the views: box (two opposite corners, "
+                    "interactive models)' : 'Clicks in the views: ' + as_click_mode_active }}",
                     classes="text-caption as-click-mode",
                 )
                 with html.Div(classes="d-flex ga-2 align-center"):
@@ -512,6 +515,7 @@ class AttentionSegWebApp(TrameApp):
     def _on_click_mode_changed(self, as_click_mode="off", **_) -> None:
         """What a click in a view does, as the server has it (the panel shows this one)."""
         self.state.as_click_mode_active = as_click_mode
+        self._box_corner = None
 
     def _on_model_changed(self, as_model=None, **_) -> None:
         """The click panel says whether the chosen model refines objects from clicks. A state
@@ -594,12 +598,33 @@ class AttentionSegWebApp(TrameApp):
 
     def _on_press(self, view, interactor, _event) -> None:
         mode = self.state.as_click_mode_active
-        if mode not in ("positive", "negative") or self.workspace.volume is None:
+        if mode not in ("positive", "negative", "box") or self.workspace.volume is None:
             return
         interactor.GetCommand(self._observer_tag(interactor)).SetAbortFlag(1)  # no window/level drag
         x, y = interactor.GetEventPosition()
-        ras = view.get_view_node().GetXYToRAS().MultiplyPoint([float(x), float(y), 0.0, 1.0])[:3]
-        self._click(tuple(ras), mode == "positive")
+        ras = tuple(view.get_view_node().GetXYToRAS().MultiplyPoint([float(x), float(y), 0.0, 1.0])[:3])
+        if mode != "box":
+            self._click(ras, mode == "positive")
+        elif self._box_corner is None:
+            self._box_corner = ras
+            self._say("box: now click the opposite corner")
+        else:
+            corner, self._box_corner = self._box_corner, None
+            self._box(*_box_through_slice(view.get_view_node(), corner, ras))
+
+    @guarded
+    def _box(self, corner_a, corner_b) -> None:
+        """A box prompt from two opposite corners (interactive models): a new object, or a
+        refinement of the current one."""
+        if not self.state.as_model:
+            raise AttentionSegError("choose a model for the box")
+        started = time.perf_counter()
+        self.workspace.box(corner_a, corner_b, self.state.as_model, self.state.as_device)
+        with self.state:
+            self.state.as_last_click_s = time.perf_counter() - started
+        self._edit_keep_effect()
+        self._mark_segments_changed()
+        self._say("box prompt applied")
 
     def _observer_tag(self, interactor) -> int:
         return next(tag for each, tag in self._click_observers if each is interactor)
@@ -753,6 +778,19 @@ class AttentionSegWebApp(TrameApp):
         counts = self.workspace.segment_voxels()
         with self.state:
             self.state.as_segments = [{"name": name, "voxels": voxels} for name, voxels in counts.items()]
+
+
+def _box_through_slice(slice_node, corner_a, corner_b):
+    """Two corners clicked on one slice span a flat box: give it a depth along the slice's
+    normal equal to its larger in-plane side, centred on the slice."""
+    import numpy as np
+
+    matrix = slice_node.GetSliceToRAS()
+    axes = np.array([[matrix.GetElement(row, column) for row in range(3)] for column in range(3)])
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    a, b = np.asarray(corner_a, float), np.asarray(corner_b, float)
+    half_depth = max(abs(float((b - a) @ axes[0])), abs(float((b - a) @ axes[1]))) / 2
+    return tuple(a - axes[2] * half_depth), tuple(b + axes[2] * half_depth)
 
 
 def _network_names() -> list[str]:
