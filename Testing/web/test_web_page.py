@@ -118,6 +118,14 @@ def served(tmp_path_factory, trained_models, interactive_model):
             server.stop()
 
 
+def open_page(served) -> None:
+    """The page of the server, once (the module's tests share one page and its case)."""
+    page = served["page"]
+    if not page.url.startswith("http"):
+        page.goto(served["server"].url)
+        page.wait_for_selector(VIEW, state="visible", timeout=60000)
+
+
 def open_panel(page, title: str) -> None:
     header = page.locator(".v-expansion-panel-title", has_text=title)
     panel = header.locator("xpath=..")
@@ -238,9 +246,7 @@ def test_load_segment_measure_and_export(served, tmp_path):
 
 def test_clicks_undo_paint_and_correction(served, tmp_path):
     page, case, shots = served["page"], served["case"], served["shots"]
-    if not page.url.startswith("http"):
-        page.goto(served["server"].url)
-        page.wait_for_selector(VIEW, state="visible", timeout=60000)
+    open_page(served)
     load_volume(page, case.images[0])
     image, reference = read_image(case.images[0]), read_image(case.label).array
     choose_model(page, "clicks")
@@ -296,9 +302,7 @@ def test_clicks_undo_paint_and_correction(served, tmp_path):
 
 def test_bad_uploads_show_one_line_and_the_server_keeps_working(served, tmp_path):
     page, case, shots = served["page"], served["case"], served["shots"]
-    if not page.url.startswith("http"):
-        page.goto(served["server"].url)
-        page.wait_for_selector(VIEW, state="visible", timeout=60000)
+    open_page(served)
     load_volume(page, case.images[0])
     corrupt = tmp_path / "corrupt.nii.gz"
     corrupt.write_bytes(b"\x1f\x8b\x08 this is not an image")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from AttentionSegLib.cli.common import EXIT_OK
 from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.web import DEFAULT_MAX_UPLOAD_MB
 
 __all__ = ["add_parser", "LOCAL_HOSTS"]
 
@@ -37,7 +38,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=Path("attentionseg-web"),
         help="the server's working folder: uploads and exports (default ./attentionseg-web)",
     )
-    parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest upload in MB (default 1024)")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})",
+    )
     parser.set_defaults(run=run)
 
 

@@ -36,7 +36,7 @@ from trame_slicer.rca_view import register_rca_factories
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.inference.model_store import model_display_name
 from AttentionSegLib.inference.predictor import PredictionCancelled
-from AttentionSegLib.web.workspace import Workspace
+from AttentionSegLib.web.workspace import DEFAULT_MAX_UPLOAD_MB, Workspace
 
 __all__ = ["AttentionSegWebApp"]
 
@@ -116,7 +116,7 @@ class AttentionSegWebApp(TrameApp):
         server=None,
         workspace_folder: str | Path = "attentionseg-web",
         models_folder: str | Path | None = None,
-        max_upload_mb: float = 1024.0,
+        max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
         images: list[str] | None = None,
         reference: str | None = None,
     ) -> None:
@@ -133,6 +133,8 @@ class AttentionSegWebApp(TrameApp):
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._mark_segments_changed)
         self._click_observers: list[tuple[object, int]] = []
         self._box_corner: tuple[float, float, float] | None = None  # the first corner of a box prompt
+        self._cancel_requested = False  # Cancel, read by a comparison running in a worker thread
+        self._progress_from_thread = 0.0  # that comparison's progress
         self._initial_state(max_upload_mb)
         self._build_ui()
         self.editor_logic.set_ui(self.editor_ui)

@@ -15,7 +15,6 @@ the command line.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +32,10 @@ from AttentionSegLib.slicer.mrml import (
     volume_node_from_image,
 )
 from AttentionSegLib.slicer.segments import segment_label_values
+from AttentionSegLib.web import DEFAULT_MAX_UPLOAD_MB
 
 __all__ = ["Workspace", "sanitised_name", "DEFAULT_MAX_UPLOAD_MB", "IMAGE_SUFFIXES"]
 
-DEFAULT_MAX_UPLOAD_MB = 1024.0
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd")
 EXPORT_FORMATS = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz"}
 
@@ -53,14 +52,6 @@ def sanitised_name(name: str) -> str:
     if not cleaned.strip("_"):
         raise AttentionSegError(f"{name!r}: not a usable file name")
     return cleaned[:200]
-
-
-@dataclass
-class Point:
-    """A click (mm, RAS) and its sign."""
-
-    ras: tuple[float, float, float]
-    positive: bool
 
 
 class Workspace:
