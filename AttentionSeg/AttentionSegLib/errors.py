@@ -5,7 +5,14 @@ that names the file (or case) and the problem. The command line prints that line
 code 2; anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["AttentionSegError", "ImageReadError", "ImageWriteError", "GeometryMismatchError", "DatasetError"]
+__all__ = [
+    "InputWarning",
+    "AttentionSegError",
+    "ImageReadError",
+    "ImageWriteError",
+    "GeometryMismatchError",
+    "DatasetError",
+]
 
 
 class AttentionSegError(Exception):
@@ -26,3 +33,7 @@ class GeometryMismatchError(AttentionSegError):
 
 class DatasetError(AttentionSegError):
     """A dataset definition cannot be read or is inconsistent."""
+
+
+class InputWarning(UserWarning):
+    """Input that was read with a correction the user should know about (one line: what was done)."""

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from AttentionSegLib.evaluation.evaluate import read_label_image
 from AttentionSegLib.evaluation.metrics import evaluate_label_maps
 from AttentionSegLib.io.image import Image, read_image, write_image
+from AttentionSegLib.io.label_map import read_label_image
 from conftest import assert_bad_input
 
 ROOT = Path(__file__).resolve().parents[2]

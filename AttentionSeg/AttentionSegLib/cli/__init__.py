@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from AttentionSegLib import __version__
 from AttentionSegLib.cli import (
@@ -30,7 +31,7 @@ from AttentionSegLib.cli import (
     web,
 )
 from AttentionSegLib.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEMS
-from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.errors import AttentionSegError, InputWarning
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_BAD_INPUT"]
 
@@ -67,7 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", InputWarning)
+            default_show = warnings.showwarning
+
+            def show(message, category, *rest, **kwargs):
+                if issubclass(category, InputWarning):
+                    print(f"attentionseg: warning: {message}", file=sys.stderr)
+                else:
+                    default_show(message, category, *rest, **kwargs)
+
+            warnings.showwarning = show
+            return args.run(args)
     except AttentionSegError as error:
         print(f"attentionseg: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -69,8 +69,11 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
         "prints the model x label table.",
     )
     parser.add_argument("--models", type=Path, nargs="+", required=True, metavar="MODEL_FILE")
-    parser.add_argument("--image", type=Path, nargs="+", metavar="IMAGE", help="image file(s) of one case")
-    parser.add_argument("--ref", type=Path, metavar="REF", help="reference label map of --image")
+    parser.add_argument(
+        "--image", type=Path, nargs="+", metavar="IMAGE", help="image file(s) or DICOM series folder of one case"
+    )
+    parser.add_argument("--series", metavar="UID", help="Series Instance UID, when a DICOM folder holds several")
+    parser.add_argument("--ref", type=Path, metavar="REF", help="reference label map or DICOM SEG of --image")
     parser.add_argument("--dataset", type=Path, metavar="DATASET_JSON", help="compare on a dataset's cases")
     _add_split_options(parser, "all", "all (default), test, fold:K or a named split")
     parser.add_argument("--report", type=Path, required=True, metavar="DIR", help="folder for the report files")
@@ -169,8 +172,8 @@ def _compare_cases(args: argparse.Namespace, predictors: dict):
     """The case ids to compare on and the function that reads a case."""
     from AttentionSegLib.data.dataset import load_dataset
     from AttentionSegLib.evaluation.batch import EvaluationCase, dataset_cases, load_case
-    from AttentionSegLib.evaluation.evaluate import read_label_image
     from AttentionSegLib.io.image import check_same_grid, read_image
+    from AttentionSegLib.io.label_map import read_label_image
 
     if args.dataset is not None:
         definition = load_dataset(args.dataset)
@@ -178,8 +181,10 @@ def _compare_cases(args: argparse.Namespace, predictors: dict):
         for name, predictor in predictors.items():
             _warn_trained_on(predictor, name, definition, cases)
         return cases, lambda case_id: load_case(definition, case_id)
-    images = [read_image(path) for path in args.image]
-    reference = read_label_image(args.ref)
+    images = [read_image(path, args.series) for path in args.image]
+    grid = images[0].with_array(images[0].array[0] if images[0].has_channels else images[0].array, False)
+    names = next(iter(predictors.values())).model_file.label_names
+    reference = read_label_image(args.ref, onto=grid, label_names=names)
     check_same_grid(images[0], reference, str(args.image[0]), str(args.ref))
     return [args.image[0].name], lambda case_id: EvaluationCase(case_id, images, [], reference)
 

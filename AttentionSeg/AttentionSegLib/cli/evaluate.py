@@ -15,11 +15,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "evaluate",
         help="per-label Dice, IoU, HD95, ASSD, NSD and volumes of a predicted label map against a reference",
-        description="Compare a predicted label map with a reference label map (NIfTI, NRRD, MHA, PNG ...). "
+        description="Compare a predicted label map with a reference label map (NIfTI, NRRD, MHA, PNG ..., or a DICOM SEG, placed on the other file's grid). "
         "Distances are in mm using the reference's spacing; HD95 follows MONAI's definition.",
     )
-    parser.add_argument("prediction", type=Path, help="predicted label map file")
-    parser.add_argument("reference", type=Path, help="reference label map file")
+    parser.add_argument("prediction", type=Path, help="predicted label map file (or DICOM SEG)")
+    parser.add_argument("reference", type=Path, help="reference label map file (or DICOM SEG)")
     parser.add_argument("--labels", type=Path, metavar="DATASET_JSON", help="name labels after this dataset definition")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write the per-label table as CSV")

@@ -26,15 +26,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "segment",
         help="segment image(s) with a model file; writes a label image on the input's grid",
         description="Runs a model file (attentionseg train) on one image per model channel, in the model's "
-        "channel order (or one image holding all channels). The label image has the input's grid "
-        "(size, spacing, origin, direction). The ending of --out picks the format: .nii.gz, .nrrd, .mha, .png or "
-        ".seg.nrrd (a Slicer segmentation with the model's label names and colours). With --ref, prints "
-        "per-label metrics against that reference label map.",
+        "channel order (or one image holding all channels); an image may be a DICOM series, given as its "
+        "folder. The label image has the input's grid (size, spacing, origin, direction). The ending of --out "
+        "picks the format: .nii.gz, .nrrd, .mha, .png, .seg.nrrd (a Slicer segmentation with the model's label "
+        "names, colours and terminology) or .dcm (a DICOM SEG referencing the input series; --dicom-seg writes "
+        "one besides --out). With --ref (a label map or a DICOM SEG), prints per-label metrics against it.",
     )
-    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="input image file(s)")
+    parser.add_argument(
+        "images", type=Path, nargs="+", metavar="IMAGE", help="input image file(s) or DICOM series folder(s)"
+    )
     parser.add_argument("--model", type=Path, required=True, metavar="MODEL_FILE", help="model file (model.pt)")
-    parser.add_argument("--out", type=Path, required=True, metavar="PRED", help="output label image file")
-    parser.add_argument("--ref", type=Path, metavar="REF", help="reference label map: print metrics against it")
+    parser.add_argument("--out", type=Path, metavar="PRED", help="output label image file (.dcm: a DICOM SEG)")
+    parser.add_argument(
+        "--dicom-seg", type=Path, metavar="FILE.dcm", help="also write a DICOM SEG (the input must be a DICOM series)"
+    )
+    parser.add_argument("--series", metavar="UID", help="Series Instance UID, when a DICOM folder holds several")
+    parser.add_argument(
+        "--ref", type=Path, metavar="REF", help="reference label map or DICOM SEG: print metrics against it"
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report (timings, metrics)")
     parser.add_argument(
         "--clinical", type=json_value, metavar="JSON", help="clinical values: a JSON object by name, or a list"
@@ -59,30 +68,86 @@ class _ProgressEvents:
         pass
 
 
-def _check_arguments(args: argparse.Namespace) -> None:
+def _is_dicom_seg_path(path: Path | None) -> bool:
+    return path is not None and path.name.lower().endswith(".dcm")
+
+
+def _check_arguments(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """(label image output, DICOM SEG output), checked before any work."""
     from AttentionSegLib.io.image import image_suffix
 
+    if args.out is None and args.dicom_seg is None:
+        raise AttentionSegError("give --out (a label image or .dcm) and/or --dicom-seg FILE.dcm")
+    label_out = None if _is_dicom_seg_path(args.out) else args.out
+    seg_out = args.out if _is_dicom_seg_path(args.out) else args.dicom_seg
+    if args.dicom_seg is not None and _is_dicom_seg_path(args.out):
+        raise AttentionSegError(f"{args.out}: --out is already a DICOM SEG; drop --dicom-seg or give --out another type")
+    if seg_out is not None and not _is_dicom_seg_path(seg_out):
+        raise AttentionSegError(f"{seg_out}: a DICOM SEG file ends in .dcm")
+    if seg_out is not None and not args.images[0].is_dir():
+        raise AttentionSegError(
+            f"{seg_out}: a DICOM SEG references a DICOM series; {args.images[0]} is a file, not a series folder"
+        )
     inputs = [*args.images, args.model] + ([args.ref] if args.ref else [])
-    for output in (args.out, args.json):
+    for output in (label_out, seg_out, args.json):
         check_output_path(output, inputs)
-    if not image_suffix(args.out):
-        raise AttentionSegError(f"{args.out}: unknown ending (use .nii.gz, .nrrd, .seg.nrrd, .mha or .png)")
-    check_new_output(args.out, args.overwrite)
+    if label_out is not None and not image_suffix(label_out):
+        raise AttentionSegError(f"{label_out}: unknown ending (use .nii.gz, .nrrd, .seg.nrrd, .mha, .png or .dcm)")
+    if label_out is not None and seg_out is not None and label_out.resolve() == seg_out.resolve():
+        raise AttentionSegError(f"{label_out}: --out and --dicom-seg name the same file")
+    for output in (label_out, seg_out):
+        if output is not None:
+            check_new_output(output, args.overwrite)
+    return label_out, seg_out
+
+
+def _read_inputs(args: argparse.Namespace, label_names: dict[int, str]):
+    """The input images, the DICOM series of the first (or None) and the reference (or None)."""
+    from AttentionSegLib.io.dicom_series import read_dicom_series
+    from AttentionSegLib.io.image import check_same_grid, read_image
+    from AttentionSegLib.io.label_map import read_label_image
+
+    images, series = [], None
+    for index, path in enumerate(args.images):
+        if path.is_dir():
+            image, path_series = read_dicom_series(path, args.series)
+            for message in path_series.warnings:
+                print(f"attentionseg: warning: {message}", file=sys.stderr)
+            series = series or (path_series if index == 0 else None)
+            images.append(image)
+        else:
+            images.append(read_image(path))
+    reference = None
+    if args.ref is not None:
+        grid = images[0].with_array(images[0].array[0] if images[0].has_channels else images[0].array, False)
+        reference = read_label_image(args.ref, onto=grid, label_names=label_names)
+        check_same_grid(images[0], reference, str(args.images[0]), str(args.ref))
+    return images, series, reference
+
+
+def _model_identity(model_path: Path, model_file) -> tuple[str, str]:
+    """(algorithm name, version) for DICOM: the network and dataset, and the weights' hash."""
+    import hashlib
+
+    from AttentionSegLib import __version__
+
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
+    dataset = model_file.training.get("dataset_name") or model_file.training.get("dataset") or ""
+    name = f"AttentionSeg {model_file.network['name']}" + (f" ({dataset})" if dataset else "")
+    return name, f"{__version__} model sha256:{digest}"
 
 
 def run(args: argparse.Namespace) -> int:
-    from AttentionSegLib.evaluation.evaluate import read_label_image
     from AttentionSegLib.evaluation.metrics import evaluate_label_maps
     from AttentionSegLib.evaluation.report import format_metrics_table
-    from AttentionSegLib.io.image import check_same_grid, read_image
+    from AttentionSegLib.io.dicom_seg import write_dicom_seg
     from AttentionSegLib.io.segmentation_file import write_label_image
 
-    _check_arguments(args)
+    label_out, seg_out = _check_arguments(args)
     predictor = predictor_from_arguments(args.model, args)
-    images = [read_image(path) for path in args.images]
-    reference = read_label_image(args.ref) if args.ref else None
-    if reference is not None:
-        check_same_grid(images[0], reference, str(args.images[0]), str(args.ref))
+    images, series, reference = _read_inputs(args, predictor.model_file.label_names)
+    if seg_out is not None and series is None:
+        raise AttentionSegError(f"{seg_out}: a DICOM SEG needs the first image to be a DICOM series folder")
     bar = _ProgressEvents() if args.progress else ProgressBar("segmenting")
     try:
         names = [str(path) for path in args.images]
@@ -90,9 +155,26 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     model_file = predictor.model_file
-    write_label_image(prediction.label_image, args.out, model_file.labels, overwrite=args.overwrite)
     timing = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in prediction.seconds.items())
-    print(f"wrote {args.out} ({prediction.device}; {timing})", file=sys.stderr)
+    if label_out is not None:
+        write_label_image(
+            prediction.label_image, label_out, model_file.labels, model_file.label_terminology, overwrite=args.overwrite
+        )
+        print(f"wrote {label_out} ({prediction.device}; {timing})", file=sys.stderr)
+    if seg_out is not None:
+        name, version = _model_identity(args.model, model_file)
+        write_dicom_seg(
+            prediction.label_image,
+            series,
+            seg_out,
+            model_file.labels,
+            model_file.label_terminology,
+            algorithm_name=name,
+            algorithm_version=version,
+            series_description=name,
+            overwrite=args.overwrite,
+        )
+        print(f"wrote DICOM SEG {seg_out} (references series {series.series_uid}; {timing})", file=sys.stderr)
     report = None
     if reference is not None:
         report = evaluate_label_maps(
@@ -111,7 +193,8 @@ def _write_json_report(args: argparse.Namespace, prediction, labels: list[dict],
     document = {
         "model": str(args.model),
         "images": [str(p) for p in args.images],
-        "output": str(args.out),
+        "output": str(args.out) if args.out else None,
+        "dicom_seg": str(args.dicom_seg) if args.dicom_seg else None,
         "reference": str(args.ref) if args.ref else None,
         "device": prediction.device,
         "seconds": prediction.seconds,

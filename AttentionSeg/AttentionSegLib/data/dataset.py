@@ -19,6 +19,9 @@ Extensions of ours, all optional:
   ``{variable: number}`` in each case entry (MSD ``training`` entries or nnU-Net ``dataset``
   entries).
 - ``"label_colors": {"1": [r, g, b], ...}`` (0-1 or 0-255) for segment colours in Slicer.
+- ``"terminology": {"1": {"category": code, "type": code}, ...}``: coded meaning of each label
+  (SNOMED CT, as in dcmqi's segment metadata), carried into model files, DICOM SEG and Slicer
+  (:mod:`AttentionSegLib.io.terminology`).
 - ``"splits": {"name": {"train": [ids], "val": [ids], "test": [ids]}}`` named splits, and
   ``"splits_file"``: an nnU-Net ``splits_final.json`` (its folds become ``fold_0``, ...).
 - ``"spatial_dims": 2 | 3`` when neither ``tensorImageSize`` nor the file ending tells.
@@ -41,8 +44,9 @@ import numpy as np
 
 from AttentionSegLib.data.splits import attach_named_splits
 from AttentionSegLib.data.validation import Problem
-from AttentionSegLib.errors import DatasetError
+from AttentionSegLib.errors import AttentionSegError, DatasetError
 from AttentionSegLib.io.image import PHOTO_SUFFIXES, image_suffix
+from AttentionSegLib.io.terminology import SegmentTerminology, parse_terminology_block
 
 __all__ = [
     "Case",
@@ -100,6 +104,7 @@ class DatasetDefinition:
         channel_names: one name per input channel (MSD ``modality`` or nnU-Net ``channel_names``).
         labels: label value -> name, background (0) included.
         label_colors: label value -> RGB in 0-1, for every non-background label.
+        terminology: label value -> coded terminology, for the labels the definition codes.
         file_ending: file ending of images and labels (nnU-Net), or that of the first image (MSD).
         cases: annotated cases, in the order of the definition (MSD) or sorted by id (nnU-Net).
         test_cases: cases without labels (MSD ``test``, nnU-Net ``imagesTs``).
@@ -118,6 +123,7 @@ class DatasetDefinition:
     label_colors: dict[int, tuple[float, float, float]]
     file_ending: str
     cases: list[Case]
+    terminology: dict[int, SegmentTerminology] = field(default_factory=dict)
     test_cases: list[Case] = field(default_factory=list)
     clinical_variables: list[str] = field(default_factory=list)
     named_splits: dict[str, dict[str, list[str]]] = field(default_factory=dict)
@@ -244,6 +250,13 @@ def _parse_colors(raw: object, labels: dict[int, str], path: Path) -> dict[int, 
         scale = 255.0 if max(rgb) > 1 else 1.0
         colors[int(key)] = tuple(float(c) / scale for c in rgb)
     return colors
+
+
+def _parse_terminology(raw: object, labels: dict[int, str], path: Path) -> dict[int, SegmentTerminology]:
+    try:
+        return parse_terminology_block(raw, set(labels), str(path))
+    except AttentionSegError as error:
+        raise DatasetError(str(error)) from None
 
 
 def _spatial_dims(content: dict, file_ending: str, path: Path) -> int:
@@ -391,6 +404,7 @@ def load_dataset(path: str | Path) -> DatasetDefinition:
         channel_names=channel_names,
         labels=labels,
         label_colors=_parse_colors(content.get("label_colors"), labels, path),
+        terminology=_parse_terminology(content.get("terminology"), labels, path),
         file_ending=file_ending,
         cases=cases,
         test_cases=test_cases,

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from AttentionSegLib.io.atomic import write_json_atomic
 
-__all__ = ["ellipsoid_label_map", "perturbed_label_map", "phantom_image", "write_phantom_dataset"]
+__all__ = ["ellipsoid_label_map", "perturbed_label_map", "phantom_image", "write_phantom_dataset", "write_dicom_series"]
 
 
 def ellipsoid_label_map(
@@ -126,3 +126,81 @@ def write_phantom_dataset(
     if len(shape) == 2:
         definition["tensorImageSize"] = "2D"
     return write_json_atomic(folder / "dataset.json", definition)
+
+
+def write_dicom_series(
+    image,
+    folder: str | Path,
+    *,
+    modality: str = "CT",
+    rescale: tuple[float, float] | list[tuple[float, float]] = (1.0, -1024.0),
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    description: str = "phantom",
+    positions: np.ndarray | None = None,
+    shuffle_names: bool = True,
+) -> list[Path]:
+    """Write a 3D :class:`~AttentionSegLib.io.image.Image` as a single-frame DICOM series (one file
+    per slice), the way a scanner would: stored values ``round((value - intercept) / slope)`` as
+    16-bit integers, each slice's ImagePositionPatient from the image's geometry (or ``positions``,
+    LPS mm per slice, to make irregular or tilted series), file names in a scrambled order so that
+    readers must sort by position.
+
+    Args:
+        rescale: (slope, intercept) for every slice, or one pair per slice.
+
+    Returns:
+        The written files, in slice order.
+    """
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n_slices = image.spatial_shape[0]
+    pairs = [tuple(rescale)] * n_slices if isinstance(rescale, tuple) else [tuple(p) for p in rescale]
+    series_uid = series_uid or generate_uid()
+    study_uid = study_uid or generate_uid()
+    frame_of_reference_uid = frame_of_reference_uid or generate_uid()
+    matrix = image.index_to_physical()
+    row, column = image.direction[:, 0], image.direction[:, 1]
+    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
+    order = np.random.default_rng(0).permutation(n_slices) if shuffle_names else np.arange(n_slices)
+    written = []
+    for k in range(n_slices):
+        slope, intercept = pairs[k]
+        stored = np.round((image.array[k].astype(np.float64) - intercept) / slope)
+        if stored.min() < -32768 or stored.max() > 32767:
+            raise ValueError(f"slice {k}: values do not fit 16 bits with slope {slope} and intercept {intercept}")
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"IM{int(order[k]) + 1:04d}.dcm"
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Test", "PHANTOM1", "", "O"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_of_reference_uid, ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "120000", "1", ""
+        ds.ReferringPhysicianName, ds.Manufacturer = "", "AttentionSeg phantom"
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, 1, k + 1
+        ds.SeriesDescription = description
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        position = matrix[:3, :3] @ np.array([0.0, 0.0, k]) + matrix[:3, 3] if positions is None else positions[k]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row, *column)]
+        ds.PixelSpacing = [f"{image.spacing[1]:.6f}", f"{image.spacing[0]:.6f}"]
+        ds.SliceThickness = f"{image.spacing[2]:.6f}"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = image.spatial_shape[1], image.spatial_shape[2]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
+        if modality == "CT":
+            ds.RescaleType, ds.KVP = "HU", "120"
+        ds.PixelData = stored.astype("<i2").tobytes()
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        written.append(path)
+    return written

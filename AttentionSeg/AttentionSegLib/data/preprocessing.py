@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from AttentionSegLib.data.dataset import Case, DatasetDefinition
 from AttentionSegLib.errors import DatasetError
 from AttentionSegLib.io.image import PHOTO_SUFFIXES, Image, check_same_grid, read_image, read_image_header
+from AttentionSegLib.io.label_map import read_label_image
 
 __all__ = [
     "IMAGE_KINDS",
@@ -190,13 +191,13 @@ def read_case_image(case: Case, definition: DatasetDefinition) -> Image:
 
 
 def read_case_label(case: Case, definition: DatasetDefinition, image: Image) -> np.ndarray:
-    """The label map of a case as an int array on the image's grid; undeclared values are an error."""
+    """The label map of a case as an int array on the image's grid (a DICOM SEG is placed on it, its
+    segments matched to the label names); undeclared values are an error."""
     if case.label is None:
         raise DatasetError(f"case {case.case_id} has no label map")
-    label = read_image(case.label)
+    grid = image.with_array(image.array[0] if image.has_channels else image.array, has_channels=False)
+    label = read_label_image(case.label, onto=grid, label_names=definition.foreground_labels)
     check_same_grid(image, label, str(case.images[0]), str(case.label))
-    if label.has_channels:
-        raise DatasetError(f"{case.label}: a label map must have one channel")
     problem = definition.undeclared_values_message(label.array)
     if problem:
         raise DatasetError(f"{case.label}: {problem}")

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from AttentionSegLib.errors import AttentionSegError
-from AttentionSegLib.io.image import grid_differences, read_image, read_image_header
+from AttentionSegLib.io.dicom_seg import is_dicom_seg
+from AttentionSegLib.io.image import Image, grid_differences, read_image, read_image_header
+from AttentionSegLib.io.label_map import read_label_image
 
 if TYPE_CHECKING:
     from AttentionSegLib.data.dataset import Case, DatasetDefinition
@@ -45,9 +49,10 @@ def _check_case(definition: DatasetDefinition, case: Case, check_label_values: b
             problems.append(Problem("file not found", case.case_id, file))
     if problems:
         return problems
+    seg_label = case.label is not None and is_dicom_seg(case.label)
     try:
         headers = [read_image_header(file) for file in case.images]
-        label_header = read_image_header(case.label) if case.label is not None else None
+        label_header = read_image_header(case.label) if case.label is not None and not seg_label else None
     except AttentionSegError as error:
         return [Problem(str(error), case.case_id)]  # the message names the file
     for header in headers + ([label_header] if label_header else []):
@@ -77,6 +82,17 @@ def _check_case(definition: DatasetDefinition, case: Case, check_label_values: b
                     f"not on the grid of {headers[0].path.name}: {'; '.join(differences)}", case.case_id, header.path
                 )
             )
+    if seg_label and check_label_values:
+        # A DICOM SEG stores frames only: placed on the first image's grid, it is checked there.
+        grid = headers[0]
+        empty = Image(np.zeros(grid.size[::-1], dtype=np.uint8), grid.spacing, grid.origin, grid.direction)
+        try:
+            label_array = read_label_image(case.label, onto=empty, label_names=definition.foreground_labels).array
+        except AttentionSegError as error:
+            return problems + [Problem(str(error), case.case_id)]
+        undeclared = definition.undeclared_values_message(label_array)
+        if undeclared:
+            problems.append(Problem(undeclared, case.case_id, case.label))
     if label_header is not None and label_header.n_channels != 1:
         problems.append(
             Problem(f"label map has {label_header.n_channels} channels, expected 1", case.case_id, case.label)

@@ -8,27 +8,12 @@ import SimpleITK as sitk
 
 from AttentionSegLib.data.dataset import DatasetDefinition
 from AttentionSegLib.errors import AttentionSegError, GeometryMismatchError
-from AttentionSegLib.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, as_label_array, evaluate_label_maps
-from AttentionSegLib.io.image import Image, check_same_grid, grid_differences, read_image
+from AttentionSegLib.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, evaluate_label_maps
+from AttentionSegLib.io.dicom_seg import is_dicom_seg
+from AttentionSegLib.io.image import Image, check_same_grid, grid_differences
+from AttentionSegLib.io.label_map import read_label_image
 
-__all__ = ["evaluate_label_images", "evaluate_label_files", "read_label_image", "resample_nearest"]
-
-
-def read_label_image(path: str | Path) -> Image:
-    """Read a label map: one channel, integer values >= 0.
-
-    Raises:
-        AttentionSegError: the file is unreadable, has several channels, or holds values that are
-            not non-negative integers.
-    """
-    image = read_image(path)
-    if image.has_channels:
-        raise AttentionSegError(f"{path}: a label map needs one channel, this file has {image.n_channels}")
-    try:
-        array = as_label_array(image.array, "label map")
-    except ValueError as error:
-        raise AttentionSegError(f"{path}: {error}") from None
-    return image.with_array(array)
+__all__ = ["evaluate_label_images", "evaluate_label_files", "resample_nearest"]
 
 
 def resample_nearest(image: Image, onto: Image) -> Image:
@@ -82,10 +67,22 @@ def evaluate_label_files(
     resample: bool = False,
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
 ) -> dict:
-    """Read two label map files and report their metrics; the report names both files."""
+    """Read two label map files and report their metrics; the report names both files.
+
+    A DICOM SEG on either side is placed on the grid of the other file (the reference's when both
+    are SEGs), its segments matched to the dataset's label names when a definition is given."""
+    names = definition.foreground_labels if definition is not None else None
+    if is_dicom_seg(prediction_path) and not is_dicom_seg(reference_path):
+        reference = read_label_image(reference_path)
+        prediction = read_label_image(prediction_path, onto=reference, label_names=names)
+    else:
+        prediction = None if is_dicom_seg(prediction_path) else read_label_image(prediction_path)
+        reference = read_label_image(reference_path, onto=prediction, label_names=names)
+        if prediction is None:
+            prediction = read_label_image(prediction_path, onto=reference, label_names=names)
     report = evaluate_label_images(
-        read_label_image(prediction_path),
-        read_label_image(reference_path),
+        prediction,
+        reference,
         definition,
         resample,
         nsd_tolerance_mm,

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from AttentionSegLib.io.label_map import as_label_array
+
 __all__ = [
     "as_label_array",
     "LABEL_METRIC_KEYS",
@@ -101,24 +103,6 @@ def label_surfaces(label_map: np.ndarray) -> np.ndarray:
             differs[tuple(border)] = True
     differs &= label_map != 0
     return differs
-
-
-def as_label_array(array: np.ndarray, what: str) -> np.ndarray:
-    """``array`` as non-negative integer labels (booleans -> 0/1; integral floats -> int64).
-
-    Raises:
-        ValueError: non-integer, non-finite or negative values, naming ``what``.
-    """
-    array = np.asarray(array)
-    if array.dtype == bool:
-        return array.astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise ValueError(f"{what} must hold integer label values, got non-integer {array.dtype} values")
-        array = array.astype(np.int64)
-    if array.size and array.min() < 0:
-        raise ValueError(f"{what} holds negative label values")
-    return array
 
 
 def _search_offsets(spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

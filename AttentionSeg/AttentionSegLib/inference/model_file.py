@@ -31,6 +31,7 @@ import torch.nn as nn
 from AttentionSegLib.data.preprocessing import ClinicalNormalization, Normalization
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.io.atomic import atomic_torch_save
+from AttentionSegLib.io.terminology import SegmentTerminology, generic_terminology
 
 __all__ = [
     "FORMAT",
@@ -58,8 +59,9 @@ class ModelFile:
         network: ``{"name", "spatial_dims", "in_channels", "out_channels", "patch_size", "clinical_features",
             "options"}``: arguments of :func:`AttentionSegLib.models.build_model`.
         channel_names: the image channels the network expects, in order.
-        labels: ``[{"value", "name", "color"}]`` (colour RGB in 0-1) for output channel 0, 1, ...
-            (background first); with a single sigmoid output, background and one foreground label.
+        labels: ``[{"value", "name", "color"[, "terminology"]}]`` (colour RGB in 0-1, terminology as
+            :meth:`SegmentTerminology.to_dict`) for output channel 0, 1, ... (background first); with
+            a single sigmoid output, background and one foreground label.
         output_activation: "softmax" (argmax over channels) or "sigmoid" (one channel, threshold 0.5).
         preprocessing: ``{"target_spacing": [mm, array order], "normalization": {...}, "image_kind",
             "slice_wise": bool, "patch_size": [...], "mirror_axes": [array axes]}``.
@@ -116,6 +118,19 @@ class ModelFile:
     def label_colors(self) -> dict[int, tuple[float, ...]]:
         """Foreground label value -> RGB colour in 0-1 (labels without a colour are left out)."""
         return {int(label["value"]): tuple(label["color"]) for label in self.foreground_labels if label.get("color")}
+
+    @property
+    def label_terminology(self) -> dict[int, SegmentTerminology]:
+        """Foreground label value -> coded terminology (generic codes for labels the dataset did not
+        code, and for model files written before terminology was recorded)."""
+        return {
+            int(label["value"]): (
+                SegmentTerminology.from_dict(label["terminology"], f"model file label {label['value']}")
+                if label.get("terminology")
+                else generic_terminology(str(label["name"]), int(label["value"]))
+            )
+            for label in self.foreground_labels
+        }
 
     @property
     def slice_wise(self) -> bool:

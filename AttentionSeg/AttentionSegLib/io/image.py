@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from AttentionSegLib.errors import GeometryMismatchError, ImageReadError, ImageWriteError
+from AttentionSegLib.errors import GeometryMismatchError, ImageReadError, ImageWriteError, InputWarning
 from AttentionSegLib.io.atomic import atomic_path
 
 __all__ = [
@@ -62,6 +63,8 @@ SUPPORTED_SUFFIXES = (
     ".tiff",
 )
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# A DICOM series is given as its folder; single .dcm files are DICOM SEG references.
+DICOM_SUFFIXES = (".dcm", ".dicom")
 
 # Two grids are "the same" within these tolerances. They are loose enough for the float32
 # geometry of NIfTI headers and tight enough that no voxel moves by a visible amount.
@@ -223,8 +226,16 @@ def _check_readable(path: Path) -> None:
         raise ImageReadError(f"{path}: file not found")
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image file")
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        from AttentionSegLib.io.dicom_seg import is_dicom_seg
+
+        if is_dicom_seg(path):
+            raise ImageReadError(f"{path}: a DICOM SEG (a segmentation); give it where a reference label map goes")
+        raise ImageReadError(f"{path}: a single DICOM file; give the folder of its series instead")
     if not image_suffix(path):
-        raise ImageReadError(f"{path}: unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)})")
+        raise ImageReadError(
+            f"{path}: unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)}, or a DICOM series folder)"
+        )
 
 
 def _short_reason(error: RuntimeError) -> str:
@@ -252,13 +263,20 @@ def open_image_header(path: Path) -> sitk.ImageFileReader:
     return reader
 
 
-def read_image_header(path: str | os.PathLike) -> ImageHeader:
-    """Read the grid of an image file without its voxels.
+def read_image_header(path: str | os.PathLike, series_uid: str | None = None) -> ImageHeader:
+    """Read the grid of an image file (or DICOM series folder) without its voxels.
 
     Raises:
         ImageReadError: the file is missing, of an unsupported type, or unreadable.
     """
     path = Path(path)
+    if path.is_dir():
+        from AttentionSegLib.io.dicom_series import select_series, series_header
+
+        series = select_series(path, series_uid)
+        size, spacing, origin, direction = series_header(series)
+        n_channels = int(series.headers[0].get("SamplesPerPixel", 1) or 1)
+        return ImageHeader(path, 3, size, n_channels, spacing, origin, direction)
     reader = open_image_header(path)
     dims = reader.GetDimension()
     size = tuple(int(s) for s in reader.GetSize())
@@ -308,16 +326,25 @@ def _check_nifti_complete(path: Path) -> None:
         raise ImageReadError(f"{path}: file is truncated ({available} of {expected} bytes)")
 
 
-def read_image(path: str | os.PathLike) -> Image:
-    """Read an image file with its geometry.
+def read_image(path: str | os.PathLike, series_uid: str | None = None) -> Image:
+    """Read an image file, or a DICOM series given as its folder, with its geometry.
 
     NIfTI, NRRD, MHA/MHD, PNG, JPEG and TIFF are read through SimpleITK. RGB(A) pixels and the 4th
-    axis of a 4D NIfTI (MSD multi-channel cases) become a leading channel axis.
+    axis of a 4D NIfTI (MSD multi-channel cases) become a leading channel axis. A folder is read
+    as a DICOM series (:mod:`AttentionSegLib.io.dicom_series`; ``series_uid`` chooses one when it
+    holds several); what the reader had to correct is reported as an :class:`InputWarning`.
 
     Raises:
         ImageReadError: one line naming the file and the problem.
     """
     path = Path(path)
+    if path.is_dir():
+        from AttentionSegLib.io.dicom_series import read_dicom_series
+
+        image, series = read_dicom_series(path, series_uid)
+        for message in series.warnings:
+            warnings.warn(message, InputWarning, stacklevel=2)
+        return image
     _check_readable(path)
     if image_suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_complete(path)

@@ -17,6 +17,7 @@ import numpy as np
 
 from AttentionSegLib.errors import ImageWriteError
 from AttentionSegLib.io.image import Image, image_suffix, open_image_header, write_image, write_sitk_atomic
+from AttentionSegLib.io.terminology import SegmentTerminology, slicer_terminology_entry
 
 __all__ = ["write_label_image", "read_segment_names", "SEGMENTATION_SUFFIX"]
 
@@ -24,15 +25,22 @@ SEGMENTATION_SUFFIX = ".seg.nrrd"
 
 
 def write_label_image(
-    image: Image, path: str | os.PathLike, labels: Sequence[Mapping] = (), *, overwrite: bool = False
+    image: Image,
+    path: str | os.PathLike,
+    labels: Sequence[Mapping] = (),
+    terminology: Mapping[int, SegmentTerminology] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a label image atomically; ``.seg.nrrd`` gets one named, coloured segment per label.
+    """Write a label image atomically; ``.seg.nrrd`` gets one named, coloured segment per label,
+    with its coded terminology in Slicer's ``TerminologyEntry`` tag when given.
 
     Args:
         image: label values on their grid (one channel).
         path: destination; the ending picks the format.
         labels: ``[{"value", "name", "color"}]`` (colour as RGB in 0-1, as in model files);
             background (0) is skipped.
+        terminology: label value -> codes (:mod:`AttentionSegLib.io.terminology`).
         overwrite: replace an existing file (default: refuse).
 
     Raises:
@@ -53,12 +61,14 @@ def write_label_image(
         direction[:2, :2] = image.direction
         volume = Image(image.array[None], (*image.spacing, 1.0), (*image.origin, 0.0), direction)
     sitk_image = volume.to_sitk()
-    for key, value in _segmentation_header(volume.array, labels).items():
+    for key, value in _segmentation_header(volume.array, labels, terminology or {}).items():
         sitk_image.SetMetaData(key, value)
     return write_sitk_atomic(sitk_image, path, ".nrrd")
 
 
-def _segmentation_header(array: np.ndarray, labels: Sequence[Mapping]) -> dict[str, str]:
+def _segmentation_header(
+    array: np.ndarray, labels: Sequence[Mapping], terminology: Mapping[int, SegmentTerminology]
+) -> dict[str, str]:
     """Slicer's segmentation header fields for a single-layer label volume (array order k, j, i)."""
     header = {
         "Segmentation_MasterRepresentation": "Binary labelmap",
@@ -80,7 +90,10 @@ def _segmentation_header(array: np.ndarray, labels: Sequence[Mapping]) -> dict[s
         header[prefix + "LabelValue"] = str(value)
         header[prefix + "Layer"] = "0"
         header[prefix + "Extent"] = _extent(array == value)
-        header[prefix + "Tags"] = "Segmentation.Status:inprogress|"
+        tags = "Segmentation.Status:inprogress|"
+        if value in terminology:
+            tags += f"TerminologyEntry:{slicer_terminology_entry(terminology[value])}|"
+        header[prefix + "Tags"] = tags
     return header
 
 

@@ -35,6 +35,7 @@ from AttentionSegLib.data.preprocessing import (
 from AttentionSegLib.data.splits import resolve_split
 from AttentionSegLib.errors import AttentionSegError, DatasetError
 from AttentionSegLib.interactive.prompts import PROMPT_CHANNELS, PromptEncoding, default_click_radius_mm
+from AttentionSegLib.io.terminology import SegmentTerminology, generic_terminology
 from AttentionSegLib.models import get_model_info
 from AttentionSegLib.models.spec import ModelInfo
 from AttentionSegLib.training.augmentation import resolve_mirror_axes
@@ -54,6 +55,7 @@ class TrainingPlan:
         label_values: label values in output order, background (0) first.
         label_names: label value -> name (background included).
         label_colors: label value -> RGB colour in 0-1 (the dataset's, else a default palette).
+        label_terminology: foreground label value -> coded terminology (the dataset's, else generic).
         binary_sigmoid: one sigmoid output channel rather than a softmax over the classes.
         target_spacing: mm, array order.
         image_kind: "ct", "mri" or "rgb".
@@ -76,6 +78,7 @@ class TrainingPlan:
     label_values: tuple[int, ...]
     label_names: dict[int, str]
     label_colors: dict[int, tuple[float, ...]]
+    label_terminology: dict[int, SegmentTerminology]
     binary_sigmoid: bool
     target_spacing: tuple[float, ...]
     image_kind: str
@@ -98,11 +101,15 @@ class TrainingPlan:
 
     @property
     def labels(self) -> list[dict[str, Any]]:
-        """``[{"value", "name", "color"}]`` in output order, as the model file stores them."""
-        return [
-            {"value": value, "name": self.label_names[value], "color": list(self.label_colors[value])}
-            for value in self.label_values
-        ]
+        """``[{"value", "name", "color"[, "terminology"]}]`` in output order, as the model file stores
+        them (background has no terminology)."""
+        labels = []
+        for value in self.label_values:
+            label = {"value": value, "name": self.label_names[value], "color": list(self.label_colors[value])}
+            if value in self.label_terminology:
+                label["terminology"] = self.label_terminology[value].to_dict()
+            labels.append(label)
+        return labels
 
 
 def plan_training(
@@ -157,6 +164,12 @@ def plan_training(
         label_values=tuple(label_values),
         label_names={value: definition.labels.get(value, "background") for value in label_values},
         label_colors=_label_colors(definition, label_values),
+        label_terminology={
+            value: definition.terminology.get(value)
+            or generic_terminology(definition.labels.get(value, f"label {value}"), value)
+            for value in label_values
+            if value != 0
+        },
         binary_sigmoid=binary_sigmoid,
         target_spacing=target_spacing,
         image_kind=kind,
@@ -210,6 +223,15 @@ def _label_colors(definition: DatasetDefinition, label_values: list[int]) -> dic
         color = definition.label_colors.get(value, DEFAULT_LABEL_COLORS[(index - 1) % len(DEFAULT_LABEL_COLORS)])
         colors[value] = tuple(color) if value else (0, 0, 0)
     return colors
+
+
+def _label_terminology(definition: DatasetDefinition, label_values: list[int]) -> dict[int, SegmentTerminology]:
+    """The dataset's codes per foreground label, generic ones (named after the label) for the rest."""
+    return {
+        value: definition.terminology.get(value) or generic_terminology(definition.labels.get(value, "object"), value)
+        for value in label_values
+        if value != 0
+    }
 
 
 def network_options(config: TrainingConfig, info: ModelInfo) -> dict[str, Any]:
