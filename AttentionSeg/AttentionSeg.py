@@ -92,6 +92,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrection)
         self.ui.computeMetricsButton.connect("clicked(bool)", self.onComputeMetrics)
+        self.ui.loadReferenceButton.connect("clicked(bool)", self.onLoadReference)
         self.ui.newObjectButton.connect("clicked(bool)", self.onNewObject)
         self.ui.undoClickButton.connect("clicked(bool)", self.onUndoClick)
         self.ui.modelsListWidget.connect("itemChanged(QListWidgetItem*)", self.updateClickMode)
@@ -320,6 +321,20 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
 
     # -------------------------------------------------------------------------------- metrics
+    def onLoadReference(self):
+        volumes = self.inputVolumes()
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(), "Reference label map or DICOM SEG", "",
+            "Label maps and DICOM SEG (*.nii *.nii.gz *.nrrd *.seg.nrrd *.mha *.dcm);;All files (*)",
+        )
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to load the reference.", waitCursor=True):
+            if not volumes:
+                raise ValueError("Choose the input volume first: the reference is placed on its grid.")
+            node = self.logic.loadReference(path, volumes[0])
+            self.ui.referenceSegmentationSelector.setCurrentNode(node)
+
     def onComputeMetrics(self):
         with slicer.util.tryWithErrorDisplay("Failed to compute metrics.", waitCursor=True):
             tableNode, report = self.logic.computeMetrics(
@@ -432,6 +447,12 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         return self.jobs().corrections.save_correction(
             volumeNodes, correctedSegmentationNode, datasetJson, originalSegmentationNode
         )
+
+    def loadReference(self, path, volumeNode):
+        """A reference segmentation from a label map file or a DICOM SEG, on ``volumeNode``'s grid."""
+        from AttentionSegLib.slicer.reference_file import reference_segmentation_from_file
+
+        return reference_segmentation_from_file(slicer.mrmlScene, path, volumeNode)
 
     def computeMetrics(self, segmentationNode, referenceSegmentationNode, referenceVolumeNode=None, nsdToleranceMm=1.0):
         """(table node, report); without a reference volume, on the reference segmentation's geometry."""

@@ -43,6 +43,21 @@ def anisotropic_pair():
     return prediction, reference, spacing
 
 
+# dcmqi's key names, as in its seg-example.json.
+LIVER_TERMINOLOGY = {
+    "SegmentedPropertyCategoryCodeSequence": {
+        "CodeValue": "85756007",
+        "CodingSchemeDesignator": "SCT",
+        "CodeMeaning": "Tissue",
+    },
+    "SegmentedPropertyTypeCodeSequence": {
+        "CodeValue": "10200004",
+        "CodingSchemeDesignator": "SCT",
+        "CodeMeaning": "Liver",
+    },
+}
+
+
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory):
     """A phantom dataset on an oblique, anisotropic grid and two small models trained on it:
@@ -60,6 +75,7 @@ def trained_models(tmp_path_factory):
         origin_mm=(5.0, -10.0, 20.0),
         direction=oblique_direction(),
         label_names=["liver", "spleen"],
+        terminology={"1": LIVER_TERMINOLOGY},  # spleen left uncoded: generic codes
     )
     models = []
     for name, epochs in (("good", 20), ("short", 2)):

@@ -15,7 +15,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "evaluate",
         help="per-label Dice, IoU, HD95, ASSD, NSD and volumes of a predicted label map against a reference",
-        description="Compare a predicted label map with a reference label map (NIfTI, NRRD, MHA, PNG ..., or a DICOM SEG, placed on the other file's grid). "
+        description="Compare a predicted label map with a reference label map (NIfTI, NRRD, MHA, PNG ..., "
+        "or a DICOM SEG, placed on the other file's grid). "
         "Distances are in mm using the reference's spacing; HD95 follows MONAI's definition.",
     )
     parser.add_argument("prediction", type=Path, help="predicted label map file (or DICOM SEG)")

@@ -81,7 +81,7 @@ def _check_arguments(args: argparse.Namespace) -> tuple[Path | None, Path | None
     label_out = None if _is_dicom_seg_path(args.out) else args.out
     seg_out = args.out if _is_dicom_seg_path(args.out) else args.dicom_seg
     if args.dicom_seg is not None and _is_dicom_seg_path(args.out):
-        raise AttentionSegError(f"{args.out}: --out is already a DICOM SEG; drop --dicom-seg or give --out another type")
+        raise AttentionSegError(f"{args.out}: --out is already a DICOM SEG; drop --dicom-seg or change --out")
     if seg_out is not None and not _is_dicom_seg_path(seg_out):
         raise AttentionSegError(f"{seg_out}: a DICOM SEG file ends in .dcm")
     if seg_out is not None and not args.images[0].is_dir():

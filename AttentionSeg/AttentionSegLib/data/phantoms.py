@@ -81,6 +81,7 @@ def write_phantom_dataset(
     label_names: list[str] | None = None,
     origin_mm: tuple[float, ...] | None = None,
     direction: np.ndarray | None = None,
+    terminology: dict | None = None,
 ) -> Path:
     """Write a small nnU-Net v2 dataset of MRI-like phantoms and return its dataset.json path.
 
@@ -88,7 +89,8 @@ def write_phantom_dataset(
     intensities per label (so a network can learn them), a per-case brightness change and noise.
     ``spacing_mm`` is in array order (default 1 mm); ``origin_mm`` (LPS, index order) and
     ``direction`` place the grid (default 0 and identity). Labels are named ``label_names`` (default
-    structure_1, ...). Images are ``imagesTr/phantom_XXX_0000.nii.gz``.
+    structure_1, ...), coded by ``terminology`` (the dataset.json block) when given. Images are
+    ``imagesTr/phantom_XXX_0000.nii.gz``.
     """
     from AttentionSegLib.io.image import Image, write_image
 
@@ -125,6 +127,8 @@ def write_phantom_dataset(
     }
     if len(shape) == 2:
         definition["tensorImageSize"] = "2D"
+    if terminology:
+        definition["terminology"] = terminology
     return write_json_atomic(folder / "dataset.json", definition)
 
 

@@ -329,7 +329,9 @@ def _segment_of_label(segmentation_node, model_file: ModelFile, value: int) -> s
     """The id of the segment named after the model's label ``value``, added when missing."""
     name = model_file.label_names.get(value, f"label {value}")
     segment_id = segmentation_node.GetSegmentation().GetSegmentIdBySegmentName(name)
-    return segment_id or add_segment(segmentation_node, name, value, model_file.label_colors.get(value))
+    return segment_id or add_segment(
+        segmentation_node, name, value, model_file.label_colors.get(value), model_file.label_terminology.get(value)
+    )
 
 
 def _nearest_label(labels: np.ndarray, point: tuple[int, ...], spacing: np.ndarray) -> int:

@@ -20,6 +20,7 @@ import vtk
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.evaluation.report import METRIC_COLUMNS
 from AttentionSegLib.io.image import Image
+from AttentionSegLib.io.terminology import slicer_terminology_entry
 
 __all__ = [
     "StandaloneScene",
@@ -156,8 +157,10 @@ def segmentation_node_from_label_image(
     name: str = "Segmentation",
     reference_volume_node=None,
     include_empty: bool = True,
+    terminology: dict | None = None,
 ):
-    """A segmentation node with one segment per label, carrying the label's name and colour.
+    """A segmentation node with one segment per label, carrying the label's name, colour and
+    coded terminology.
 
     Args:
         scene: the MRML scene.
@@ -169,6 +172,8 @@ def segmentation_node_from_label_image(
             label image's own grid).
         include_empty: also add empty segments for declared labels absent from the image, so
             that a user can paint a missed structure in the Segment Editor.
+        terminology: label value -> :class:`~AttentionSegLib.io.terminology.SegmentTerminology`,
+            set as Slicer's segment terminology (what Slicer's DICOM export writes as codes).
 
     Each segment keeps its source label value (``segment.GetLabelValue()``).
     """
@@ -200,6 +205,8 @@ def segmentation_node_from_label_image(
         segment.SetName(labels.get(value, f"label {value}"))
         if colors and value in colors:
             segment.SetColor(*colors[value])
+        if terminology and value in terminology:
+            segment.SetTerminology(slicer_terminology_entry(terminology[value]))
     return segmentation_node
 
 

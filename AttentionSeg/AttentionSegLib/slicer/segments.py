@@ -9,6 +9,7 @@ import vtk
 
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.io.image import Image
+from AttentionSegLib.io.terminology import slicer_terminology_entry
 from AttentionSegLib.slicer.mrml import has_voxels, remove_nodes, segmentation_node_from_label_image
 
 __all__ = [
@@ -43,8 +44,8 @@ def segment_label_values(segmentation_node) -> dict[str, int]:
 
 def segmentation_node_for_model(scene, label_image: Image, model_file, name: str, reference_volume_node):
     """A segmentation node from a model's label image: one segment per label of the
-    :class:`~AttentionSegLib.inference.model_file.ModelFile`, with its name and colour, referring
-    to ``reference_volume_node``'s grid."""
+    :class:`~AttentionSegLib.inference.model_file.ModelFile`, with its name, colour and coded
+    terminology, referring to ``reference_volume_node``'s grid."""
     return segmentation_node_from_label_image(
         scene,
         label_image,
@@ -52,16 +53,21 @@ def segmentation_node_for_model(scene, label_image: Image, model_file, name: str
         model_file.label_colors,
         name=name,
         reference_volume_node=reference_volume_node,
+        terminology=model_file.label_terminology,
     )
 
 
-def add_segment(segmentation_node, name: str, value: int, color: tuple[float, ...] | None = None) -> str:
-    """Add an empty segment (name, label value, colour when given); returns its id."""
+def add_segment(
+    segmentation_node, name: str, value: int, color: tuple[float, ...] | None = None, terminology=None
+) -> str:
+    """Add an empty segment (name, label value, colour and terminology when given); returns its id."""
     segment = slicer.vtkSegment()
     segment.SetName(name)
     segment.SetLabelValue(value)
     if color:
         segment.SetColor(*color)
+    if terminology is not None:
+        segment.SetTerminology(slicer_terminology_entry(terminology))
     segmentation = segmentation_node.GetSegmentation()
     segmentation.AddSegment(segment)
     return segmentation.GetSegmentIdBySegmentName(name)

@@ -17,20 +17,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.inference.model_store import default_models_folder, list_registered_models, model_display_name
 from AttentionSegLib.io.image import image_suffix, read_image
-from AttentionSegLib.io.segmentation_file import read_segment_names, write_label_image
+from AttentionSegLib.io.segmentation_file import write_label_image
 from AttentionSegLib.slicer.background import BackgroundSegmentation
 from AttentionSegLib.slicer.jobs import SegmentationJobs
 from AttentionSegLib.slicer.mrml import (
     label_image_from_segmentation_node,
     remove_nodes,
-    segmentation_node_from_label_image,
     volume_node_from_image,
 )
+from AttentionSegLib.slicer.reference_file import reference_segmentation_from_file
 from AttentionSegLib.slicer.segments import segment_label_values
 from AttentionSegLib.web import DEFAULT_MAX_UPLOAD_MB
 
@@ -156,27 +154,18 @@ class Workspace:
         return self.volume
 
     def load_reference(self, path: str | Path):
-        """Read a label map (``.seg.nrrd`` keeps its segment names) as the reference segmentation.
+        """Read a label map (``.seg.nrrd`` keeps its segment names) or a DICOM SEG (placed on the
+        volume's grid) as the reference segmentation.
 
         Raises:
             AttentionSegError: no volume yet, or the file cannot be read as a label map.
         """
         volume = self._require_volume()
         path = Path(path)
-        image = read_image(path)
-        if image.has_channels:
-            raise AttentionSegError(f"{path}: a reference label map has one channel, got {image.n_channels}")
-        values = np.unique(image.array)
-        if values.size > 1000 or not np.allclose(values, np.round(values)):
-            raise AttentionSegError(f"{path}: not a label map (values are not a few integers)")
-        names = read_segment_names(path) if image_suffix(path) == ".seg.nrrd" else {}
-        labels = {int(v): names.get(int(v), _unnamed(int(v))) for v in values if v != 0}
-        image = image.with_array(image.array.astype(np.uint16), has_channels=False)
+        reference = reference_segmentation_from_file(self.scene, path, volume, name=f"reference {_stem(path)}")
         if self.reference is not None:
             remove_nodes(self.scene, self.reference)
-        self.reference = segmentation_node_from_label_image(
-            self.scene, image, labels, name=f"reference {_stem(path)}", reference_volume_node=volume
-        )
+        self.reference = reference
         self.reference.GetDisplayNode().SetVisibility(False)  # shown on demand; the work is on top
         return self.reference
 
