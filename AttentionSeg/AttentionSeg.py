@@ -23,6 +23,14 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 
+def requireDependencies():
+    """First use: check the engine's packages and, after a confirmation, install what is missing
+    (PyTorch through the PyTorch extension, the rest with pip); False when they are still missing."""
+    from AttentionSegLib.slicer.dependencies_ui import ensure_dependencies
+
+    return ensure_dependencies()
+
+
 class AttentionSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
@@ -147,6 +155,8 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return [item.data(qt.Qt.UserRole) for item in items if item.checkState() == qt.Qt.Checked]
 
     def refreshModels(self, *unused):
+        if not requireDependencies():
+            return
         checked = set(self.checkedModels())
         self.ui.modelsListWidget.clear()
         for path in self.logic.listModels(self.ui.modelsFolderPathLineEdit.currentPath):
@@ -166,6 +176,8 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---------------------------------------------------------------------------- segment
     def onSegment(self):
+        if not requireDependencies():
+            return
         with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
             self.logic.startSegmentation(
                 self.inputVolumes(), self._firstModel(), self.ui.deviceComboBox.currentText, self.ui.ttaCheckBox.checked
@@ -197,6 +209,8 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onPoll()
 
     def onCompare(self):
+        if not requireDependencies():
+            return
         with slicer.util.tryWithErrorDisplay("Failed to compare the models.", waitCursor=True):
             result = self.logic.compare(
                 self.inputVolumes(),
@@ -322,9 +336,13 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -------------------------------------------------------------------------------- metrics
     def onLoadReference(self):
+        if not requireDependencies():
+            return
         volumes = self.inputVolumes()
         path = qt.QFileDialog.getOpenFileName(
-            slicer.util.mainWindow(), "Reference label map or DICOM SEG", "",
+            slicer.util.mainWindow(),
+            "Reference label map or DICOM SEG",
+            "",
             "Label maps and DICOM SEG (*.nii *.nii.gz *.nrrd *.seg.nrrd *.mha *.dcm);;All files (*)",
         )
         if not path:
@@ -336,6 +354,8 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.referenceSegmentationSelector.setCurrentNode(node)
 
     def onComputeMetrics(self):
+        if not requireDependencies():
+            return
         with slicer.util.tryWithErrorDisplay("Failed to compute metrics.", waitCursor=True):
             tableNode, report = self.logic.computeMetrics(
                 self.ui.segmentationSelector.currentNode(),

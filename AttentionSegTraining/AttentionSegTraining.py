@@ -28,6 +28,14 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 
+def requireDependencies():
+    """First use: check the engine's packages and, after a confirmation, install what is missing
+    (PyTorch through the PyTorch extension, the rest with pip); False when they are still missing."""
+    from AttentionSegLib.slicer.dependencies_ui import ensure_dependencies
+
+    return ensure_dependencies()
+
+
 class AttentionSegTraining(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
@@ -54,8 +62,10 @@ class _RegisteredNetworkNames(Sequence):
     """The registry's network names, looked up on first use: loading the module must not import torch."""
 
     def _names(self):
-        from AttentionSegLib.models import list_models
-
+        try:
+            from AttentionSegLib.models import list_models
+        except ImportError:  # torch or MONAI not installed yet: requireDependencies() offers them
+            return []
         return list_models()
 
     def __getitem__(self, index):
@@ -147,6 +157,8 @@ class AttentionSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
 
     def onValidate(self):
+        if not requireDependencies():
+            return
         with slicer.util.tryWithErrorDisplay("Cannot read the dataset definition.", waitCursor=True):
             summary, problems = self.logic.validateDataset(self.ui.datasetPathLineEdit.currentPath)
             lines = [f"{summary['name']}: {summary['n_cases']} cases, {len(problems)} problem(s)"]
@@ -154,6 +166,8 @@ class AttentionSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.logTextEdit.setPlainText("\n".join(lines))
 
     def onSplit(self):
+        if not requireDependencies():
+            return
         with slicer.util.tryWithErrorDisplay("Cannot split the dataset.", waitCursor=True):
             folds = self.logic.folds(
                 self.ui.datasetPathLineEdit.currentPath, self.ui.foldsSpinBox.value, self.ui.seedSpinBox.value
@@ -161,15 +175,21 @@ class AttentionSegTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.logTextEdit.setPlainText(json.dumps(folds, indent=1))
 
     def onShowPlan(self):
+        if not requireDependencies():
+            return
         with slicer.util.tryWithErrorDisplay("Cannot plan the training.", waitCursor=True):
             self.ui.logTextEdit.setPlainText(self.logic.planText(self._parameterNode))
 
     def onStart(self):
+        if not requireDependencies():
+            return
         with slicer.util.tryWithErrorDisplay("Cannot start training.", waitCursor=True):
             self.logic.startTraining(self._parameterNode)
             self.followTraining()
 
     def onResume(self):
+        if not requireDependencies():
+            return
         with slicer.util.tryWithErrorDisplay("Cannot resume training.", waitCursor=True):
             self.logic.resumeTraining(self._parameterNode)
             self.followTraining()

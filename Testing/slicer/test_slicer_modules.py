@@ -84,6 +84,16 @@ def test_cmake_lists_every_engine_file_and_resource():
     assert not missing, f"add to AttentionSeg/CMakeLists.txt: {missing}"
     top = (ROOT / "CMakeLists.txt").read_text()
     assert "EXTENSION_DEPENDS PyTorch" in top
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
+        assert re.search(rf'set\(EXTENSION_{key} "[^"]+"\)', top), f"EXTENSION_{key} is empty"
+    # the icon and screenshots the Extensions Index shows are files of this repository
+    urls = re.findall(r"https://raw\.githubusercontent\.com/\S+?/main/([^\s\"]+)", top)
+    assert len(urls) >= 3 and all((ROOT / path).is_file() for path in urls), urls
+    for module in MODULES:
+        assert (ROOT / module / "Resources" / "Icons" / f"{module}.png").is_file()
+    # the index descriptions are generated from this metadata and up to date
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "extension_description.py"), "--check"])
+    assert check.returncode == 0
     for module in MODULES:
         assert f"add_subdirectory({module})" in top
         module_cmake = (ROOT / module / "CMakeLists.txt").read_text()
