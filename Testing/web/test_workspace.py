@@ -149,3 +149,73 @@ def test_a_correction_becomes_a_training_case(workspace, trained_models, tmp_pat
     assert result["case_id"] in {case.case_id for case in definition.cases}
     assert validate_dataset(definition) == []
     np.testing.assert_array_equal(read_image(result["label_file"]).array, read_image(label_path).array)
+
+
+def _zipped(files: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_a_zipped_dicom_series_and_a_dicom_seg_load_and_a_correction_keeps_the_datasets_format(
+    workspace, trained_models, tmp_path
+):
+    from AttentionSegLib.data.phantoms import write_dicom_series
+    from AttentionSegLib.io.dicom_seg import write_dicom_seg
+    from AttentionSegLib.io.dicom_series import read_dicom_series
+
+    space, _ = workspace
+    dataset, (good, _) = trained_models
+    image_path, label_path = held_out_case(dataset, good)
+    image = read_image(image_path)
+    files = write_dicom_series(image, tmp_path / "series", modality="MR", rescale=(0.01, 0.0))
+    # member paths that try to leave the uploads folder are flattened into it
+    zipped = {
+        f"../../escape/{path.name}" if n == 0 else f"DICOM/S1/{path.name}": path.read_bytes()
+        for n, path in enumerate(files)
+    }
+    folder = space.save_upload("scan 1.zip", _zipped(zipped))
+    assert folder.parent == space.uploads and len(list(folder.iterdir())) == len(files)
+    assert not (tmp_path / "escape").exists() and not (space.folder / "escape").exists()
+    volume = space.load_volume(folder)
+    series_image, series = read_dicom_series(folder)
+    from AttentionSegLib.slicer.mrml import image_from_volume_node
+
+    shown = image_from_volume_node(volume)
+    np.testing.assert_allclose(shown.origin, image.origin, atol=1e-4)
+    np.testing.assert_allclose(shown.direction, image.direction, atol=1e-6)
+    np.testing.assert_allclose(shown.array, image.array, atol=0.006)
+    # the reference as a DICOM SEG, uploaded as one .dcm
+    label = read_image(label_path)
+    seg = write_dicom_seg(
+        series_image.with_array(label.array), series, tmp_path / "ref.dcm",
+        [{"value": 1, "name": "liver"}, {"value": 2, "name": "spleen"}], algorithm_name="ref", algorithm_version="1",
+    )  # fmt: skip
+    space.load_reference(space.save_upload("ref.dcm", seg.read_bytes()))
+    # saved as a training case of an nnU-Net dataset: NIfTI files on the series' grid
+    copy = tmp_path / "dataset"
+    shutil.copytree(dataset.parent, copy)
+    space.segmentation = space.reference
+    result = space.save_correction(copy / "dataset.json")
+    assert str(result["label_file"]).endswith(".nii.gz")
+    saved = read_image(result["label_file"])
+    np.testing.assert_array_equal(saved.array, label.array)
+    np.testing.assert_allclose(saved.origin, image.origin, atol=1e-4)
+    assert validate_dataset(load_dataset(copy / "dataset.json")) == []
+
+
+def test_bad_zips_are_refused_in_one_line(workspace):
+    space, _ = workspace
+    with pytest.raises(AttentionSegError, match="not a readable zip file"):
+        space.save_upload("scan.zip", b"PK not really")
+    bomb = _zipped({"a.dcm": b"\0" * (3 * 1024 * 1024)})  # 3 MB of zeros compress to a few KB
+    with pytest.raises(AttentionSegError, match="expands to 3 MB, over the limit"):
+        space.save_upload("bomb.zip", bomb)
+    with pytest.raises(AttentionSegError, match="no DICOM image files"):
+        space.load_volume(space.save_upload("notes.zip", _zipped({"readme.txt": b"hello"})))
+    assert not any(path.name.endswith(".partial") for path in space.uploads.iterdir())

@@ -234,14 +234,14 @@ class AttentionSegWebApp(TrameApp):
             with v3.VExpansionPanelText():
                 html.Div("Volume: {{ as_volume_name || 'none' }}", classes="text-body-2 as-volume-name")
                 v3.VFileInput(
-                    label="Upload volume (.nii.gz, .nrrd, .mha)",
+                    label="Upload volume (.nii.gz, .nrrd, .mha; DICOM series as .zip)",
                     density="compact",
                     classes="as-upload-volume",
                     change=self._upload_js(self._upload_volume),
                 )
                 html.Div("Reference: {{ as_reference_name || 'none' }}", classes="text-body-2 as-reference-name")
                 v3.VFileInput(
-                    label="Upload reference segmentation",
+                    label="Upload reference (label map or DICOM SEG .dcm)",
                     density="compact",
                     classes="as-upload-reference",
                     change=self._upload_js(self._upload_reference),

@@ -35,6 +35,11 @@ from AttentionSegLib.web import DEFAULT_MAX_UPLOAD_MB
 __all__ = ["Workspace", "sanitised_name", "DEFAULT_MAX_UPLOAD_MB", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd")
+# A DICOM series arrives zipped (browsers upload files, not folders); a DICOM SEG as one .dcm file.
+DICOM_UPLOAD_SUFFIXES = (".zip", ".dcm")
+# A zip may not expand to more than this many times the upload limit (zip bombs), nor hold more files.
+ZIP_EXPANSION_LIMIT = 4
+ZIP_MAX_FILES = 20000
 EXPORT_FORMATS = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz"}
 
 
@@ -121,9 +126,12 @@ class Workspace:
         """
         safe = sanitised_name(name)
         self.check_upload_size(safe, len(content))
-        suffix = image_suffix(Path(safe))
-        if suffix not in IMAGE_SUFFIXES:
-            raise AttentionSegError(f"{safe}: not an image this page reads ({', '.join(IMAGE_SUFFIXES)})")
+        suffix = image_suffix(Path(safe)) or Path(safe).suffix.lower()
+        if suffix == ".zip":
+            return self._save_zipped_series(safe, content)
+        if suffix not in IMAGE_SUFFIXES + DICOM_UPLOAD_SUFFIXES:
+            accepted = ", ".join(IMAGE_SUFFIXES + DICOM_UPLOAD_SUFFIXES)
+            raise AttentionSegError(f"{safe}: not an image this page reads ({accepted}; a DICOM series as .zip)")
         path = self.uploads / safe
         stem = safe[: -len(suffix)]
         counter = 1
@@ -133,9 +141,52 @@ class Workspace:
         path.write_bytes(content)
         return path
 
+    def _save_zipped_series(self, name: str, content: bytes) -> Path:
+        """Unpack a zipped DICOM series into a new folder of the uploads (flattened, names
+        sanitised; nothing outside the folder is ever written) and return the folder.
+
+        Raises:
+            AttentionSegError: not a zip, too many files, or expanding beyond the limit.
+        """
+        import io
+        import shutil
+        import zipfile
+
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(content))
+            members = [m for m in archive.infolist() if not m.is_dir()]
+        except zipfile.BadZipFile:
+            raise AttentionSegError(f"{name}: not a readable zip file") from None
+        if len(members) > ZIP_MAX_FILES:
+            raise AttentionSegError(f"{name}: {len(members)} files; a series zip may hold {ZIP_MAX_FILES}")
+        expanded = sum(m.file_size for m in members)
+        if expanded > ZIP_EXPANSION_LIMIT * self.max_upload_bytes:
+            raise AttentionSegError(f"{name}: expands to {expanded / 1024 / 1024:.0f} MB, over the limit")
+        stem = name[: -len(".zip")] or "series"
+        folder = self.uploads / stem
+        counter = 1
+        while folder.exists():  # never mix into an earlier upload
+            counter += 1
+            folder = self.uploads / f"{stem}-{counter}"
+        partial = self.uploads / f".{folder.name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        try:
+            for index, member in enumerate(members):
+                # Flattened: a member's own path never decides where it lands.
+                target = partial / f"{index:05d}_{sanitised_name(member.filename.split('/')[-1] or 'file')}"
+                with archive.open(member) as source, open(target, "wb") as sink:
+                    shutil.copyfileobj(source, sink)
+            partial.rename(folder)
+        except (OSError, zipfile.BadZipFile, AttentionSegError) as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise AttentionSegError(f"{name}: cannot unpack ({error})") from None
+        return folder
+
     # ---------------------------------------------------------------------------- loading
     def load_volume(self, path: str | Path):
-        """Read an image file (checked by the engine's reader) and make it the page's volume.
+        """Read an image file or a DICOM series folder (checked by the engine's reader) and make
+        it the page's volume.
         Clears the scene first: the page shows one case at a time.
 
         Raises:
