@@ -368,3 +368,28 @@ def test_the_real_ct_series_and_dcmqis_liver_seg_match_the_nrrd_voxel_for_voxel(
     assert names == {1: "Liver"}
     np.testing.assert_array_equal(liver.array > 0, reference.array > 0)
     assert int((liver.array > 0).sum()) == 107098
+
+
+def test_a_damaged_slice_is_named_and_an_unreadable_file_is_reported(tmp_path):
+    image, _ = _phantom()
+    files = write_dicom_series(image, tmp_path / "s", shuffle_names=False)
+    content = files[3].read_bytes()
+    files[3].write_bytes(content[: len(content) - 300])  # pixel data cut short
+    with pytest.raises(ImageReadError) as error:
+        read_image(tmp_path / "s")
+    assert str(error.value) == f"{files[3]}: cannot read its pixel data (damaged or truncated)"
+    # three slices, the middle one replaced by something that is not DICOM: the two left look
+    # regular, so the reader warns twice (the skipped file, the instance numbers' hole)
+    small = image.with_array(image.array[:3])
+    files = write_dicom_series(small, tmp_path / "three", shuffle_names=False)
+    files[1].write_bytes(b"not DICOM")
+    with pytest.warns(InputWarning) as warned:
+        read = read_image(tmp_path / "three")
+    messages = [str(w.message) for w in warned]
+    assert any("skipped 1 file(s) that are not readable DICOM (e.g. IM0002.dcm)" in m for m in messages)
+    assert any("instance numbers 1..3 skip 1 number(s)" in m for m in messages)
+    assert read.spatial_shape[0] == 2
+    # a damaged single file given where a reference goes
+    (tmp_path / "cut.dcm").write_bytes(content[:200])
+    with pytest.raises(AttentionSegError, match="not a readable DICOM file"):
+        read_label_image(tmp_path / "cut.dcm")

@@ -27,8 +27,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Starts the AttentionSeg web page (trame-slicer views over the same MRML and logic as the "
         "Slicer modules) and prints its address. One server serves one user's scene.",
     )
-    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="volume to load at start")
-    parser.add_argument("--reference", type=Path, metavar="SEG", help="reference segmentation to load at start")
+    parser.add_argument(
+        "images",
+        nargs="*",
+        type=Path,
+        metavar="IMAGE",
+        help="volume to load at start (a file or a DICOM series folder)",
+    )
+    parser.add_argument(
+        "--reference", type=Path, metavar="SEG", help="reference (label map or DICOM SEG) to load at start"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
     parser.add_argument("--models", type=Path, metavar="DIR", help="a folder of model files besides the default one")
@@ -48,9 +56,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in [*args.images, *([args.reference] if args.reference else [])]:
-        if not path.is_file():
-            raise AttentionSegError(f"{path}: no such file")
+    for path in args.images:
+        if not path.exists():
+            raise AttentionSegError(f"{path}: no such file or DICOM series folder")
+    if args.reference and not args.reference.is_file():
+        raise AttentionSegError(f"{args.reference}: no such file")
     if args.reference and not args.images:
         raise AttentionSegError("--reference needs an IMAGE to go with it")
     if args.max_upload_mb <= 0:

@@ -29,7 +29,7 @@ from AttentionSegLib.errors import GeometryMismatchError, ImageReadError, ImageW
 from AttentionSegLib.io.image import Image
 from AttentionSegLib.io.terminology import PRIVATE_SCHEME, SegmentTerminology, generic_terminology
 
-__all__ = ["is_dicom_seg", "read_dicom_seg", "write_dicom_seg", "SEG_SOP_CLASS_UID"]
+__all__ = ["is_dicom_seg", "is_readable_dicom", "read_dicom_seg", "write_dicom_seg", "SEG_SOP_CLASS_UID"]
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 _GRID_TOLERANCE_VOXELS = 1e-2
@@ -48,6 +48,30 @@ def is_dicom_seg(path: str | os.PathLike) -> bool:
     except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError, KeyError):
         return False
     return str(header.get("SOPClassUID", "")) == SEG_SOP_CLASS_UID or str(header.get("Modality", "")) == "SEG"
+
+
+def is_readable_dicom(path: str | os.PathLike) -> bool:
+    """Whether ``path`` parses as DICOM to its end (a truncated file does not)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        dataset = pydicom.dcmread(path)
+        if "SOPClassUID" not in dataset:
+            return False  # cut inside the header: pydicom stops quietly at the end of the bytes
+        if "PixelData" in dataset and not dataset.file_meta.TransferSyntaxUID.is_compressed:
+            expected = (
+                int(dataset.Rows)
+                * int(dataset.Columns)
+                * int(dataset.get("SamplesPerPixel", 1))
+                * int(dataset.get("NumberOfFrames", 1) or 1)
+                * int(dataset.BitsAllocated)
+                + 7
+            ) // 8
+            return len(dataset.PixelData) >= expected
+    except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError, KeyError, TypeError):
+        return False
+    return True
 
 
 def _segment_values(segments, label_names: Mapping[int, str] | None, path: Path) -> dict[int, tuple[int, str]]:

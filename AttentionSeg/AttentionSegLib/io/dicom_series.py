@@ -37,6 +37,7 @@ _SAME_POSITION_MM = 1e-3
 _REGULAR_RELATIVE = 0.01  # slice distances within 1 % of each other: a regular grid, silently
 _WARN_RELATIVE = 0.10  # up to 10 %: a warning naming the spacing used; beyond: an error
 _TILT_DEGREES = 0.5
+_DICOM_NAME_SUFFIXES = {".dcm", ".dicom", ".ima", ""}
 
 
 @dataclass
@@ -85,10 +86,13 @@ def find_series(folder: str | os.PathLike) -> dict[str, DicomSeries]:
     if not folder.exists():
         raise ImageReadError(f"{folder}: folder not found")
     grouped: dict[str, list] = defaultdict(list)
+    unreadable = []
     for path in _dicom_files(folder):
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError, KeyError):
+            if path.suffix.lower() in _DICOM_NAME_SUFFIXES:
+                unreadable.append(path)  # named like DICOM but not readable: say so
             continue
         if "SeriesInstanceUID" not in header or str(header.get("Modality", "")).upper() in _NON_IMAGE_MODALITIES:
             continue
@@ -106,6 +110,12 @@ def find_series(folder: str | os.PathLike) -> dict[str, DicomSeries]:
             [path for path, _ in entries],
             [header for _, header in entries],
         )
+    if unreadable:
+        for found in series.values():
+            found.warnings.append(
+                f"{folder}: skipped {len(unreadable)} file(s) that are not readable DICOM "
+                f"(e.g. {unreadable[0].name}); if they were slices of this series, slices are missing"
+            )
     return series
 
 
@@ -172,6 +182,7 @@ def _sort_and_check(series: DicomSeries) -> None:
     series.files = [files[i] for i in order]
     series.headers = [headers[i] for i in order]
     positions, distances = positions[order], distances[order]
+    _check_instance_numbers(series, where)
     if len(files) < 2:
         return
     gaps = np.diff(distances)
@@ -212,6 +223,23 @@ def _sort_and_check(series: DicomSeries) -> None:
     )
 
 
+def _check_instance_numbers(series: DicomSeries, where: str) -> None:
+    """Warn when the instance numbers, unique and consecutive in most series, leave holes: the
+    positions alone cannot show a slice missing at either end, or one of only three."""
+    try:
+        numbers = sorted(int(h.InstanceNumber) for h in series.headers)
+    except (AttributeError, TypeError, ValueError):
+        return
+    if len(set(numbers)) != len(numbers) or len(numbers) < 2:
+        return
+    holes = (numbers[-1] - numbers[0] + 1) - len(numbers)
+    if 0 < holes <= len(numbers):  # a few holes: likely lost files; many: a numbering scheme
+        series.warnings.append(
+            f"{where}: instance numbers {numbers[0]}..{numbers[-1]} skip {holes} number(s); "
+            "check that no slice file is missing"
+        )
+
+
 def series_header(series: DicomSeries) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], np.ndarray]:
     """(size i, j, k; spacing mm; origin LPS mm; direction) of a sorted, checked series."""
     first = series.headers[0]
@@ -250,17 +278,27 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None):
     size, spacing, origin, direction = series_header(series)
     try:
         array, has_channels = _read_pixels(series)
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1][:160] if str(error).strip() else "unknown error"
-        raise ImageReadError(
-            f"{series.folder}: cannot read the pixels of series {series.series_uid}: {reason}"
-        ) from None
+    except RuntimeError:
+        bad = _unreadable_file(series)
+        raise ImageReadError(f"{bad}: cannot read its pixel data (damaged or truncated)") from None
     spatial = array.shape[1:] if has_channels else array.shape
     if tuple(spatial) != (size[2], size[1], size[0]):
         raise ImageReadError(
             f"{series.folder}: pixel data {spatial} do not match the headers ({size[2]} slices of {size[0]}x{size[1]})"
         )
     return Image(array, spacing, origin, direction, has_channels=has_channels), series
+
+
+def _unreadable_file(series: DicomSeries) -> Path:
+    """The first file of the series whose pixels SimpleITK cannot read (the folder if none alone)."""
+    import SimpleITK as sitk
+
+    for path in series.files:
+        try:
+            sitk.ReadImage(str(path))
+        except RuntimeError:
+            return path
+    return series.folder
 
 
 def _rescale(header) -> tuple[float, float]:

@@ -227,10 +227,12 @@ def _check_readable(path: Path) -> None:
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image file")
     if path.suffix.lower() in DICOM_SUFFIXES:
-        from AttentionSegLib.io.dicom_seg import is_dicom_seg
+        from AttentionSegLib.io.dicom_seg import is_dicom_seg, is_readable_dicom
 
         if is_dicom_seg(path):
             raise ImageReadError(f"{path}: a DICOM SEG (a segmentation); give it where a reference label map goes")
+        if not is_readable_dicom(path):
+            raise ImageReadError(f"{path}: not a readable DICOM file (damaged, truncated or not DICOM)")
         raise ImageReadError(f"{path}: a single DICOM file; give the folder of its series instead")
     if not image_suffix(path):
         raise ImageReadError(
