@@ -10,6 +10,7 @@ __all__ = [
     "AttentionSegError",
     "ImageReadError",
     "ImageWriteError",
+    "OutputWriteError",
     "GeometryMismatchError",
     "DatasetError",
 ]
@@ -23,7 +24,12 @@ class ImageReadError(AttentionSegError):
     """A file is missing, unreadable or not an image this engine supports."""
 
 
-class ImageWriteError(AttentionSegError):
+class OutputWriteError(AttentionSegError):
+    """An output file cannot be written (no such folder, read-only, disk full ...); what was there
+    before is left as it was."""
+
+
+class ImageWriteError(OutputWriteError):
     """An image cannot be written (unsupported format for its content, unwritable path)."""
 
 

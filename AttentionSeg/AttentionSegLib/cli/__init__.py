@@ -51,9 +51,17 @@ _COMMANDS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit code 2), like every other bad input; the usage
+    is one ``--help`` away."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; a parsed command's ``run(args)`` returns its exit code."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="attentionseg",
         description="AttentionSeg: attention-based medical image segmentation, metrics and datasets.",
     )

@@ -25,8 +25,9 @@ __all__ = [
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def check_output_path(path: Path | None, inputs: list[Path]) -> None:
-    """Refuse an output that would replace one of ``inputs`` or whose folder does not exist.
+def check_output_path(path: Path | None, inputs: list[Path], overwrite: bool | None = None) -> None:
+    """Refuse an output that would replace one of ``inputs``, whose folder does not exist, that is
+    a folder, or (when ``overwrite`` is given and false) that exists already.
 
     Raises:
         AttentionSegError: naming ``path`` and the reason.
@@ -35,8 +36,14 @@ def check_output_path(path: Path | None, inputs: list[Path]) -> None:
         return
     if any(path.resolve() == p.resolve() for p in inputs if p.exists()):
         raise AttentionSegError(f"{path}: output would overwrite an input file")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise AttentionSegError(f"{path}: {path.parent} is a file, not a folder")
     if not path.parent.resolve().is_dir():
         raise AttentionSegError(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise AttentionSegError(f"{path}: is a folder; give a file name")
+    if overwrite is not None:
+        check_new_output(path, overwrite)
 
 
 def check_new_output(path: Path, overwrite: bool) -> None:
@@ -70,4 +77,6 @@ def predictor_from_arguments(path: Path, args: argparse.Namespace):
     options of :func:`add_inference_options`."""
     from AttentionSegLib.inference.predictor import Predictor
 
+    if not 0 <= args.overlap < 1:
+        raise AttentionSegError(f"--overlap must be in [0, 1), got {args.overlap}")
     return Predictor(path, device=args.device, tta=args.tta, overlap=args.overlap, keep_largest=args.keep_largest)

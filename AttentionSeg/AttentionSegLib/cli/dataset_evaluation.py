@@ -53,6 +53,7 @@ def add_evaluate_dataset_parser(commands: argparse._SubParsersAction) -> None:
     _add_split_options(parser, "heldout", "heldout (default), all, test, fold:K or a named split of the dataset")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write one row per case and label as CSV")
+    parser.add_argument("--overwrite", action="store_true", help="replace report files that exist")
     add_inference_options(parser)
     parser.set_defaults(run=run_evaluate_dataset)
 
@@ -127,7 +128,7 @@ def run_evaluate_dataset(args: argparse.Namespace) -> int:
     )
 
     for output in (args.json, args.csv):
-        check_output_path(output, [args.model_file, args.dataset_json])
+        check_output_path(output, [args.model_file, args.dataset_json], args.overwrite)
     definition = load_dataset(args.dataset_json)
     predictor = predictor_from_arguments(args.model_file, args)
     if args.split == "heldout":

@@ -30,6 +30,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--nsd-tolerance", type=float, default=1.0, metavar="MM", help="NSD tolerance in mm (default 1)"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace report files that exist")
     parser.set_defaults(run=run)
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = [args.prediction, args.reference] + ([args.labels] if args.labels else [])
     for output in (args.json, args.csv):
-        check_output_path(output, inputs)
+        check_output_path(output, inputs, args.overwrite)
     if args.nsd_tolerance < 0:
         raise AttentionSegError(f"--nsd-tolerance must be >= 0 mm, got {args.nsd_tolerance}")
     definition = load_dataset(args.labels) if args.labels else None

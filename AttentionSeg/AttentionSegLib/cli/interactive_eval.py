@@ -40,6 +40,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when present")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the report (summary and per object) as JSON")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write one row per object and interaction as CSV")
+    parser.add_argument("--overwrite", action="store_true", help="replace report files that exist")
     parser.set_defaults(run=run)
 
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.clicks < 1:
         raise AttentionSegError(f"--clicks must be at least 1, got {args.clicks}")
     for output in (args.json, args.csv):
-        check_output_path(output, [args.model_file, args.dataset_json])
+        check_output_path(output, [args.model_file, args.dataset_json], args.overwrite)
     definition = load_dataset(args.dataset_json)
     predictor = Predictor(args.model_file, device=args.device)
     model_file = predictor.model_file

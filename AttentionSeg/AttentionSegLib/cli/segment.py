@@ -90,7 +90,7 @@ def _check_arguments(args: argparse.Namespace) -> tuple[Path | None, Path | None
         )
     inputs = [*args.images, args.model] + ([args.ref] if args.ref else [])
     for output in (label_out, seg_out, args.json):
-        check_output_path(output, inputs)
+        check_output_path(output, inputs, args.overwrite)
     if label_out is not None and not image_suffix(label_out):
         raise AttentionSegError(f"{label_out}: unknown ending (use .nii.gz, .nrrd, .seg.nrrd, .mha, .png or .dcm)")
     if label_out is not None and seg_out is not None and label_out.resolve() == seg_out.resolve():

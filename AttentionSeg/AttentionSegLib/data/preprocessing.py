@@ -32,7 +32,14 @@ import torch.nn.functional as F
 
 from AttentionSegLib.data.dataset import Case, DatasetDefinition
 from AttentionSegLib.errors import DatasetError
-from AttentionSegLib.io.image import PHOTO_SUFFIXES, Image, check_same_grid, read_image, read_image_header
+from AttentionSegLib.io.image import (
+    PHOTO_SUFFIXES,
+    Image,
+    check_finite,
+    check_same_grid,
+    read_image,
+    read_image_header,
+)
 from AttentionSegLib.io.label_map import read_label_image
 
 __all__ = [
@@ -178,6 +185,8 @@ def read_case_image(case: Case, definition: DatasetDefinition) -> Image:
     """All channels of a case as one Image with a channel axis (one file per channel, or one file
     holding them all); checks channel count and that the channels share one grid."""
     parts = [read_image(path) for path in case.images]
+    for part, path in zip(parts, case.images):
+        check_finite(part, str(path))
     for part, path in zip(parts[1:], case.images[1:]):
         check_same_grid(parts[0], part, str(case.images[0]), str(path))
     arrays = [part.array if part.has_channels else part.array[None] for part in parts]

@@ -40,7 +40,7 @@ from AttentionSegLib.devices import is_out_of_memory, resolve_device
 from AttentionSegLib.errors import AttentionSegError, GeometryMismatchError
 from AttentionSegLib.inference.model_file import ModelFile, load_model_file
 from AttentionSegLib.inference.window import PredictionCancelled, WindowSegmenter
-from AttentionSegLib.io.image import Image, grid_differences
+from AttentionSegLib.io.image import Image, check_finite, grid_differences
 from AttentionSegLib.models.slice_wise import SliceWise
 
 __all__ = [
@@ -160,6 +160,8 @@ class Predictor:
                 raise InputMismatchError(
                     f"{name}: a {image.spatial_dims}D image, but this model segments {self.image_dims}D images"
                 )
+        for image, name in zip(images, names):
+            check_finite(image, name)
         for image, name in zip(images[1:], names[1:]):
             problems = grid_differences(images[0], image)
             if problems:

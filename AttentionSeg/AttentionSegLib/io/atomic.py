@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from AttentionSegLib.errors import OutputWriteError
+
 __all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "atomic_torch_save"]
 
 _UMASK = os.umask(0)
@@ -41,17 +43,27 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+    except OSError as error:
+        raise OutputWriteError(f"{path}: cannot write here ({_reason(error)})") from None
     os.close(handle)
     temporary = Path(name)
     try:
-        yield temporary
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; our files are meant to be shared
-        os.replace(temporary, path)
+        try:
+            yield temporary
+            with open(temporary, "rb+") as stream:
+                os.fsync(stream.fileno())
+            os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; our files are meant to be shared
+            os.replace(temporary, path)
+        except OSError as error:  # disk full, quota, the folder removed or made read-only meanwhile
+            raise OutputWriteError(f"{path}: cannot write ({_reason(error)}); nothing was changed") from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

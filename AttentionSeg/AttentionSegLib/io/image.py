@@ -43,6 +43,7 @@ __all__ = [
     "write_sitk_atomic",
     "ImageHeader",
     "check_same_grid",
+    "check_finite",
     "grid_differences",
 ]
 
@@ -294,38 +295,78 @@ def read_image_header(path: str | os.PathLike, series_uid: str | None = None) ->
     return ImageHeader(path, dims, size, n_channels, tuple(spacing), tuple(origin), direction)
 
 
-def _nifti_data_size(header: bytes) -> tuple[int, int] | None:
-    """(data offset, data bytes) from a NIfTI-1 header, or None when it is not NIfTI-1."""
+def _check_fits_in_memory(reader: sitk.ImageFileReader, path: Path) -> None:
+    """Refuse a file whose header claims more voxels than this machine could hold, before ITK
+    tries to allocate them (a damaged or hostile header would otherwise exhaust memory)."""
+    from AttentionSegLib.resources import available_memory_bytes, format_bytes
+
+    size = [int(s) for s in reader.GetSize()]
+    component = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
+    needed = int(np.prod(size, dtype=np.float64) * max(1, reader.GetNumberOfComponents()) * component)
+    available = available_memory_bytes()
+    if needed > available:
+        raise ImageReadError(
+            f"{path}: the header claims {'x'.join(map(str, size))} voxels ({format_bytes(needed)}), "
+            f"more than the {format_bytes(available)} of memory available"
+        )
+
+
+# NIfTI datatype codes of floating-point voxels, and their numpy types (byte order added on use).
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_layout(header: bytes) -> tuple[int, int, str | None] | None:
+    """(data offset, data bytes, numpy float type or None) from a NIfTI-1 header, or None when it
+    is not NIfTI-1."""
     for order in "<>":
         if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
             dims = struct.unpack(order + "8h", header[40:56])
+            datatype = struct.unpack(order + "h", header[70:72])[0]
             bitpix = struct.unpack(order + "h", header[72:74])[0]
             offset = int(struct.unpack(order + "f", header[108:112])[0])
             n_dims = max(1, min(int(dims[0]), 7))
             voxels = int(np.prod([max(1, d) for d in dims[1 : n_dims + 1]], dtype=np.int64))
-            return offset, voxels * max(bitpix, 8) // 8
+            dtype = order + _NIFTI_FLOATS[datatype] if datatype in _NIFTI_FLOATS else None
+            return offset, voxels * max(bitpix, 8) // 8, dtype
     return None
 
 
 def _check_nifti_complete(path: Path) -> None:
-    """ITK's NIfTI reader fills a truncated file with zeros without a word; refuse such files."""
+    """ITK's NIfTI reader fills a truncated file with zeros and reads NaN and infinite voxels as 0, without a
+    word; refuse such files (the voxels are streamed once, 16 MB at a time). Infinite voxels too."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    nan_count = 0
     try:
         with opener(path, "rb") as stream:
-            layout = _nifti_data_size(stream.read(348))
+            layout = _nifti_layout(stream.read(348))
             if layout is None:
                 return
-            expected = layout[0] + layout[1]
+            offset, n_bytes, dtype = layout
+            expected = offset + n_bytes
             available = 348
+            item = np.dtype(dtype).itemsize if dtype else 1
+            carry = b""
             while available < expected:
                 chunk = stream.read(min(1 << 24, expected - available))
                 if not chunk:
                     break
+                data_start = max(0, offset - available)  # the header's tail is not voxels
                 available += len(chunk)
+                if dtype and data_start < len(chunk):
+                    data = carry + chunk[data_start:]
+                    usable = len(data) - len(data) % item
+                    values = np.frombuffer(data[:usable], dtype=dtype)
+                    nan_count += int(values.size - np.count_nonzero(np.isfinite(values)))
+                    carry = data[usable:]
     except (OSError, EOFError, zlib.error) as error:
         raise ImageReadError(f"{path}: file is damaged or truncated ({error})") from None
     if available < expected:
         raise ImageReadError(f"{path}: file is truncated ({available} of {expected} bytes)")
+    if nan_count:
+        raise ImageReadError(
+            f"{path}: {nan_count} voxel(s) are NaN or infinite (not finite; ITK would read them as 0); "
+            "fix or mask them first"
+        )
 
 
 def read_image(path: str | os.PathLike, series_uid: str | None = None) -> Image:
@@ -350,6 +391,7 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> Image:
     _check_readable(path)
     if image_suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_complete(path)
+    _check_fits_in_memory(open_image_header(path), path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -397,6 +439,20 @@ def write_sitk_atomic(image: sitk.Image, path: Path, suffix: str, compress: bool
     except RuntimeError as error:
         raise ImageWriteError(f"{path}: cannot write image: {_short_reason(error)}") from None
     return Path(path)
+
+
+def check_finite(image: Image, what: str) -> None:
+    """Refuse an image with NaN or infinite voxels (networks and resampling would spread them).
+
+    Raises:
+        ImageReadError: naming ``what`` and how many voxels are not finite.
+    """
+    if np.issubdtype(image.array.dtype, np.integer):
+        return
+    finite = np.isfinite(image.array)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise ImageReadError(f"{what}: {bad} voxel(s) are NaN or infinite (not finite); fix or mask them first")
 
 
 def _format_mm(values: np.ndarray) -> str:

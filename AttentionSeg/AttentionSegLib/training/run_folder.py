@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MODEL_FILE_NAME", "RunFolder"]
+__all__ = ["MODEL_FILE_NAME", "RunFolder", "RunLock"]
 
 MODEL_FILE_NAME = "model.pt"
 
@@ -82,3 +82,84 @@ class RunFolder:
             return False
         keep = {Path(p).resolve() for p in allowed}
         return any(entry.resolve() not in keep for entry in self.path.iterdir())
+
+    @property
+    def lock_file(self) -> Path:
+        """``.<name>.lock`` beside the folder: held (flock) by the training running in it."""
+        return self.path.parent / f".{self.path.name}.lock"
+
+    def check_can_create(self) -> None:
+        """Refuse a run folder that is a file, or whose nearest existing parent is not a writable
+        folder, before any work (a refused run leaves nothing behind).
+
+        Raises:
+            AttentionSegError: naming the folder and the problem.
+        """
+        import tempfile
+
+        from AttentionSegLib.errors import AttentionSegError
+
+        if self.path.exists() and not self.path.is_dir():
+            raise AttentionSegError(f"{self.path}: is a file, not a run folder")
+        ancestor = self.path
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise AttentionSegError(f"{self.path}: {ancestor} is a file, not a folder")
+        try:  # a real write: permissions alone do not tell (root, read-only mounts, /proc)
+            with tempfile.TemporaryFile(dir=ancestor):
+                pass
+        except OSError as error:
+            raise AttentionSegError(f"{self.path}: cannot write into {ancestor} ({error.strerror})") from None
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while a training runs in it: a second training
+    started into the same folder is refused. The lock is the kernel's (``flock``), so a run that
+    is killed releases it with its process and never leaves it stale; the lock file is empty and
+    harmless when left behind.
+
+    Raises (on :meth:`acquire`):
+        AttentionSegError: another process holds the lock.
+    """
+
+    def __init__(self, folder: RunFolder) -> None:
+        self.folder = folder
+        self._handle = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        from AttentionSegLib.errors import AttentionSegError
+
+        path = self.folder.lock_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise AttentionSegError(
+                f"{self.folder.path}: another training is running in this folder ({owner}); "
+                "wait for it or stop it first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        import fcntl
+
+        try:
+            self.folder.lock_file.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

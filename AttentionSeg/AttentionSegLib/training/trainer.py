@@ -63,7 +63,7 @@ from AttentionSegLib.training.config import TrainingConfig
 from AttentionSegLib.training.distributed import Ranks
 from AttentionSegLib.training.losses import build_loss
 from AttentionSegLib.training.plan import plan_training
-from AttentionSegLib.training.run_folder import RunFolder
+from AttentionSegLib.training.run_folder import RunFolder, RunLock
 from AttentionSegLib.training.schedules import build_optimizer, learning_rate_factor
 
 __all__ = ["Trainer", "train", "EpochResult", "StopRequested"]
@@ -117,7 +117,16 @@ class Trainer:
         self.ranks = Ranks.from_environment()
         self.experiment_plan = self.fingerprint = None
         self.planned_settings: dict = {}
-        self.config = self._prepare_run_dir(config)
+        self.lock = RunLock(self.folder) if self.ranks.is_main else None
+        if self.lock is not None:
+            if not resume:
+                self.folder.check_can_create()
+            self.lock.acquire()
+        try:
+            self.config = self._prepare_run_dir(config)
+        except BaseException:
+            self.release_lock()
+            raise
         self.stop_requested = False
         self.log: ProgressLog | None = None
 
@@ -159,12 +168,17 @@ class Trainer:
                 self.log.emit("error", message=f"{type(error).__name__}: {error}")
             raise
         finally:
+            self.release_lock()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
             # The DDP wrapper's reducer must go before its process group: destroyed after it, the
             # gloo group's destructor can deadlock with a gloo thread waiting for the GIL (seen in CI).
             self.train_model = None
             Ranks.stop()
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     # ----------------------------------------------------------------------------------- setup
     def _prepare_run_dir(self, config: TrainingConfig) -> TrainingConfig:
@@ -185,6 +199,7 @@ class Trainer:
             saved.device = config.device if config.device != "auto" else saved.device
             return saved.resolved()
         config.validate()
+        _refuse_dataset_problems(config)
         # A new run needs an empty folder; a config.json there is the one it was started from
         # (``attentionseg train --config RUN_DIR/config.json``, as the Training module does).
         started_from = [folder.config_file] if _holds_config(folder, config) else []
@@ -528,6 +543,19 @@ class Trainer:
             end_keys = ("epochs_done", "best_epoch", "best_mean_dice", "model_file", "reason", "elapsed_s")
             self.log.emit("end", **{key: summary[key] for key in end_keys})
         return summary
+
+
+def _refuse_dataset_problems(config: TrainingConfig) -> None:
+    """Refuse a dataset whose files are missing, unreadable, of the wrong dimensionality or channel
+    count, off one grid, or whose case ids repeat, before any work (headers only, no voxels)."""
+    from AttentionSegLib.data.validation import validate_dataset
+    from AttentionSegLib.errors import DatasetError
+
+    definition = load_dataset(config.dataset)
+    problems = validate_dataset(definition, check_label_values=False)
+    if problems:
+        more = f" (and {len(problems) - 1} more; attentionseg dataset validate lists them)" if len(problems) > 1 else ""
+        raise DatasetError(f"{definition.path}: {problems[0]}{more}")
 
 
 def _holds_config(folder: RunFolder, config: TrainingConfig) -> bool:
