@@ -82,6 +82,7 @@ class ClickLogic:
                 (automatic, positive), the point is not in the segment (automatic, negative), or a
                 negative click starts no segment (interactive).
         """
+        _require_segmentation(segmentation_node)
         predictor = self.predictors.get(model_file, device)
         if predictor.model_file.is_interactive:
             return self._prompt(volume_nodes, predictor, segmentation_node, segment_id, click=(point_ras, positive))
@@ -124,6 +125,7 @@ class ClickLogic:
         Raises:
             AttentionSegError: an automatic model, or a box outside the volume.
         """
+        _require_segmentation(segmentation_node)
         predictor = self.predictors.get(model_file, device)
         if not predictor.model_file.is_interactive:
             raise AttentionSegError(f"{predictor.source}: box prompts need an interactive model")
@@ -276,6 +278,11 @@ def _box_corners_ras(box) -> list[tuple[float, float, float]]:
         raise AttentionSegError("a box is a markups ROI node or two opposite corners (R, A, S)")
     (r0, a0, s0), (r1, a1, s1) = corners
     return [(r, a, s) for r in (r0, r1) for a in (a0, a1) for s in (s0, s1)]
+
+
+def _require_segmentation(segmentation_node) -> None:
+    if segmentation_node is None:
+        raise AttentionSegError("choose the segmentation the clicks go into")
 
 
 def _new_object_segment(segmentation_node, model_file: ModelFile) -> str:

@@ -91,6 +91,7 @@ def segment_is_empty(segmentation_node, segment_id: str) -> bool:
 
 def segment_mask(scene, segmentation_node, segment_id: str, grid_node) -> np.ndarray:
     """The segment as a boolean array (array order k, j, i) on the grid of ``grid_node``."""
+    colors_before = _color_table_ids(scene)
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "segment export")
     try:
         ids = vtk.vtkStringArray()
@@ -102,7 +103,14 @@ def segment_mask(scene, segmentation_node, segment_id: str, grid_node) -> np.nda
             return np.zeros(slicer.util.arrayFromVolume(grid_node).shape[:3], dtype=bool)
         return np.array(slicer.util.arrayFromVolume(labelmap)) > 0
     finally:
-        remove_nodes(scene, labelmap)
+        # The export makes a colour table for the label map: it goes too, or every call leaves one.
+        added = [scene.GetNodeByID(i) for i in _color_table_ids(scene) - colors_before]
+        remove_nodes(scene, labelmap, *added)
+
+
+def _color_table_ids(scene) -> set[str]:
+    nodes = scene.GetNodesByClass("vtkMRMLColorTableNode")
+    return {nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())}
 
 
 def oriented_mask(mask: np.ndarray, volume_node):

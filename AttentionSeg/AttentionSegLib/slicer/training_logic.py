@@ -124,9 +124,11 @@ class TrainingLogic:
         """
         self._check_idle()
         config = _with_absolute_paths(config).validate()
+        config.resolved()  # an unknown network or recipe value is refused here, not in the process
         folder = RunFolder(config.run_dir)
         if not Path(config.dataset).is_file():
             raise AttentionSegError(f"{config.dataset}: dataset definition not found")
+        folder.check_can_create()
         if folder.holds_files_other_than(folder.config_file):
             raise AttentionSegError(f"{folder.path} is not empty: resume the run in it, or choose another folder")
         folder.path.mkdir(parents=True, exist_ok=True)
