@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from AttentionSegLib.data.dataset import DatasetDefinition, load_dataset
-from AttentionSegLib.errors import AttentionSegError, DatasetError
+from AttentionSegLib.errors import AttentionSegError, DatasetError, OutputWriteError
 from AttentionSegLib.evaluation.metrics import dice_per_label
 from AttentionSegLib.io.atomic import write_json_atomic
 from AttentionSegLib.io.image import Image, check_same_grid, write_image
@@ -77,11 +77,12 @@ def _image_targets(definition: DatasetDefinition, image: Image, case_id: str, en
     return [(image.channel(c), root / "imagesTr" / f"{case_id}_{c:04d}{ending}") for c in range(image.n_channels)]
 
 
-def _write_all_or_nothing(targets: list[tuple[Image, Path]]) -> None:
+def _write_all_or_nothing(targets: list[tuple[Image, Path]]) -> list[Path]:
     """Write every image under a hidden name (folder listings skip dot files), then rename them
-    all, the last target last: a kill leaves either nothing visible or, within the few
+    all, the last target last; returns the files written. A failure takes back what was renamed
+    (the dataset is as it was); a kill leaves either nothing visible or, within the few
     microseconds between renames, a case without its label, which dataset validation names."""
-    hidden = []
+    hidden, renamed = [], []
     try:
         for part, path in targets:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,10 +91,23 @@ def _write_all_or_nothing(targets: list[tuple[Image, Path]]) -> None:
             hidden.append(write_image(part, path.with_name(f".{path.name}"), overwrite=False))
         for (_, path), temporary in zip(targets, hidden):
             os.replace(temporary, path)
+            renamed.append(path)
+        return renamed
+    except OSError as error:
+        _remove(renamed)
+        raise OutputWriteError(f"{targets[-1][1]}: cannot write the case ({error.strerror or error})") from None
+    except BaseException:
+        _remove(renamed)
+        raise
     finally:
         for temporary in hidden:
             if temporary.exists():
                 temporary.unlink()
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _list_case(definition: DatasetDefinition, case_id: str, image_files: list[Path], label_file: Path) -> None:
@@ -148,8 +162,12 @@ def add_training_case(
     if original_file is not None:
         targets.append((original.with_array(original.array.astype(labels_dtype)), original_file))
     targets.append((corrected.with_array(corrected.array.astype(labels_dtype)), label_file))  # label last
-    _write_all_or_nothing(targets)
-    _list_case(definition, case_id, [path for _, path in image_targets], label_file)
+    written = _write_all_or_nothing(targets)
+    try:
+        _list_case(definition, case_id, [path for _, path in image_targets], label_file)
+    except BaseException:  # dataset.json kept its old content: the case's files go too
+        _remove(written)
+        raise
 
     foreground = [value for value in definition.labels if value != 0]
     dice = dice_per_label(original.array, corrected.array, foreground) if original is not None else {}

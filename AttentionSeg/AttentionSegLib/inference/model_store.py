@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.errors import AttentionSegError, OutputWriteError
 from AttentionSegLib.training.run_folder import MODEL_FILE_NAME
 
 __all__ = [
@@ -93,12 +93,13 @@ def register_model(
     if not source.is_file():
         raise AttentionSegError(f"{source}: model file not found")
     target_folder = Path(folder) if folder is not None else default_models_folder()
-    target_folder.mkdir(parents=True, exist_ok=True)
     stem = _file_stem(name if name is not None else source.stem)
-    handle, temporary_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=target_folder)
-    os.close(handle)
-    temporary = Path(temporary_name)
+    temporary = None
     try:
+        target_folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=target_folder)
+        os.close(handle)
+        temporary = Path(temporary_name)
         shutil.copyfile(source, temporary)
         number = 1
         while True:
@@ -106,8 +107,13 @@ def register_model(
             if _publish(temporary, target):
                 return target
             number += 1
+    except OSError as error:  # disk full, read-only folder ...: the folder keeps what it had
+        raise OutputWriteError(
+            f"{target_folder}: cannot register {source.name} ({error.strerror or type(error).__name__})"
+        ) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 def list_registered_models(folder: str | os.PathLike | None = None) -> list[Path]:

@@ -4,7 +4,8 @@ Every file the engine writes (images, label maps, model files, checkpoints, repo
 dataset definitions, configurations) goes through :func:`atomic_path`: the content is written to
 a hidden temporary file in the destination's folder, flushed to disk, then renamed over the
 destination. A reader, a crash or a kill never sees half a file, and a failed write leaves
-nothing behind.
+nothing behind. A killed writer's temporary (named ``.<name>.<pid>.<random>``) is removed by the
+next write to the same file once that pid is gone.
 
 Two writers build on the same idea for a different contract: a corrected case
 (:mod:`AttentionSegLib.data.corrections`) writes all its files atomically under hidden names and
@@ -43,8 +44,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    _remove_stale_temporaries(folder, path.name)
     try:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=folder)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=folder)
     except OSError as error:
         raise OutputWriteError(f"{path}: cannot write here ({_reason(error)})") from None
     os.close(handle)
@@ -60,6 +62,26 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
             raise OutputWriteError(f"{path}: cannot write ({_reason(error)}); nothing was changed") from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Temporaries of ``name`` left by a writer that was killed (its pid, in the temporary's name,
+    is gone): removed, so that a kill leaves nothing behind for long. A live writer's are kept."""
+    prefix = f".{name}."
+    try:
+        candidates = [entry for entry in folder.iterdir() if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in candidates:
+        pid = entry.name[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            entry.unlink(missing_ok=True)
+        except OSError:  # alive under another user: keep it
+            continue
 
 
 def _reason(error: OSError) -> str:
