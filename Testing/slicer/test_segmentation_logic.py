@@ -317,3 +317,54 @@ def test_background_run_adds_the_node_when_done_and_cancel_leaves_the_scene(trai
     assert runner.state == "cancelled" and node_count(wiring.scene) == before and not folder.exists()
     with pytest.raises(Exception, match="not found"):
         runner.start(volume, folder / "missing.pt")
+
+
+def test_cancel_at_every_moment_of_segment_and_compare_leaves_the_scene_as_it_was(trained_models, scene_and_case):
+    """The cancel point walks through every check the Logic makes (k = 1, 2, ... until the run
+    finishes): each cancelled run leaves the scene's nodes as they were."""
+    _, models = trained_models
+    wiring, volume, reference_node, _, _ = scene_and_case
+    jobs = {"segment": SegmentLogic(wiring.scene), "compare": CompareLogic(wiring.scene)}
+    for name, logic in jobs.items():
+        k, cancelled = 0, 0
+        while True:
+            k += 1
+            before = node_count(wiring.scene)
+            calls = []
+
+            def cancel(calls=calls, k=k) -> bool:
+                calls.append(1)
+                return len(calls) >= k
+
+            try:
+                if name == "segment":
+                    logic.segment(volume, models[0], device="cpu", cancel=cancel)
+                else:
+                    logic.compare(volume, models, reference_node, device="cpu", cancel=cancel)
+            except PredictionCancelled:
+                cancelled += 1
+                assert node_count(wiring.scene) == before, f"{name} cancelled at check {k} changed the scene"
+                continue
+            assert node_count(wiring.scene) > before  # the run that was not cancelled added its nodes
+            break
+        assert cancelled >= 1, name
+
+
+def test_cancel_of_a_background_segmentation_at_several_moments(trained_models, scene_and_case):
+    import time
+
+    _, (good, _) = trained_models
+    wiring, volume, _, _, _ = scene_and_case
+    runner = BackgroundSegmentation(wiring.scene)
+    for delay_s in (0.0, 0.5, 2.0):
+        before = node_count(wiring.scene)
+        runner.start(volume, good, device="cpu")
+        folder = runner.folder
+        time.sleep(delay_s)
+        runner.poll()
+        if runner.state == "running":
+            runner.cancel()
+            assert runner.state == "cancelled"
+            assert node_count(wiring.scene) == before and not folder.exists()
+        else:  # finished before the cancel: its node, and nothing else, was added
+            assert runner.state == "done" and node_count(wiring.scene) > before
