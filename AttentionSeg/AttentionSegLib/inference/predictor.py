@@ -38,6 +38,7 @@ import torch
 from AttentionSegLib.data.preprocessing import resample_array
 from AttentionSegLib.devices import is_out_of_memory, resolve_device
 from AttentionSegLib.errors import AttentionSegError, GeometryMismatchError
+from AttentionSegLib.inference.memory_check import check_segmentation_memory
 from AttentionSegLib.inference.model_file import ModelFile, load_model_file
 from AttentionSegLib.inference.window import PredictionCancelled, WindowSegmenter
 from AttentionSegLib.io.image import Image, check_finite, grid_differences
@@ -224,6 +225,8 @@ class Predictor:
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         image = self.stack_channels(images, names)
+        what = names[0] if names else "the image"
+        memory = check_segmentation_memory(self, image, what)  # before any work: refused in one line
         clinical_vector = self.clinical_vector(clinical)
         array, shape = self.preprocess(image)
         seconds["preprocess"] = time.perf_counter() - started
@@ -231,7 +234,8 @@ class Predictor:
             try:
                 started = time.perf_counter()
                 tensor = torch.from_numpy(array)[None].to(self.device)
-                logits = self.segmenter.logits(tensor, clinical_vector, progress, cancel)
+                stitch = torch.device("cpu") if memory.stitch_on_host else None
+                logits = self.segmenter.logits(tensor, clinical_vector, progress, cancel, output_device=stitch)
                 seconds["network"] = time.perf_counter() - started
                 break
             except RuntimeError as error:

@@ -104,11 +104,13 @@ class WindowSegmenter:
         clinical: torch.Tensor | None = None,
         progress: Callable[[float], None] | None = None,
         cancel: Callable[[], bool] | None = None,
+        output_device: torch.device | None = None,
     ) -> torch.Tensor:
         """(K, *grid) logits of a (1, C, *grid) image, blended over overlapping windows.
 
         ``progress(fraction)`` is called after every batch of windows and ``cancel()`` asked
-        before each.
+        before each. ``output_device`` stitches the logits there (the host, when they do not fit
+        the GPU beside the windows); default: the image's device.
 
         Raises:
             PredictionCancelled: ``cancel()`` returned true.
@@ -137,6 +139,8 @@ class WindowSegmenter:
             predictor=predictor,
             overlap=self.overlap,
             mode="gaussian",
+            sw_device=image.device,
+            device=output_device or image.device,
         )[0]
 
     @torch.no_grad()

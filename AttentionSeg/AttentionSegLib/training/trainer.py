@@ -230,6 +230,7 @@ class Trainer:
         config = self.config
         self.plan, self.train_cases, self.val_cases = plan_training(config, load_dataset(config.dataset))
         self.device = resolve_device(config.device, self.ranks.local_rank)
+        self._check_step_memory()
         self.ranks.start(self.device)
         self._build_model()
         self.state = TrainingState()
@@ -289,6 +290,28 @@ class Trainer:
 
         write_json_atomic(self.folder.plan_file, self.plan_document, indent=2)
         write_json_atomic(self.folder.fingerprint_file, self.fingerprint.to_dict())
+
+    def _check_step_memory(self) -> None:
+        """Refuse a training step that will not fit (weights, gradients, optimiser state and the
+        activations of one batch, :func:`AttentionSegLib.training.memory.estimate_step`) in the
+        memory free now, before the network is built, in one line with the figures."""
+        from AttentionSegLib.inference.memory_check import free_device_memory
+        from AttentionSegLib.resources import available_memory_bytes, format_bytes
+        from AttentionSegLib.training.memory import estimate_step
+
+        config, spec = self.config, self.plan.network
+        batch = config.batch_size * (self.plan.patch_size[0] if self.plan.slice_wise else 1)
+        needed = estimate_step(spec, batch).training_bytes(config.optimizer)
+        free = free_device_memory(self.device)
+        where = "GPU memory" if free is not None else "memory"
+        free = available_memory_bytes() if free is None else free
+        if needed > free:
+            patch = "x".join(str(n) for n in self.plan.patch_size)
+            raise AttentionSegError(
+                f"{config.dataset}: one training step of {spec['name']} (patch {patch}, batch {config.batch_size}) "
+                f"needs about {format_bytes(needed)} of {where}, {format_bytes(free)} are free: use a smaller "
+                "--batch or --patch" + (", or --device cpu" if where == "GPU memory" else "")
+            )
 
     def _build_model(self) -> None:
         """The network (initialised from the seed) on the device, its optimiser, gradient scaler
