@@ -82,17 +82,28 @@ def test_bad_inputs_exit_2_with_one_line_and_change_no_file(tmp_path, label_file
     before = {p: p.read_bytes() for p in tmp_path.iterdir()}
 
     assert_bad_input(
-        attentionseg("evaluate", tmp_path / "nope.nii.gz", reference_path, "--json", report), "nope.nii.gz", "not found"
+        attentionseg("evaluate", tmp_path / "nope.nii.gz", reference_path, "--json", report, "--overwrite"),
+        "nope.nii.gz",
+        "not found",
     )
-    assert_bad_input(attentionseg("evaluate", corrupt, reference_path, "--json", report), "corrupt.nii.gz")
-    assert_bad_input(attentionseg("evaluate", other_grid, reference_path, "--json", report), "different voxel grids")
-    assert_bad_input(attentionseg("evaluate", flat, reference_path, "--json", report), "2D", "3D")
     assert_bad_input(
-        attentionseg("evaluate", prediction_path, reference_path, "--labels", labels_json, "--json", report),
+        attentionseg("evaluate", corrupt, reference_path, "--json", report, "--overwrite"), "corrupt.nii.gz"
+    )
+    assert_bad_input(
+        attentionseg("evaluate", other_grid, reference_path, "--json", report, "--overwrite"), "different voxel grids"
+    )
+    assert_bad_input(attentionseg("evaluate", flat, reference_path, "--json", report, "--overwrite"), "2D", "3D")
+    assert_bad_input(
+        attentionseg(
+            "evaluate", prediction_path, reference_path, "--labels", labels_json, "--json", report, "--overwrite"
+        ),
         "not declared",
     )
     assert_bad_input(
         attentionseg("evaluate", prediction_path, reference_path, "--json", reference_path), "overwrite an input"
+    )
+    assert_bad_input(
+        attentionseg("evaluate", prediction_path, reference_path, "--json", report), "file exists", "--overwrite"
     )
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
 

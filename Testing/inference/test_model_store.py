@@ -69,7 +69,7 @@ def test_failed_copy_leaves_nothing_behind(model_file, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(shutil, "copyfile", broken_copy)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(AttentionSegError, match="cannot register model.pt .disk full."):
         register_model(model_file, tmp_path / "models", name="x")
     assert list((tmp_path / "models").iterdir()) == []
 

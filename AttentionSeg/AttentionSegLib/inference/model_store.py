@@ -109,7 +109,7 @@ def register_model(
             number += 1
     except OSError as error:  # disk full, read-only folder ...: the folder keeps what it had
         raise OutputWriteError(
-            f"{target_folder}: cannot register {source.name} ({error.strerror or type(error).__name__})"
+            f"{target_folder}: cannot register {source.name} ({error.strerror or error or type(error).__name__})"
         ) from None
     finally:
         if temporary is not None:

@@ -85,7 +85,7 @@ def _remove_stale_temporaries(folder: Path, name: str) -> None:
 
 
 def _reason(error: OSError) -> str:
-    return error.strerror or type(error).__name__
+    return error.strerror or str(error) or type(error).__name__
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
