@@ -88,7 +88,9 @@ def walk(injector: Injector, write, folder: Path, minimum_steps: int) -> tuple[i
             assert _state(folder) == before, f"failure at step {n} ({injector.names[-1]}) left a mix"
             continue
         break
+    steps_of_the_write = list(injector.names)
     injector.arm(0)
+    print(f"fault points walked: {n - 1} ({', '.join(steps_of_the_write)})")  # shown with pytest -s
     assert n - 1 >= minimum_steps, f"only {n - 1} failure points: {injector.names}"
     return n - 1, before, _state(folder)
 
