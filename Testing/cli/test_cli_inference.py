@@ -202,7 +202,9 @@ def test_demo_trains_segments_and_evaluates_a_held_out_case(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "liver" in result.stdout and "4/4" in result.stdout
     report = json.loads((out / "metrics.json").read_text())
-    assert report["n_labels_averaged"] == 3 and report["mean"]["dice"] > 0.3
+    # 12 epochs gave mean Dice 0.29, 0.34 and 0.37 in three runs (CPU threads make training vary a
+    # little); one epoch gives 0.14. 0.22 tells a trained model from an untrained one.
+    assert report["n_labels_averaged"] == 3 and report["mean"]["dice"] > 0.22
     segmentation = next(out.glob("*_segmentation.nii.gz"))
     case_id = segmentation.name.replace("_segmentation.nii.gz", "")
     image = read_image(out / "dataset" / "imagesTr" / f"{case_id}_0000.nii.gz")
