@@ -3,7 +3,10 @@
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,20 @@ os.environ["ATTENTIONSEG_CACHE_DIR"] = _CACHE_DIR
 atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
 from AttentionSegLib.data.phantoms import ellipsoid_label_map, perturbed_label_map  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def attentionseg(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """Run the ``attentionseg`` command of this checkout in a child process (text output captured)."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "AttentionSeg"), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "AttentionSegLib", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environment,
+    )
 
 
 def assert_bad_input(result, *fragments):

@@ -1,9 +1,6 @@
 """The command line end to end: outputs equal the Python API; bad input is one line and exit code 2."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +9,9 @@ import pytest
 from AttentionSegLib import __version__
 from AttentionSegLib.evaluation.metrics import compute_label_metrics
 from AttentionSegLib.io.image import Image, write_image
-from conftest import assert_bad_input, oblique_direction
+from conftest import assert_bad_input, attentionseg, oblique_direction
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def attentionseg(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "AttentionSeg")}
-    return subprocess.run(
-        [sys.executable, "-m", "AttentionSegLib", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
-    )
 
 
 @pytest.fixture

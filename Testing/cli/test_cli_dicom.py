@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -17,16 +14,9 @@ from AttentionSegLib.data.phantoms import write_dicom_series
 from AttentionSegLib.io.dicom_seg import read_dicom_seg
 from AttentionSegLib.io.image import read_image
 from AttentionSegLib.io.terminology import PRIVATE_SCHEME
-from conftest import assert_bad_input
+from conftest import assert_bad_input, attentionseg
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def attentionseg(*args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "AttentionSeg")}
-    return subprocess.run(
-        [sys.executable, "-m", "AttentionSegLib", *map(str, args)], capture_output=True, text=True, env=env
-    )
 
 
 @pytest.fixture(scope="module")

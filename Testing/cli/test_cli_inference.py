@@ -5,9 +5,6 @@ with exit code 2 and nothing written."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +13,9 @@ import pytest
 from AttentionSegLib.evaluation.metrics import evaluate_label_maps
 from AttentionSegLib.io.image import Image, read_image, write_image
 from AttentionSegLib.io.label_map import read_label_image
-from conftest import assert_bad_input
+from conftest import assert_bad_input, attentionseg
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def attentionseg(*args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "AttentionSeg")}
-    return subprocess.run(
-        [sys.executable, "-m", "AttentionSegLib", *map(str, args)], capture_output=True, text=True, env=env
-    )
 
 
 @pytest.fixture(scope="module")

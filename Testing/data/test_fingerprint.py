@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +20,10 @@ from AttentionSegLib.data.fingerprint import (
 from AttentionSegLib.data.phantoms import write_phantom_dataset
 from AttentionSegLib.errors import DatasetError
 from AttentionSegLib.io.image import Image, read_image, write_image
-from conftest import assert_bad_input
+from conftest import assert_bad_input, attentionseg
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACING = (2.5, 0.9, 0.7)  # mm, array order (k, j, i)
-
-
-def attentionseg(*args, env=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "AttentionSeg"), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "AttentionSegLib", *map(str, args)], capture_output=True, text=True, env=env
-    )
 
 
 def write_dataset(folder: Path, cases: dict, spacing=SPACING, channel_names=("MRI",), ending=".nii.gz") -> Path:

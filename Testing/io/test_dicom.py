@@ -33,7 +33,7 @@ from AttentionSegLib.io.terminology import (
     generic_terminology,
     parse_terminology_block,
 )
-from conftest import oblique_direction
+from conftest import LIVER_TERMINOLOGY, oblique_direction
 
 SHARED_DICOM = Path(__file__).resolve().parents[3] / "shared" / "data" / "dicom-dcmqi"
 REQUIRE_TOOLS = os.environ.get("ATTENTIONSEG_REQUIRE_DICOM_TOOLS") == "1"
@@ -328,18 +328,7 @@ def test_writing_a_seg_refuses_a_label_image_off_the_series_grid_and_existing_fi
 
 
 def test_terminology_blocks_take_dcmqi_and_short_keys_and_refuse_what_is_not_a_code():
-    example = {
-        "SegmentedPropertyCategoryCodeSequence": {
-            "CodeValue": "85756007",
-            "CodingSchemeDesignator": "SCT",
-            "CodeMeaning": "Tissue",
-        },
-        "SegmentedPropertyTypeCodeSequence": {
-            "CodeValue": "10200004",
-            "CodingSchemeDesignator": "SCT",
-            "CodeMeaning": "Liver",
-        },
-    }
+    example = LIVER_TERMINOLOGY  # dcmqi key names, as conftest gives the phantom dataset
     short = {"category": ["SCT", "85756007", "Tissue"], "type": ["SCT", "10200004", "Liver"]}
     assert parse_terminology_block({"1": example, "2": short}, {0, 1, 2}, "d.json") == {1: LIVER, 2: LIVER}
     assert SegmentTerminology.from_dict(LIVER.to_dict()) == LIVER

@@ -2,8 +2,6 @@
 ``train`` / ``plan`` using it."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ from AttentionSegLib.training.planning import (
     pooling_levels,
     target_spacing,
 )
+from conftest import attentionseg
 
 CPU = DeviceBudget("cpu", 8 * 2**30, 2, "CPU, 2 threads")
 
@@ -198,10 +197,6 @@ def _spec(plan, model):
         "clinical_features": 0,
         "options": plan.value("options", {}),
     }
-
-
-def attentionseg(*args):
-    return subprocess.run([sys.executable, "-m", "AttentionSegLib", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
