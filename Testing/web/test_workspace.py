@@ -182,8 +182,10 @@ def test_a_zipped_dicom_series_and_a_dicom_seg_load_and_a_correction_keeps_the_d
     folder = space.save_upload("scan 1.zip", _zipped(zipped))
     assert folder.parent == space.uploads and len(list(folder.iterdir())) == len(files)
     assert not (tmp_path / "escape").exists() and not (space.folder / "escape").exists()
-    volume = space.load_volume(folder)
     series_image, series = read_dicom_series(folder)
+    with pytest.raises(AttentionSegError, match="no series with UID 1.2.3"):
+        space.load_volume(folder, "1.2.3")
+    volume = space.load_volume(folder, series.series_uid)
     from AttentionSegLib.slicer.mrml import image_from_volume_node
 
     shown = image_from_volume_node(volume)

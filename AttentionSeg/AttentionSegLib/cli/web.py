@@ -37,6 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--reference", type=Path, metavar="SEG", help="reference (label map or DICOM SEG) to load at start"
     )
+    parser.add_argument("--series", metavar="UID", help="Series Instance UID, when the DICOM folder holds several")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
     parser.add_argument("--models", type=Path, metavar="DIR", help="a folder of model files besides the default one")
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         images=[str(path) for path in args.images],
         reference=str(args.reference) if args.reference else None,
+        series_uid=args.series,
     )
 
     def announce(**_):

@@ -119,6 +119,7 @@ class AttentionSegWebApp(TrameApp):
         max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
         images: list[str] | None = None,
         reference: str | None = None,
+        series_uid: str | None = None,
     ) -> None:
         super().__init__(server, client_type="vue3")
         self.slicer_app = SlicerApp()
@@ -143,7 +144,7 @@ class AttentionSegWebApp(TrameApp):
         self.state.change("as_click_mode")(self._on_click_mode_changed)
         self.state.change("as_volume_rendering")(self._on_volume_rendering_changed)
         if images:
-            self._load_volume_file(images[0])
+            self._load_volume_file(images[0], series_uid)
             if reference:
                 self.state.as_reference_name = self.workspace.load_reference(reference).GetName()
         self._refresh_models()
@@ -442,8 +443,8 @@ class AttentionSegWebApp(TrameApp):
                 self.show_error("internal error while following a job; see the server log")
 
     # ------------------------------------------------------------------------------ case
-    def _load_volume_file(self, path) -> None:
-        volume = self.workspace.load_volume(path)
+    def _load_volume_file(self, path, series_uid: str | None = None) -> None:
+        volume = self.workspace.load_volume(path, series_uid)
         display = self.slicer_app.display_manager
         display.show_volume_in_slice_background(volume)
         display.show_volume_in_slice_foreground(None)

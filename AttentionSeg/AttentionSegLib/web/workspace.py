@@ -184,7 +184,7 @@ class Workspace:
         return folder
 
     # ---------------------------------------------------------------------------- loading
-    def load_volume(self, path: str | Path):
+    def load_volume(self, path: str | Path, series_uid: str | None = None):
         """Read an image file or a DICOM series folder (checked by the engine's reader) and make
         it the page's volume.
         Clears the scene first: the page shows one case at a time.
@@ -193,7 +193,7 @@ class Workspace:
             AttentionSegError: the file cannot be read as an image (one line naming it).
         """
         path = Path(path)
-        image = read_image(path)  # before the scene is cleared: a bad file leaves the page as it was
+        image = read_image(path, series_uid)  # before the scene is cleared: a bad file leaves the page as it was
         if image.has_channels:
             image = image.channel(0)
         self.background.cancel()
