@@ -98,3 +98,54 @@ def test_a_training_step_that_will_not_fit_is_refused_before_the_run_folder_is_m
     ):
         train(config)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model_rows, output_rows, slabs", [(40, 100, 3), (100, 40, 4), (37, 37, 5), (12, 200, 2)])
+def test_slab_decisions_equal_the_whole_volumes_exactly_on_the_same_logits(model_rows, output_rows, slabs):
+    from AttentionSegLib.inference.window import logits_to_classes, slab_rows
+
+    generator = torch.Generator().manual_seed(model_rows)
+    logits = torch.randn((3, model_rows, 9, 11), generator=generator)
+    shape = (output_rows, 14, 10)
+    whole = logits_to_classes(logits, shape)
+    parts = slab_rows(model_rows, output_rows, slabs)
+    assert [first for (first, _), _ in parts][0] == 0 and parts[-1][0][1] == output_rows
+    assert all(parts[i][0][1] == parts[i + 1][0][0] for i in range(len(parts) - 1))  # every row once
+    pieces = []
+    for (first, last), (lower, upper) in parts:
+        start, stop = max(0, lower - 1), upper  # the model slices a slab holds (a halo of 1 here)
+        pieces.append(
+            logits_to_classes(
+                logits[:, start:stop], shape, rows=(first, last), source_start=start, source_total=model_rows
+            )
+        )
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+
+
+def test_an_image_too_large_for_memory_in_one_piece_is_segmented_in_slabs(monkeypatch, trained_models, capsys):
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.io.image import read_image
+
+    _, (model, _) = trained_models
+    dataset, _ = trained_models
+    case = load_dataset(dataset).cases[0]
+    small = read_image(case.images[0])
+    # the case repeated 12 times along its first axis: 192 slices at 2 mm (windows of 16)
+    image = small.with_array(np.concatenate([small.array] * 12, axis=0))
+    predictor = Predictor(model, device="cpu")
+    whole = predictor.predict(image).label_image.array
+    full = estimate_segmentation_memory(predictor, image)
+    # as much memory as everything but half the logits: slabs are needed and enough
+    budget = full.host_bytes - full.parts["logits"] // 2
+    monkeypatch.setattr("AttentionSegLib.inference.memory_check.available_memory_bytes", lambda: budget)
+    monkeypatch.setattr("AttentionSegLib.inference.memory_check._QUICK_SHARE", 0.0)
+    warnings = []
+    slabbed = Predictor(model, device="cpu", warn=warnings.append)
+    estimate = check_segmentation_memory(slabbed, image, "long", available_host=budget)
+    assert estimate.slabs >= 2 and estimate.host_bytes <= budget
+    fractions = []
+    labels = slabbed.predict(image, progress=fractions.append).label_image.array
+    assert any("segmented in" in w and "slabs" in w for w in warnings)
+    assert fractions[-1] == pytest.approx(1.0) and fractions == sorted(fractions)
+    # windows sit at other places in a slab than in the whole image: a few border voxels may differ
+    assert np.mean(labels == whole) > 0.99

@@ -15,7 +15,10 @@ What a segmentation holds at its peak (see :meth:`Predictor.predict`):
 
 On CUDA the model-grid image, the logits and the windows live on the GPU; when those do not fit
 the free GPU memory but the windows alone do, the logits are stitched in host memory instead
-(MONAI's ``device``), which is slower but finishes.
+(MONAI's ``device``), which is slower but finishes. On the CPU, when the logits do not fit beside
+the rest, the image is segmented in slabs along its first axis (each with a halo of one window on
+both sides, so that every window a slab keeps saw the same context), the logits of one slab at a
+time, each decided into classes before the next.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class MemoryEstimate:
     model_grid: tuple[int, ...]
     parts: dict[str, int] = field(default_factory=dict)
     stitch_on_host: bool = False
+    slabs: int = 1  # > 1: the logits are made and decided slab by slab along the first axis
+    model_image_bytes: int = 0  # the image on the model's grid (float32, all channels)
 
     def describe(self) -> str:
         shown = ", ".join(f"{name} {format_bytes(size)}" for name, size in self.parts.items() if size)
@@ -99,10 +104,28 @@ def estimate_segmentation_memory(predictor, image: Image, with_windows: bool = T
     parts = {"input": input_bytes, "resampling": resampling, "logits": stitching, "windows": windows, "labels": outputs}
     if not on_cuda:
         host = input_bytes + max(resampling, model_image + stitching + windows) + outputs
-        return MemoryEstimate(host, 0, grid, parts)
+        return MemoryEstimate(host, 0, grid, parts, model_image_bytes=model_image)
     host = input_bytes + resampling + outputs
     device = model_image + stitching + windows
-    return MemoryEstimate(host, device, grid, parts)
+    return MemoryEstimate(host, device, grid, parts, model_image_bytes=model_image)
+
+
+def _plan_slabs(estimate: MemoryEstimate, predictor, host_free: int) -> None:
+    """On the CPU, the fewest slabs along the first axis (each with a halo of one window) whose
+    logits fit beside the rest; the estimate is updated when some number fits."""
+    if len(estimate.model_grid) != 3:
+        return
+    rows, halo = estimate.model_grid[0], int(predictor.patch[0])
+    parts = estimate.parts
+    model_image = estimate.model_image_bytes
+    for slabs in range(2, max(2, rows // max(2 * halo, 1)) + 1):
+        share = min(1.0, (rows / slabs + 2 * halo + 2) / rows)
+        host = parts["input"] + max(parts["resampling"], model_image + int(parts["logits"] * share) + parts["windows"])
+        host += parts["labels"]
+        if host <= host_free:
+            estimate.slabs, estimate.host_bytes = slabs, host
+            estimate.parts["logits"] = int(parts["logits"] * share)
+            return
 
 
 def check_segmentation_memory(
@@ -139,6 +162,8 @@ def check_segmentation_memory(
                 f"({estimate.describe()}), {format_bytes(device_free)} are free: use --device cpu, or a "
                 "smaller window batch"
             )
+    if estimate.host_bytes > host_free and not estimate.device_bytes:
+        _plan_slabs(estimate, predictor, host_free)
     if estimate.host_bytes > host_free:
         raise AttentionSegError(
             f"{what}: segmenting needs about {format_bytes(estimate.host_bytes)} of memory "

@@ -40,7 +40,7 @@ from AttentionSegLib.devices import is_out_of_memory, resolve_device
 from AttentionSegLib.errors import AttentionSegError, GeometryMismatchError
 from AttentionSegLib.inference.memory_check import check_segmentation_memory
 from AttentionSegLib.inference.model_file import ModelFile, load_model_file
-from AttentionSegLib.inference.window import PredictionCancelled, WindowSegmenter
+from AttentionSegLib.inference.window import PredictionCancelled, WindowSegmenter, logits_to_classes, slab_rows
 from AttentionSegLib.io.image import Image, check_finite, grid_differences
 from AttentionSegLib.models.slice_wise import SliceWise
 
@@ -230,24 +230,56 @@ class Predictor:
         clinical_vector = self.clinical_vector(clinical)
         array, shape = self.preprocess(image)
         seconds["preprocess"] = time.perf_counter() - started
-        while True:
-            try:
-                started = time.perf_counter()
-                tensor = torch.from_numpy(array)[None].to(self.device)
-                stitch = torch.device("cpu") if memory.stitch_on_host else None
-                logits = self.segmenter.logits(tensor, clinical_vector, progress, cancel, output_device=stitch)
-                seconds["network"] = time.perf_counter() - started
-                break
-            except RuntimeError as error:
-                if self.device.type != "cuda" or not is_out_of_memory(error):
-                    raise
-                self._fall_back_to_cpu()
+        if memory.slabs > 1:
+            started = time.perf_counter()
+            classes = self._classes_in_slabs(array, shape, clinical_vector, memory.slabs, progress, cancel)
+            seconds["network"] = time.perf_counter() - started
+            self.warn(f"{what}: segmented in {memory.slabs} slabs to fit the memory available")
+        else:
+            while True:
+                try:
+                    started = time.perf_counter()
+                    tensor = torch.from_numpy(array)[None].to(self.device)
+                    stitch = torch.device("cpu") if memory.stitch_on_host else None
+                    logits = self.segmenter.logits(tensor, clinical_vector, progress, cancel, output_device=stitch)
+                    seconds["network"] = time.perf_counter() - started
+                    break
+                except RuntimeError as error:
+                    if self.device.type != "cuda" or not is_out_of_memory(error):
+                        raise
+                    self._fall_back_to_cpu()
+            classes = None
         started = time.perf_counter()
-        labels = self._class_to_value[self.segmenter.classes(logits, shape)]
+        if classes is None:
+            classes = self.segmenter.classes(logits, shape)
+            del logits
+        labels = self._class_to_value[classes]
         if self.keep_largest:
             labels = keep_largest_components(labels, [v for v in self.label_values.tolist() if v])
         seconds["postprocess"] = time.perf_counter() - started
         return Prediction(image.with_array(labels, has_channels=False), seconds, str(self.device))
+
+    def _classes_in_slabs(self, array, shape, clinical_vector, slabs, progress, cancel) -> np.ndarray:
+        """Class indices on the input grid, made slab by slab along the first axis: each slab's
+        logits (with a halo of one window each side) are computed and decided before the next."""
+        halo = int(self.patch[0])
+        model_rows = array.shape[1]
+        classes = np.empty(shape, dtype=np.uint8)
+        parts = slab_rows(model_rows, shape[0], slabs)
+        for index, ((first, last), (lower, upper)) in enumerate(parts):
+            start, stop = max(0, lower - halo), min(model_rows, upper + halo)
+            tensor = torch.from_numpy(np.ascontiguousarray(array[:, start:stop]))[None].to(self.device)
+
+            def slab_progress(fraction: float, index=index) -> None:
+                if progress is not None:
+                    progress((index + fraction) / len(parts))
+
+            logits = self.segmenter.logits(tensor, clinical_vector, slab_progress, cancel)
+            classes[first:last] = logits_to_classes(
+                logits, shape, self.sigmoid, rows=(first, last), source_start=start, source_total=model_rows
+            )
+            del logits, tensor
+        return classes
 
     def _fall_back_to_cpu(self) -> None:
         self.warn(

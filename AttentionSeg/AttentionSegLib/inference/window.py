@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from AttentionSegLib.devices import autocast
 from AttentionSegLib.errors import AttentionSegError
 
-__all__ = ["PredictionCancelled", "WindowSegmenter", "logits_to_classes", "window_count"]
+__all__ = ["PredictionCancelled", "WindowSegmenter", "logits_to_classes", "slab_rows", "window_count"]
 
 
 class PredictionCancelled(AttentionSegError):
@@ -168,7 +168,15 @@ def _argmax_channels(block: torch.Tensor) -> torch.Tensor:
     return classes
 
 
-def logits_to_classes(logits: torch.Tensor, shape: Sequence[int], sigmoid: bool = False, slab: int = 8) -> np.ndarray:
+def logits_to_classes(
+    logits: torch.Tensor,
+    shape: Sequence[int],
+    sigmoid: bool = False,
+    slab: int = 8,
+    rows: tuple[int, int] | None = None,
+    source_start: int = 0,
+    source_total: int | None = None,
+) -> np.ndarray:
     """Class indices (uint8) on a grid of ``shape`` from (C, *grid) logits: linear interpolation
     (as ``F.interpolate(..., align_corners=False)``), then argmax, or > 0 (probability > 0.5) for
     one sigmoid channel.
@@ -176,6 +184,11 @@ def logits_to_classes(logits: torch.Tensor, shape: Sequence[int], sigmoid: bool 
     Volumes are done ``slab`` output slices at a time (linear along the first axis, bilinear in
     plane: trilinear interpolation is separable), so the logits are never held at full
     resolution: a 4-class 512x512x300 volume would need 1.26 GB for them.
+
+    For a segmentation done in slabs along the first axis: ``rows`` (start, stop) are the output
+    slices to compute (default all), and ``logits`` holds the model-grid slices from
+    ``source_start`` of ``source_total`` (default: all of them), which must include every slice
+    those output slices interpolate from.
     """
     shape = tuple(int(v) for v in shape)
     source = tuple(logits.shape[1:])
@@ -188,20 +201,38 @@ def logits_to_classes(logits: torch.Tensor, shape: Sequence[int], sigmoid: bool 
         if source != shape:
             block = F.interpolate(block, size=shape, mode="bilinear", align_corners=False)
         return decide(block)[0].cpu().numpy()
-    classes = np.empty(shape, dtype=np.uint8)
-    scale = source[0] / shape[0]
-    for start in range(0, shape[0], slab):
-        stop = min(start + slab, shape[0])
-        if source[0] == shape[0]:
-            block = logits[:, start:stop]
+    total = source[0] if source_total is None else int(source_total)
+    first, last = rows if rows is not None else (0, shape[0])
+    classes = np.empty((last - first, *shape[1:]), dtype=np.uint8)
+    scale = total / shape[0]
+    for start in range(first, last, slab):
+        stop = min(start + slab, last)
+        if total == shape[0]:
+            block = logits[:, start - source_start : stop - source_start]
         else:
             position = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
-            lower = position.floor().long().clamp(max=source[0] - 1)
-            upper = (lower + 1).clamp(max=source[0] - 1)
+            lower = position.floor().long().clamp(max=total - 1)
+            upper = (lower + 1).clamp(max=total - 1)
             weight = (position - lower).to(logits.dtype).to(logits.device)[None, :, None, None]
-            block = logits[:, lower] * (1 - weight) + logits[:, upper] * weight
+            block = logits[:, lower - source_start] * (1 - weight) + logits[:, upper - source_start] * weight
         block = block.movedim(1, 0).contiguous()  # (n, C, h, w)
         if source[1:] != shape[1:]:
             block = F.interpolate(block, size=shape[1:], mode="bilinear", align_corners=False)
-        classes[start:stop] = decide(block).cpu().numpy()
+        classes[start - first : stop - first] = decide(block).cpu().numpy()
     return classes
+
+
+def slab_rows(model_rows: int, output_rows: int, slabs: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Split a segmentation along the first axis into ``slabs``: for each, the output slices it
+    decides and the model-grid slices their interpolation reads (``[lower, upper]`` of each)."""
+    edges = np.linspace(0, model_rows, slabs + 1).round().astype(int)
+    scale = model_rows / output_rows
+    position = np.clip((np.arange(output_rows) + 0.5) * scale - 0.5, 0, None)
+    lower = np.minimum(np.floor(position).astype(int), model_rows - 1)
+    parts = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        chosen = np.nonzero((lower >= a) & (lower < b))[0]
+        if chosen.size:
+            first, last = int(chosen[0]), int(chosen[-1]) + 1
+            parts.append(((first, last), (int(lower[first]), min(int(lower[last - 1]) + 2, model_rows))))
+    return parts
