@@ -110,10 +110,9 @@ def _read_inputs(args: argparse.Namespace, label_names: dict[int, str]):
     images, series = [], None
     for index, path in enumerate(args.images):
         if path.is_dir():
-            image, path_series = read_dicom_series(path, args.series)
-            for message in path_series.warnings:
-                print(f"attentionseg: warning: {message}", file=sys.stderr)
-            series = series or (path_series if index == 0 else None)
+            image, path_series = read_dicom_series(path, args.series)  # its warnings go to stderr (main)
+            if index == 0:  # a DICOM SEG references the series of the first image
+                series = path_series
             images.append(image)
         else:
             images.append(read_image(path))

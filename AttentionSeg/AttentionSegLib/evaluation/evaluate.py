@@ -72,14 +72,12 @@ def evaluate_label_files(
     A DICOM SEG on either side is placed on the grid of the other file (the reference's when both
     are SEGs), its segments matched to the dataset's label names when a definition is given."""
     names = definition.foreground_labels if definition is not None else None
-    if is_dicom_seg(prediction_path) and not is_dicom_seg(reference_path):
-        reference = read_label_image(reference_path)
+    if is_dicom_seg(prediction_path):  # the reference first: the SEG's frames go onto its grid
+        reference = read_label_image(reference_path, label_names=names)
         prediction = read_label_image(prediction_path, onto=reference, label_names=names)
     else:
-        prediction = None if is_dicom_seg(prediction_path) else read_label_image(prediction_path)
+        prediction = read_label_image(prediction_path)
         reference = read_label_image(reference_path, onto=prediction, label_names=names)
-        if prediction is None:
-            prediction = read_label_image(prediction_path, onto=reference, label_names=names)
     report = evaluate_label_images(
         prediction,
         reference,

@@ -80,8 +80,8 @@ def _window_bytes(predictor) -> int:
         return cached
     from AttentionSegLib.training.memory import estimate_step
 
-    batch = predictor.sw_batch_size * (2 ** len(predictor.model_file.mirror_axes) if predictor.tta else 1)
-    estimate = estimate_step(predictor.model_file.network, min(batch, predictor.sw_batch_size))
+    # Test-time augmentation runs the mirrored copies one after another: one batch at a time.
+    estimate = estimate_step(predictor.model_file.network, predictor.sw_batch_size)
     value = int(estimate.activation_bytes + estimate.parameter_bytes)
     predictor._window_bytes = value
     return value

@@ -19,13 +19,14 @@ regular grid would misplace voxels by more than a tenth of a slice.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from AttentionSegLib.errors import ImageReadError
+from AttentionSegLib.errors import ImageReadError, InputWarning
 
 __all__ = ["DicomSeries", "is_dicom_folder", "find_series", "select_series", "read_dicom_series", "series_header"]
 
@@ -267,7 +268,8 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None):
 
     Returns:
         (image, series): the image on the series' grid (slices in ascending order along the
-        normal) and the :class:`DicomSeries` it came from (files in that order, warnings).
+        normal) and the :class:`DicomSeries` it came from (files in that order, warnings). Each
+        warning (what the reader had to correct) is also issued as an :class:`InputWarning`.
 
     Raises:
         ImageReadError: one line naming the folder (or file) and the problem.
@@ -275,6 +277,8 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None):
     from AttentionSegLib.io.image import Image
 
     series = select_series(folder, series_uid)
+    for message in series.warnings:
+        warnings.warn(message, InputWarning, stacklevel=3)
     size, spacing, origin, direction = series_header(series)
     try:
         array, has_channels = _read_pixels(series)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from AttentionSegLib.errors import GeometryMismatchError, ImageReadError, ImageWriteError, InputWarning
+from AttentionSegLib.errors import GeometryMismatchError, ImageReadError, ImageWriteError
 from AttentionSegLib.io.atomic import atomic_path
 
 __all__ = [
@@ -384,10 +383,7 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> Image:
     if path.is_dir():
         from AttentionSegLib.io.dicom_series import read_dicom_series
 
-        image, series = read_dicom_series(path, series_uid)
-        for message in series.warnings:
-            warnings.warn(message, InputWarning, stacklevel=2)
-        return image
+        return read_dicom_series(path, series_uid)[0]
     _check_readable(path)
     if image_suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_complete(path)
