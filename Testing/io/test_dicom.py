@@ -287,6 +287,21 @@ def test_a_seg_off_the_grid_or_with_overlapping_segments_is_refused(ct_series, t
     shifted = Image(image.array, image.spacing, tuple(np.asarray(image.origin) + 0.3), image.direction)
     with pytest.raises(GeometryMismatchError, match="do not lie on the image's voxel grid"):
         read_dicom_seg(out, onto=shifted)
+    # on the series' grid cut to its first slices: labelled frames would fall outside it
+    series_image = read_image(folder)
+    first = series_image.with_array(series_image.array[:3])
+    assert labels.array[3:].any()
+    with pytest.raises(GeometryMismatchError, match="covers voxels outside the image's grid"):
+        read_dicom_seg(out, onto=first)
+    # on a grid two slices longer on each side: the same voxels, background around them
+    matrix = series_image.index_to_physical()
+    longer = Image(
+        np.zeros((series_image.spatial_shape[0] + 4, *series_image.spatial_shape[1:])),
+        series_image.spacing, tuple((matrix @ [0, 0, -2, 1])[:3]), series_image.direction,
+    )  # fmt: skip
+    placed, _ = read_dicom_seg(out, onto=longer)
+    np.testing.assert_array_equal(placed.array[2:-2], labels.array)
+    assert not placed.array[:2].any() and not placed.array[-2:].any()
     # two overlapping binary segments, written with highdicom directly
     masks = np.zeros((*labels.spatial_shape, 2), dtype=bool)
     masks[2:4, 5:10, 5:10, 0] = True

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from AttentionSegLib.errors import GeometryMismatchError, ImageReadError, ImageWriteError
 from AttentionSegLib.io.image import Image
@@ -165,15 +166,22 @@ def _place_on_grid(image: Image, onto: Image, path: Path) -> Image:
             f"{path}: the DICOM SEG's frames do not lie on the image's voxel grid (different spacing, "
             "orientation or slice positions)"
         )
-    index = np.indices(image.spatial_shape).reshape(3, -1)[::-1]  # (i, j, k) of every SEG voxel
-    target = np.round(to_onto[:3, :3] @ index + to_onto[:3, 3:]).astype(np.int64)
-    size = np.array(onto.spatial_shape[::-1])[:, None]
-    inside = np.all((target >= 0) & (target < size), axis=0)
-    values = image.array.reshape(-1)
-    if np.any(values[~inside] != 0):
+    # Voxel centres coincide, so nearest-neighbour resampling copies every value exactly; the
+    # output geometry is given as numbers, so onto's voxels are never copied.
+    placed = sitk.Resample(
+        image.to_sitk(),
+        list(reversed(onto.spatial_shape)),
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        onto.origin,
+        onto.spacing,
+        onto.direction.ravel().tolist(),
+        0,
+        image.to_sitk().GetPixelID(),
+    )
+    result = sitk.GetArrayFromImage(placed)
+    if np.count_nonzero(result) != np.count_nonzero(image.array):
         raise GeometryMismatchError(f"{path}: the DICOM SEG covers voxels outside the image's grid")
-    result = np.zeros(onto.spatial_shape, dtype=image.array.dtype)
-    result[target[2, inside], target[1, inside], target[0, inside]] = values[inside]
     return onto.with_array(result, has_channels=False)
 
 
