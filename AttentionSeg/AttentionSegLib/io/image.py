@@ -331,10 +331,10 @@ def _nifti_layout(header: bytes) -> tuple[int, int, str | None] | None:
 
 
 def _check_nifti_complete(path: Path) -> None:
-    """ITK's NIfTI reader fills a truncated file with zeros and reads NaN and infinite voxels as 0, without a
-    word; refuse such files (the voxels are streamed once, 16 MB at a time). Infinite voxels too."""
+    """ITK's NIfTI reader fills a truncated file with zeros and reads NaN and infinite voxels as 0,
+    without a word; refuse such files (the voxels are streamed once, 16 MB at a time)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    nan_count = 0
+    non_finite = 0
     try:
         with opener(path, "rb") as stream:
             layout = _nifti_layout(stream.read(348))
@@ -355,15 +355,15 @@ def _check_nifti_complete(path: Path) -> None:
                     data = carry + chunk[data_start:]
                     usable = len(data) - len(data) % item
                     values = np.frombuffer(data[:usable], dtype=dtype)
-                    nan_count += int(values.size - np.count_nonzero(np.isfinite(values)))
+                    non_finite += int(values.size - np.count_nonzero(np.isfinite(values)))
                     carry = data[usable:]
     except (OSError, EOFError, zlib.error) as error:
         raise ImageReadError(f"{path}: file is damaged or truncated ({error})") from None
     if available < expected:
         raise ImageReadError(f"{path}: file is truncated ({available} of {expected} bytes)")
-    if nan_count:
+    if non_finite:
         raise ImageReadError(
-            f"{path}: {nan_count} voxel(s) are NaN or infinite (not finite; ITK would read them as 0); "
+            f"{path}: {non_finite} voxel(s) are NaN or infinite (not finite; ITK would read them as 0); "
             "fix or mask them first"
         )
 

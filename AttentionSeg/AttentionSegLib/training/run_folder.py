@@ -116,8 +116,8 @@ class RunFolder:
 class RunLock:
     """An exclusive lock on a run folder, held while a training runs in it: a second training
     started into the same folder is refused. The lock is the kernel's (``flock``), so a run that
-    is killed releases it with its process and never leaves it stale; the lock file is empty and
-    harmless when left behind.
+    is killed releases it with its process and never leaves it stale; the lock file (the holder's
+    pid) is harmless when left behind, and removed on release while still locked.
 
     Raises (on :meth:`acquire`):
         AttentionSegError: another process holds the lock.
@@ -134,17 +134,23 @@ class RunLock:
 
         path = self.folder.lock_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
+        while True:
+            handle = open(path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                handle.close()
+                raise AttentionSegError(
+                    f"{self.folder.path}: another training is running in this folder ({owner}); "
+                    "wait for it or stop it first"
+                ) from None
+            # The holder removes the file when it releases: a lock taken on the file it removed
+            # meanwhile is a lock on nothing. Only the file still under the name counts.
+            if path.exists() and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
             handle.close()
-            raise AttentionSegError(
-                f"{self.folder.path}: another training is running in this folder ({owner}); "
-                "wait for it or stop it first"
-            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
