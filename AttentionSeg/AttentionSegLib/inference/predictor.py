@@ -235,6 +235,7 @@ class Predictor:
             classes = self._classes_in_slabs(array, shape, clinical_vector, memory.slabs, progress, cancel)
             seconds["network"] = time.perf_counter() - started
             self.warn(f"{what}: segmented in {memory.slabs} slabs to fit the memory available")
+            started = time.perf_counter()
         else:
             while True:
                 try:
@@ -248,9 +249,7 @@ class Predictor:
                     if self.device.type != "cuda" or not is_out_of_memory(error):
                         raise
                     self._fall_back_to_cpu()
-            classes = None
-        started = time.perf_counter()
-        if classes is None:
+            started = time.perf_counter()
             classes = self.segmenter.classes(logits, shape)
             del logits
         labels = self._class_to_value[classes]

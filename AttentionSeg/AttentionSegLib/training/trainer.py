@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from AttentionSegLib.data.dataset import load_dataset
+from AttentionSegLib.data.dataset import DatasetDefinition, load_dataset
 from AttentionSegLib.devices import autocast, is_out_of_memory, resolve_device
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.evaluation.metrics import dice_per_label
@@ -199,7 +199,7 @@ class Trainer:
             saved.device = config.device if config.device != "auto" else saved.device
             return saved.resolved()
         config.validate()
-        _refuse_dataset_problems(config)
+        config.resolved()  # refuse an unknown network or bad values before reading the dataset
         # A new run needs an empty folder; a config.json there is the one it was started from
         # (``attentionseg train --config RUN_DIR/config.json``, as the Training module does).
         started_from = [folder.config_file] if _holds_config(folder, config) else []
@@ -208,18 +208,19 @@ class Trainer:
                 f"{self.run_dir}: the folder is not empty; use --resume to continue the run in "
                 "it, or choose another --out"
             )
+        definition = load_dataset(config.dataset)
+        _refuse_dataset_problems(definition)
         if config.use_plan:
-            config = self._apply_experiment_plan(config)
+            config = self._apply_experiment_plan(config, definition)
         return config.resolved()  # the folder is made once the run is set up: a refused run leaves nothing
 
-    def _apply_experiment_plan(self, config: TrainingConfig) -> TrainingConfig:
+    def _apply_experiment_plan(self, config: TrainingConfig, definition: DatasetDefinition) -> TrainingConfig:
         """Fill the settings left at their default from the dataset's experiment plan (fingerprint
         cached per dataset); the plan and the settings it gave are kept for the run folder."""
         from AttentionSegLib.data.fingerprint import load_or_compute_fingerprint
         from AttentionSegLib.training.planning import apply_plan, plan_for_config
 
-        config.resolved()  # refuse an unknown network or bad values before reading the dataset
-        self.fingerprint = load_or_compute_fingerprint(load_dataset(config.dataset))
+        self.fingerprint = load_or_compute_fingerprint(definition)
         self.experiment_plan = plan_for_config(config, self.fingerprint)
         config, self.planned_settings = apply_plan(config, self.experiment_plan)
         return config
@@ -568,13 +569,12 @@ class Trainer:
         return summary
 
 
-def _refuse_dataset_problems(config: TrainingConfig) -> None:
+def _refuse_dataset_problems(definition: DatasetDefinition) -> None:
     """Refuse a dataset whose files are missing, unreadable, of the wrong dimensionality or channel
     count, off one grid, or whose case ids repeat, before any work (headers only, no voxels)."""
     from AttentionSegLib.data.validation import validate_dataset
     from AttentionSegLib.errors import DatasetError
 
-    definition = load_dataset(config.dataset)
     problems = validate_dataset(definition, check_label_values=False)
     if problems:
         more = f" (and {len(problems) - 1} more; attentionseg dataset validate lists them)" if len(problems) > 1 else ""
