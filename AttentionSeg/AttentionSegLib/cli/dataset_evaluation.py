@@ -183,7 +183,7 @@ def _compare_cases(args: argparse.Namespace, predictors: dict):
             _warn_trained_on(predictor, name, definition, cases)
         return cases, lambda case_id: load_case(definition, case_id)
     images = [read_image(path, args.series) for path in args.image]
-    grid = images[0].with_array(images[0].array[0] if images[0].has_channels else images[0].array, False)
+    grid = images[0].channel(0)  # the first image's grid, one channel
     names = next(iter(predictors.values())).model_file.label_names
     reference = read_label_image(args.ref, onto=grid, label_names=names)
     check_same_grid(images[0], reference, str(args.image[0]), str(args.ref))

@@ -10,7 +10,6 @@ from pathlib import Path
 from AttentionSegLib.cli.common import (
     EXIT_OK,
     add_inference_options,
-    check_new_output,
     check_output_path,
     json_value,
     predictor_from_arguments,
@@ -88,16 +87,13 @@ def _check_arguments(args: argparse.Namespace) -> tuple[Path | None, Path | None
         raise AttentionSegError(
             f"{seg_out}: a DICOM SEG references a DICOM series; {args.images[0]} is a file, not a series folder"
         )
-    inputs = [*args.images, args.model] + ([args.ref] if args.ref else [])
-    for output in (label_out, seg_out, args.json):
-        check_output_path(output, inputs, args.overwrite)
     if label_out is not None and not image_suffix(label_out):
         raise AttentionSegError(f"{label_out}: unknown ending (use .nii.gz, .nrrd, .seg.nrrd, .mha, .png or .dcm)")
     if label_out is not None and seg_out is not None and label_out.resolve() == seg_out.resolve():
         raise AttentionSegError(f"{label_out}: --out and --dicom-seg name the same file")
-    for output in (label_out, seg_out):
-        if output is not None:
-            check_new_output(output, args.overwrite)
+    inputs = [*args.images, args.model] + ([args.ref] if args.ref else [])
+    for output in (label_out, seg_out, args.json):
+        check_output_path(output, inputs, args.overwrite)
     return label_out, seg_out
 
 
@@ -118,7 +114,7 @@ def _read_inputs(args: argparse.Namespace, label_names: dict[int, str]):
             images.append(read_image(path))
     reference = None
     if args.ref is not None:
-        grid = images[0].with_array(images[0].array[0] if images[0].has_channels else images[0].array, False)
+        grid = images[0].channel(0)  # the first image's grid, one channel
         reference = read_label_image(args.ref, onto=grid, label_names=label_names)
         check_same_grid(images[0], reference, str(args.images[0]), str(args.ref))
     return images, series, reference
@@ -131,7 +127,7 @@ def _model_identity(model_path: Path, model_file) -> tuple[str, str]:
     from AttentionSegLib import __version__
 
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
-    dataset = model_file.training.get("dataset_name") or model_file.training.get("dataset") or ""
+    dataset = model_file.training.get("dataset") or ""
     name = f"AttentionSeg {model_file.network['name']}" + (f" ({dataset})" if dataset else "")
     return name, f"{__version__} model sha256:{digest}"
 
@@ -145,8 +141,6 @@ def run(args: argparse.Namespace) -> int:
     label_out, seg_out = _check_arguments(args)
     predictor = predictor_from_arguments(args.model, args)
     images, series, reference = _read_inputs(args, predictor.model_file.label_names)
-    if seg_out is not None and series is None:
-        raise AttentionSegError(f"{seg_out}: a DICOM SEG needs the first image to be a DICOM series folder")
     bar = _ProgressEvents() if args.progress else ProgressBar("segmenting")
     try:
         names = [str(path) for path in args.images]

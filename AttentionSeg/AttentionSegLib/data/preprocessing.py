@@ -204,7 +204,7 @@ def read_case_label(case: Case, definition: DatasetDefinition, image: Image) -> 
     segments matched to the label names); undeclared values are an error."""
     if case.label is None:
         raise DatasetError(f"case {case.case_id} has no label map")
-    grid = image.with_array(image.array[0] if image.has_channels else image.array, has_channels=False)
+    grid = image.channel(0)  # the image's grid, one channel
     label = read_label_image(case.label, onto=grid, label_names=definition.foreground_labels)
     check_same_grid(image, label, str(case.images[0]), str(case.label))
     problem = definition.undeclared_values_message(label.array)
