@@ -10,7 +10,7 @@ import numpy as np
 
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.io.dicom_seg import is_dicom_seg, read_dicom_seg
-from AttentionSegLib.io.image import image_suffix, read_image
+from AttentionSegLib.io.label_map import read_label_image
 from AttentionSegLib.io.segmentation_file import read_segment_names
 from AttentionSegLib.slicer.mrml import image_from_volume_node, segmentation_node_from_label_image
 
@@ -33,13 +33,11 @@ def reference_segmentation_from_file(scene, path: str | Path, volume_node, name:
         image, names = read_dicom_seg(path, onto=grid)
         terminology = _seg_terminology(path, names)
     else:
-        image = read_image(path)
-        if image.has_channels:
-            raise AttentionSegError(f"{path}: a reference label map has one channel, got {image.n_channels}")
-        names = read_segment_names(path) if image_suffix(path) == ".seg.nrrd" else {}
+        image = read_label_image(path)  # one channel of non-negative integers, else one line
+        names = read_segment_names(path)  # .seg.nrrd segment names; none for other files
     values = np.unique(image.array)
-    if values.size > _MAX_LABELS or not np.allclose(values, np.round(values)) or values.min() < 0:
-        raise AttentionSegError(f"{path}: not a label map (values are not a few non-negative integers)")
+    if values.size > _MAX_LABELS:
+        raise AttentionSegError(f"{path}: not a label map ({values.size} distinct values)")
     labels = {int(v): names.get(int(v), f"label {int(v)}") for v in values if v != 0}
     labels.update({value: label for value, label in names.items() if value not in labels})  # empty segments too
     return segmentation_node_from_label_image(
