@@ -199,6 +199,7 @@ CASES = [
         ["r.json"],
         2,
     ),
+    ("evaluate-json-is-folder", "evaluate {label.nii.gz} {label.nii.gz} --json {outputs}", ["is a folder"], 2),
     ("evaluate-nsd-negative", "evaluate {label.nii.gz} {label.nii.gz} --nsd-tolerance -1", ["--nsd-tolerance"], 2),
     # segment: images, models, flags, outputs
     (
