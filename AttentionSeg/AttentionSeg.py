@@ -76,10 +76,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._clickPoints = None
         self._worstErrors = []
-        self._clickBox = None
-        self._clickSegmentId = None  # the object interactive clicks refine; None: the next starts one
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -105,7 +102,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.undoClickButton.connect("clicked(bool)", self.onUndoClick)
         self.ui.modelsListWidget.connect("itemChanged(QListWidgetItem*)", self.updateClickMode)
         self.ui.cancelButton.enabled = False
-        self._setUpClickPoints()
+        self._wireClickPrompts()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -134,7 +131,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
             self.initializeParameterNode()
-        self._setUpClickPoints()
+        self._wireClickPrompts()
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
@@ -233,26 +230,21 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.modules.markups.logic().JumpSlicesToLocation(r, a, s, True)
 
     # ---------------------------------------------------------------------- click-to-segment
-    def _setUpClickPoints(self):
-        if self._clickPoints is None or not slicer.mrmlScene.IsNodePresent(self._clickPoints):
-            self._clickPoints = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AttentionSeg clicks")
-            self._clickPoints.SetSaveWithScene(False)
-            self.ui.clickPointsPlaceWidget.setMRMLScene(slicer.mrmlScene)
-            self.ui.clickPointsPlaceWidget.setCurrentNode(self._clickPoints)
-            self.addObserver(self._clickPoints, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onClickPoint)
-        if self._clickBox is None or not slicer.mrmlScene.IsNodePresent(self._clickBox):
-            self._clickBox = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "AttentionSeg box")
-            self._clickBox.SetSaveWithScene(False)
-            self.ui.clickBoxPlaceWidget.setMRMLScene(slicer.mrmlScene)
-            self.ui.clickBoxPlaceWidget.setCurrentNode(self._clickBox)
-            self.addObserver(self._clickBox, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onClickBox)
+    def _wireClickPrompts(self):
+        """Give the place widgets the Logic's point and box nodes (made again after a scene close)."""
+        points, box = self.logic.clickPromptNodes()
+        for widget, node, handler in (
+            (self.ui.clickPointsPlaceWidget, points, self.onClickPoint),
+            (self.ui.clickBoxPlaceWidget, box, self.onClickBox),
+        ):
+            widget.setMRMLScene(slicer.mrmlScene)
+            widget.setCurrentNode(node)
+            if not self.hasObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, handler):
+                self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, handler)
 
     def _clickTarget(self):
-        target = self.ui.clickSegmentationSelector.currentNode()
-        if target is None:
-            target = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "AttentionSeg clicks")
-            target.CreateDefaultDisplayNodes()
-            self.ui.clickSegmentationSelector.setCurrentNode(target)
+        target = self.logic.clickTargetSegmentation(self.ui.clickSegmentationSelector.currentNode())
+        self.ui.clickSegmentationSelector.setCurrentNode(target)
         return target
 
     def updateClickMode(self, *unused):
@@ -268,7 +260,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         self.ui.clickBoxPlaceWidget.enabled = interactive
         self.ui.newObjectButton.enabled = interactive
-        self.ui.undoClickButton.enabled = interactive and self._clickSegmentId is not None
+        self.ui.undoClickButton.enabled = interactive and self.logic.canUndoClick()
 
     def onClickPoint(self, caller, event):
         count = caller.GetNumberOfControlPoints()
@@ -279,46 +271,39 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         positive = self.ui.positiveRadioButton.checked
         caller.SetNthControlPointLabel(count - 1, "+" if positive else "-")
         with slicer.util.tryWithErrorDisplay("Click-to-segment failed.", waitCursor=True):
-            segmentId, seconds = self.logic.clickToSegment(
+            _, seconds = self.logic.clickToSegment(
                 self.inputVolumes(),
                 self._firstModel(),
                 point,
                 self._clickTarget(),
                 positive,
                 self.ui.deviceComboBox.currentText,
-                self._clickSegmentId,
             )
-            self._rememberClickSegment(segmentId)
+            self.updateClickMode()
             self.ui.clickStatusLabel.text = f"{'Added' if positive else 'Removed'} in {seconds:.2f} s"
 
     def onClickBox(self, caller, event):
         with slicer.util.tryWithErrorDisplay("Box prompt failed.", waitCursor=True):
-            segmentId, seconds = self.logic.boxToSegment(
+            _, seconds = self.logic.boxToSegment(
                 self.inputVolumes(),
                 self._firstModel(),
                 caller,
                 self._clickTarget(),
                 self.ui.deviceComboBox.currentText,
-                self._clickSegmentId,
             )
-            self._rememberClickSegment(segmentId)
+            self.updateClickMode()
             self.ui.clickStatusLabel.text = f"Box segmented in {seconds:.2f} s"
 
-    def _rememberClickSegment(self, segmentId):
-        interactive = self.logic.isInteractive(self._firstModel(), self.ui.deviceComboBox.currentText)
-        self._clickSegmentId = segmentId if interactive else None
-        self.updateClickMode()
-
     def onNewObject(self):
-        self._clickSegmentId = None
+        self.logic.newClickObject()
         self.ui.clickStatusLabel.text = "The next positive click or box starts a new segment."
         self.updateClickMode()
 
     def onUndoClick(self):
         with slicer.util.tryWithErrorDisplay("Undo failed.", waitCursor=True):
-            target = self.ui.clickSegmentationSelector.currentNode()
-            undone = target is not None and self.logic.undoClick(target, self._clickSegmentId)
+            undone = self.logic.undoClick()
             self.ui.clickStatusLabel.text = "Undone." if undone else "Nothing to undo."
+            self.updateClickMode()
 
     # ---------------------------------------------------------------------------- corrections
     def onSaveCorrection(self):
@@ -379,6 +364,8 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self._jobs = None
+        self._clickObject = None
+        self._clickPromptNodes = (None, None)
         self._runner = None
 
     def getParameterNode(self):
@@ -391,7 +378,39 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
             from AttentionSegLib.slicer.jobs import SegmentationJobs
 
             self._jobs = SegmentationJobs.for_scene(slicer.mrmlScene)
+            self._clickObject = None
         return self._jobs
+
+    def clickObject(self):
+        """The object interactive prompts refine, by the engine's one rule for it
+        (``AttentionSegLib.slicer.click_object.ClickObject``, shared with the web page)."""
+        jobs = self.jobs()
+        if self._clickObject is None:
+            from AttentionSegLib.slicer.click_object import ClickObject
+
+            self._clickObject = ClickObject(jobs.click)
+        return self._clickObject
+
+    def clickPromptNodes(self):
+        """(points node, ROI node) the reader places prompts with; made when missing from the
+        scene, never saved with it."""
+        points, box = self._clickPromptNodes
+        if points is None or not slicer.mrmlScene.IsNodePresent(points):
+            points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AttentionSeg clicks")
+            points.SetSaveWithScene(False)
+        if box is None or not slicer.mrmlScene.IsNodePresent(box):
+            box = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "AttentionSeg box")
+            box.SetSaveWithScene(False)
+        self._clickPromptNodes = (points, box)
+        return points, box
+
+    def clickTargetSegmentation(self, segmentationNode=None):
+        """The segmentation prompts go into: ``segmentationNode``, else a new one."""
+        if segmentationNode is not None:
+            return segmentationNode
+        target = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "AttentionSeg clicks")
+        target.CreateDefaultDisplayNodes()
+        return target
 
     def defaultModelsFolder(self):
         from AttentionSegLib.inference.model_store import default_models_folder
@@ -399,17 +418,9 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         return default_models_folder()
 
     def listModels(self, folder):
-        from AttentionSegLib.inference.model_store import default_models_folder, list_registered_models
+        from AttentionSegLib.inference.model_store import models_in_folders
 
-        folders = [pathlib.Path(folder)] if folder else []
-        folders.append(default_models_folder())
-        seen, models = set(), []
-        for each in folders:
-            for path in list_registered_models(each) if each.is_dir() else []:
-                if path.resolve() not in seen:
-                    seen.add(path.resolve())
-                    models.append(path)
-        return models
+        return models_in_folders(folder or None)
 
     def startSegmentation(self, volumeNodes, modelFile, device="auto", tta=False):
         from AttentionSegLib.slicer.background import BackgroundSegmentation
@@ -432,31 +443,33 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
     def compare(self, volumeNodes, modelFiles, referenceSegmentationNode=None, device="auto", tta=False):
         return self.jobs().compare.compare(volumeNodes, modelFiles, referenceSegmentationNode, device=device, tta=tta)
 
-    def clickToSegment(
-        self, volumeNodes, modelFile, pointRas, segmentationNode, positive=True, device="auto", segmentId=None
-    ):
-        """(segment id, seconds the click took: model, windows and segment update)."""
+    def clickToSegment(self, volumeNodes, modelFile, pointRas, segmentationNode, positive=True, device="auto"):
+        """(segment id, seconds the click took: model, windows and segment update). Which segment
+        an interactive click refines is the click object's rule (:meth:`clickObject`)."""
         import time
 
         started = time.perf_counter()
-        segmentId = self.jobs().click.click_to_segment(
-            volumeNodes, modelFile, pointRas, segmentationNode, segmentId, positive=positive, device=device
-        )
+        segmentId = self.clickObject().click(volumeNodes, modelFile, pointRas, segmentationNode, positive, device)
         return segmentId, time.perf_counter() - started
 
-    def boxToSegment(self, volumeNodes, modelFile, roiNode, segmentationNode, device="auto", segmentId=None):
+    def boxToSegment(self, volumeNodes, modelFile, roiNode, segmentationNode, device="auto"):
         """(segment id, seconds) of a box prompt (interactive models)."""
         import time
 
         started = time.perf_counter()
-        segmentId = self.jobs().click.box_to_segment(
-            volumeNodes, modelFile, roiNode, segmentationNode, segmentId, device=device
-        )
+        segmentId = self.clickObject().box(volumeNodes, modelFile, roiNode, segmentationNode, device)
         return segmentId, time.perf_counter() - started
 
-    def undoClick(self, segmentationNode, segmentId):
-        """Whether a step was undone."""
-        return segmentId is not None and self.jobs().click.undo_click(segmentationNode, segmentId)
+    def undoClick(self):
+        """Whether the current object's last prompt was undone."""
+        return self.clickObject().undo()
+
+    def canUndoClick(self):
+        return self._jobs is not None and self.clickObject().can_undo
+
+    def newClickObject(self):
+        """The next prompt starts a new segment."""
+        self.clickObject().new_object()
 
     def isInteractive(self, modelFile, device="auto"):
         return self.jobs().click.is_interactive(modelFile, device)

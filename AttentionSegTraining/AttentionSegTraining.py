@@ -290,9 +290,9 @@ class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
         )
 
     def planText(self, parameterNode):
-        """The experiment plan for the form's run (``AttentionSegLib.training.planning.plan_report``):
+        """The experiment plan for the form's run (``AttentionSegLib.training.experiment_planner.plan_report``):
         what Start will take from the dataset, and which values the form sets itself."""
-        from AttentionSegLib.training.planning import plan_report
+        from AttentionSegLib.training.experiment_planner import plan_report
 
         return plan_report(self.trainingConfig(parameterNode))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from AttentionSegLib.dependencies import (
+from AttentionSegLib.slicer.dependencies import (
     DependencyError,
     Requirement,
     check_dependencies,

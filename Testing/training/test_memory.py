@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from AttentionSegLib.models import build_from_spec, get_model_info
-from AttentionSegLib.training.memory import STEP_OVERHEAD_BYTES, estimate_step, fits
+from AttentionSegLib.models.memory import STEP_OVERHEAD_BYTES, estimate_step, fits
 
 SMALL_UNET = {"channels": [8, 16, 32], "strides": [2, 2]}
 

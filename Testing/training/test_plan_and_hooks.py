@@ -18,7 +18,7 @@ from AttentionSegLib.inference.window import WindowSegmenter
 from AttentionSegLib.progress import read_events
 from AttentionSegLib.training.cases import PreparedCase
 from AttentionSegLib.training.config import TrainingConfig
-from AttentionSegLib.training.plan import plan_training
+from AttentionSegLib.training.run_plan import plan_training
 from AttentionSegLib.training.trainer import Trainer, train
 
 TINY = {"model": "unet", "compact": True, "patch_size": [16, 16, 16], "batch_size": 2, "iterations_per_epoch": 4}

@@ -7,20 +7,22 @@ import numpy as np
 import pytest
 
 from AttentionSegLib.data.fingerprint import CaseFingerprint, ChannelIntensity, DatasetFingerprint
+from AttentionSegLib.models.memory import estimate_step
 from AttentionSegLib.training.config import TrainingConfig
-from AttentionSegLib.training.memory import estimate_step
-from AttentionSegLib.training.planning import (
-    CPU_STEP_MACS_PER_THREAD_S,
-    CPU_STEP_TARGET_S,
-    DeviceBudget,
+from AttentionSegLib.training.device_budget import DeviceBudget
+from AttentionSegLib.training.experiment_planner import (
     ExperimentPlan,
     apply_plan,
-    cpu_step_target_s,
     lateralised_axes,
-    narrowed_widths,
     plan_experiment,
-    pooling_levels,
     target_spacing,
+)
+from AttentionSegLib.training.patch_fitting import (
+    CPU_STEP_MACS_PER_THREAD_S,
+    CPU_STEP_TARGET_S,
+    cpu_step_target_s,
+    narrowed_widths,
+    pooling_levels,
 )
 from conftest import attentionseg
 
@@ -246,7 +248,7 @@ def test_train_takes_unset_values_from_the_plan_and_keeps_it_in_the_run_and_the_
 
 
 def test_the_training_form_shows_the_plan_and_what_the_form_sets_itself(phantom_dataset, tmp_path):
-    from AttentionSegLib.training.planning import plan_report
+    from AttentionSegLib.training.experiment_planner import plan_report
 
     report = plan_report(TrainingConfig(str(phantom_dataset), "unet", str(tmp_path / "run"), patch_size=[16, 16, 16]))
     assert report.startswith("plan for unet on") and "mirror_axes" in report
@@ -267,7 +269,8 @@ def test_validation_is_spaced_out_when_it_would_cost_as_much_as_training():
 
 
 def test_a_real_step_slower_than_estimated_makes_the_plan_refit(monkeypatch):
-    from AttentionSegLib.training import memory, planning
+    from AttentionSegLib.models import memory
+    from AttentionSegLib.training import patch_fitting as planning
 
     large = fingerprint([(120, 160, 160)] * 4, [(1.0,) * 3] * 4, kind="ct")
     estimated = plan_experiment(large, "unet", CPU, time_limit_min=10)
@@ -298,7 +301,7 @@ def test_a_real_step_slower_than_estimated_makes_the_plan_refit(monkeypatch):
 
 
 def test_timing_a_real_cpu_step():
-    from AttentionSegLib.training.memory import time_cpu_step
+    from AttentionSegLib.models.memory import time_cpu_step
 
     spec = {
         "name": "unet",

@@ -31,6 +31,7 @@ import playwright.sync_api as playwright_api  # noqa: E402
 
 from AttentionSegLib.data.dataset import load_dataset  # noqa: E402
 from AttentionSegLib.data.validation import validate_dataset  # noqa: E402
+from AttentionSegLib.evaluation.report import TABLE_METRIC_KEYS, format_value, metric_pattern  # noqa: E402
 from AttentionSegLib.inference.model_file import load_model_file  # noqa: E402
 from AttentionSegLib.interactive.robot import interior_point  # noqa: E402
 from AttentionSegLib.io.image import read_image  # noqa: E402
@@ -190,6 +191,38 @@ def go_to(page, ras) -> None:
     page.locator(".as-goto-button").click()
 
 
+def compare(page, model: str) -> None:
+    """Compare ``model`` on the case (chosen in the list unless it is already) and wait for the
+    chart (the page clears it with each new case)."""
+    open_panel(page, "Models")
+    if model not in page.locator(".as-compare-select").inner_text():
+        page.locator(".as-compare-select").click()
+        page.get_by_role("option", name=model, exact=True).click()
+        page.keyboard.press("Escape")
+    page.locator(".as-compare").click()
+    page.wait_for_selector(".as-compare-chart", timeout=120000)
+
+
+def export_nifti(page, folder: Path) -> Path:
+    """Download the working segmentation as NIfTI from the Correct and export panel."""
+    open_panel(page, "Correct and export")
+    with page.expect_download() as download:
+        page.locator(".as-export-nifti").click()
+    exported = folder / "exported.nii.gz"
+    download.value.save_as(exported)
+    return exported
+
+
+def evaluate_report(prediction: Path, reference: Path, folder: Path, labels: Path | None = None) -> dict:
+    """The JSON report of ``attentionseg evaluate`` on two files (label names from ``labels``)."""
+    report = folder / "evaluate.json"
+    command = ["evaluate", str(prediction), str(reference), "--json", str(report)]
+    command += ["--labels", str(labels)] if labels else []
+    result = subprocess.run(attentionseg_command() + command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(report.read_text())
+
+
 def test_load_segment_measure_and_export(served, tmp_path):
     page, case, shots = served["page"], served["case"], served["shots"]
     started = time.perf_counter()
@@ -213,33 +246,17 @@ def test_load_segment_measure_and_export(served, tmp_path):
     page.screenshot(path=str(shots / "web-metrics.png"))
 
     # Compare: the chosen models against the reference, a table and a chart.
-    open_panel(page, "Models")
-    page.locator(".as-compare-select").click()
-    page.get_by_role("option", name="automatic", exact=True).click()
-    page.keyboard.press("Escape")
-    page.locator(".as-compare").click()
-    page.wait_for_selector(".as-compare-chart", timeout=120000)
+    compare(page, "automatic")
     compared = page.locator(".as-compare-table tbody tr").all_inner_texts()
     assert any("automatic" in row and "liver" in row for row in compared), compared
     page.locator(".as-compare-chart").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "web-compare.png"))
 
-    open_panel(page, "Correct and export")
-    with page.expect_download() as download:
-        page.locator(".as-export-nifti").click()
-    exported = tmp_path / "exported.nii.gz"
-    download.value.save_as(exported)
+    exported = export_nifti(page, tmp_path)
     labels = read_image(exported)
     assert labels.spatial_shape == read_image(case.images[0]).spatial_shape
     # The table shows what `attentionseg evaluate` gives on the same two files.
-    report = tmp_path / "evaluate.json"
-    result = subprocess.run(
-        attentionseg_command() + ["evaluate", str(exported), str(case.label), "--json", str(report)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    for row in json.loads(report.read_text())["labels"]:
+    for row in evaluate_report(exported, case.label, tmp_path)["labels"]:
         line = next(text for text in rows if text.split("\t")[0].strip() == str(row["value"]))
         assert f"{row['dice']:.4f}" in line, (line, row["dice"])
 
@@ -298,6 +315,123 @@ def test_clicks_undo_paint_and_correction(served, tmp_path):
     page.wait_for_selector(".as-message:has-text('saved as training case')", timeout=60000)
     definition = load_dataset(dataset_copy / "dataset.json")
     assert len(definition.cases) == before + 1 and validate_dataset(definition) == []
+
+
+def table_cells(page, selector: str) -> list[list[str]]:
+    """The cells of a table of the page, row by row."""
+    return page.evaluate(
+        "s => Array.from(document.querySelectorAll(s + ' tbody tr')).map("
+        "row => Array.from(row.querySelectorAll('td')).map(cell => cell.innerText.trim()))",
+        selector,
+    )
+
+
+def test_every_metric_cell_is_what_attentionseg_evaluate_gives(served, tmp_path):
+    """The metrics table and the comparison table show the engine's numbers in every column
+    (HD95, ASSD, NSD and volumes were n/a once), on one line each in the side panel."""
+    page, case, shots = served["page"], served["case"], served["shots"]
+    open_page(served)
+    load_volume(page, case.images[0])
+    upload(page, ".as-upload-reference", case.label)
+    page.wait_for_selector(".as-reference-name:has-text('reference')", timeout=60000)
+    choose_model(page, "automatic")
+    page.locator(".as-segment").click()
+    wait_for(lambda: segment_voxels(page).get("liver") and segment_voxels(page).get("spleen"), 120, "Segment", page)
+    open_panel(page, "Metrics against the reference")
+    page.locator(".as-metrics").click()
+    page.wait_for_selector(".as-metrics-table tbody tr:has-text('mean')", timeout=60000)
+    shown = table_cells(page, ".as-metrics-table")
+    page.locator(".as-metrics-table").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "web-metrics-table.png"))
+
+    report = evaluate_report(export_nifti(page, tmp_path), case.label, tmp_path, served["dataset"])
+    expected = [
+        [str(row["value"]), row["name"], row["present_in"]]
+        + [format_value(row[key], metric_pattern(key)) for key in TABLE_METRIC_KEYS]
+        for row in report["labels"]
+    ]
+    assert shown[: len(expected)] == expected
+    assert all(cell not in ("", "n/a") for row in expected for cell in row[3:5])  # Dice and IoU exist here
+    hd95 = 3 + TABLE_METRIC_KEYS.index("hd95_mm")
+    assert all(re.fullmatch(r"\d+\.\d\d", row[hd95]) for row in shown[: len(expected)]), shown
+    mean = shown[len(expected)]
+    assert mean[0] == "mean" and mean[3] == format_value(report["mean"]["dice"], "{:.4f}")
+    assert mean[hd95].split()[0] == format_value(report["mean"]["hd95_mm"], "{:.2f}")
+    # One line per header: the columns fit (or scroll) instead of wrapping.
+    heights = page.evaluate(
+        "Array.from(document.querySelectorAll('.as-metrics-table th')).map(cell => cell.offsetHeight)"
+    )
+    assert len(set(heights)) == 1, heights
+
+    # Compare runs the same model on the same volume: its row per label shows the same Dice,
+    # HD95 and ASSD as evaluate on the Segment's export.
+    compare(page, "automatic")
+    compared = {(row[0], row[1]): row[2:] for row in table_cells(page, ".as-compare-table")}
+    for row in report["labels"]:
+        cells = [format_value(row[key], metric_pattern(key)) for key in ("dice", "hd95_mm", "assd_mm")]
+        assert compared[("automatic", row["name"])] == cells
+
+
+def test_prompts_leave_every_other_segment_and_undo_restores_what_they_changed(served):
+    """With an automatic segmentation shown, interactive clicks and a box on its liver change only
+    the object they refine (objects may overlap other segments, which keep their voxels); undo
+    puts back every segment the prompt changed."""
+    page, case = served["page"], served["case"]
+    open_page(served)
+    load_volume(page, case.images[0])
+    image, reference = read_image(case.images[0]), read_image(case.label).array
+    choose_model(page, "automatic")
+    page.locator(".as-segment").click()
+    wait_for(lambda: segment_voxels(page).get("liver") and segment_voxels(page).get("spleen"), 120, "Segment", page)
+    page.wait_for_timeout(1000)  # the list settles
+    choose_model(page, "clicks")
+    open_panel(page, "Click to segment")
+    go_to(page, ras_of(image, interior_point(reference == 1, image.spacing_array_order)))
+
+    def prompt(action, segment: str, changed) -> dict[str, int]:
+        """Run a prompt on ``segment``; every other segment keeps its voxels."""
+        before = segment_voxels(page)
+        action()
+        wait_for(lambda: changed(segment_voxels(page).get(segment, 0), before), 60, f"the prompt on {segment}", page)
+        page.wait_for_timeout(800)  # a late recount would show a late change
+        after = segment_voxels(page)
+        others = {name: n for name, n in after.items() if name != segment and (n or name in before)}
+        assert others == {name: n for name, n in before.items() if name != segment}, (before, after)
+        return after
+
+    def press(mode: str):
+        def run():
+            click_mode(page, mode)
+            click_view_center(page)
+
+        return run
+
+    def undo():
+        page.locator(".as-undo-click").click()
+
+    start = segment_voxels(page)
+    one = prompt(press("positive"), "object 1", lambda n, before: n > 0)
+    two = prompt(press("negative"), "object 1", lambda n, before: n < before["object 1"])
+    assert two["object 1"] < one["object 1"]
+    undone = prompt(undo, "object 1", lambda n, before: n == one["object 1"])
+    assert undone == one and {k: v for k, v in one.items() if k != "object 1"} == start
+
+    page.locator("button:has-text('New object')").click()
+    before_box = segment_voxels(page)
+
+    def box():
+        click_mode(page, "box")
+        view = page.locator(VIEW).first.bounding_box()
+        x, y = view["x"] + view["width"] / 2, view["y"] + view["height"] / 2
+        page.mouse.click(x - 40, y - 40)
+        page.wait_for_selector(".as-message:has-text('opposite corner')", timeout=10000)
+        page.mouse.click(x + 40, y + 40)
+
+    prompt(box, "object 2", lambda n, before: n > 0)
+    restored = prompt(undo, "object 2", lambda n, before: n == 0)
+    assert {name: n for name, n in restored.items() if n} == before_box
+    click_mode(page, "off")
+    choose_model(page, "automatic")  # as the page's other tests expect it
 
 
 def test_bad_uploads_show_one_line_and_the_server_keeps_working(served, tmp_path):

@@ -193,23 +193,18 @@ def _compare_cases(args: argparse.Namespace, predictors: dict):
 def write_case_maps(predictions: dict, labels: dict, colors: dict, folder: Path) -> list[Path]:
     """One case's maps, on its grid: the consensus segmentations (majority vote, STAPLE) and their
     metrics against the reference, the agreement map, each model's errors per label (.seg.nrrd,
-    named segments) and the disagreement regions with their centres in RAS (JSON). Returns the
+    named segments) and the disagreement regions with their centres in RAS (JSON). The maps are
+    :func:`~AttentionSegLib.evaluation.comparison_maps.compute_comparison_maps`'s. Returns the
     files written."""
-    from AttentionSegLib.evaluation.consensus import (
-        ERROR_KINDS,
-        agreement_level,
-        disagreement_regions,
-        error_map,
-        majority_vote,
-        ras_of_index,
-        staple,
-    )
-    from AttentionSegLib.evaluation.metrics import evaluate_label_maps
+    from AttentionSegLib.evaluation.comparison_maps import compute_comparison_maps
+    from AttentionSegLib.evaluation.consensus import ERROR_KINDS
     from AttentionSegLib.io.segmentation_file import write_label_image
 
     case = next(iter(predictions.values()))[0]
     grid = case.reference
     arrays = {name: prediction for name, (_, prediction) in predictions.items()}
+    # No file lists the largest error regions (Slicer's table does): worst_errors=0 skips their search.
+    maps = compute_comparison_maps(grid, arrays, labels, grid.array, worst_errors=0, measure_consensus=True)
     named = [{"value": v, "name": n, "color": list(colors.get(v, (0.5, 0.5, 0.5)))} for v, n in labels.items() if v]
     written = []
 
@@ -217,32 +212,23 @@ def write_case_maps(predictions: dict, labels: dict, colors: dict, folder: Path)
         image = grid.with_array(array.astype(np.uint16), has_channels=False)
         written.append(write_label_image(image, folder / name, segments, overwrite=True))
 
-    if len(arrays) > 1:
-        majority = majority_vote(list(arrays.values()))
-        consensus = {"majority": majority, "staple": staple(list(arrays.values()))}
-        write(consensus["majority"], "consensus_majority.seg.nrrd", named)
-        write(consensus["staple"], "consensus_staple.seg.nrrd", named)
+    if maps.consensus:
+        write(maps.consensus["majority"], "consensus_majority.seg.nrrd", named)
+        write(maps.consensus["staple"], "consensus_staple.seg.nrrd", named)
         path = folder / "consensus_metrics.json"  # the consensus measured like any model
-        spacing = grid.spacing_array_order
-        metrics = {name: evaluate_label_maps(array, grid.array, spacing, labels) for name, array in consensus.items()}
-        _write_json(path, metrics)
+        _write_json(path, maps.consensus_metrics)
         written.append(path)
-        level = agreement_level(list(arrays.values()), majority)
         agreement = [{"value": n, "name": f"{n} of {len(arrays)} models"} for n in range(1, len(arrays) + 1)]
-        write(level, "agreement.seg.nrrd", agreement)
-        regions = disagreement_regions(list(arrays.values()), grid.spacing_array_order)
-        for region in regions:
-            region["ras"] = ras_of_index(grid, region["index"])
+        write(maps.agreement, "agreement.seg.nrrd", agreement)
         path = folder / "disagreement.json"
-        _write_json(path, {"regions": regions, "note": "largest first; index in array order (k, j, i), ras in mm"})
+        _write_json(
+            path, {"regions": maps.disagreements, "note": "largest first; index in array order (k, j, i), ras in mm"}
+        )
         written.append(path)
-    for name, array in arrays.items():
-        for value, label in labels.items():
-            if value:
-                kinds = [
-                    {"value": c, "name": f"{label} {k}", "color": list(rgb)} for c, (k, rgb) in ERROR_KINDS.items()
-                ]
-                write(error_map(array, grid.array, value), error_file_name(name, label), kinds)
+    for name in arrays:
+        for _, label, codes in maps.error_maps(name):
+            kinds = [{"value": c, "name": f"{label} {k}", "color": list(rgb)} for c, (k, rgb) in ERROR_KINDS.items()]
+            write(codes, error_file_name(name, label), kinds)
     return written
 
 

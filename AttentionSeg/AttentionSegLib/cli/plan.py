@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from AttentionSegLib.cli.progress_bar import ProgressBar
     from AttentionSegLib.data.dataset import load_dataset
     from AttentionSegLib.data.fingerprint import load_or_compute_fingerprint
-    from AttentionSegLib.training.planning import DeviceBudget, plan_experiment
+    from AttentionSegLib.training.device_budget import DeviceBudget
+    from AttentionSegLib.training.experiment_planner import plan_experiment
 
     definition = load_dataset(args.dataset_json)
     bar = ProgressBar("fingerprint")

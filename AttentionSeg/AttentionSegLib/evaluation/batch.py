@@ -206,8 +206,8 @@ def compare_models(
 
 def largest_error(prediction: np.ndarray, reference: Image) -> dict | None:
     """The largest connected region where the prediction differs from the reference
-    (:func:`~AttentionSegLib.evaluation.consensus.connected_regions`), None when they agree."""
-    from AttentionSegLib.evaluation.consensus import connected_regions
+    (:func:`~AttentionSegLib.regions.connected_regions`), None when they agree."""
+    from AttentionSegLib.regions import connected_regions
 
     regions = connected_regions(prediction != reference.array, reference.spacing_array_order, limit=1)
     return regions[0] if regions else None
@@ -347,30 +347,15 @@ def write_comparison_csv(comparison: dict, path: Path) -> None:
 
 
 def write_comparison_chart(comparison: dict, path: Path) -> None:
-    """Grouped bars: mean Dice per label (x), one bar per model, error bars one standard deviation."""
-    import matplotlib
+    """Grouped bars: mean Dice per label (x), one bar per model, error bars one standard deviation
+    (:func:`~AttentionSegLib.evaluation.charts.dice_bar_chart_png`)."""
+    from AttentionSegLib.evaluation.charts import dice_bar_chart_png
 
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    models = list(comparison["models"])
-    labels = [f"{e['value']} {e['name']}" for e in comparison["models"][models[0]]["per_label"]]
-    width = 0.8 / len(models)
-    figure, axes = plt.subplots(figsize=(max(5.0, 1.2 * len(labels) * len(models) ** 0.5 + 2), 3.6), dpi=120)
-    for index, model in enumerate(models):
-        entries = comparison["models"][model]["per_label"]
-        positions = np.arange(len(entries)) + (index - (len(models) - 1) / 2) * width
-        means = [0.0 if math.isnan(e["dice_mean"]) else e["dice_mean"] for e in entries]
-        errors = [0.0 if math.isnan(e["dice_std"]) else e["dice_std"] for e in entries]
-        axes.bar(positions, means, width, yerr=errors, capsize=2, label=model)
-    axes.set_xticks(np.arange(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("Dice (mean over cases)")
-    axes.legend(fontsize="small", loc="lower right")
-    axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as temporary:
-            figure.savefig(temporary)
-    finally:
-        plt.close(figure)
+    dice, spread = {}, {}
+    for model, result in comparison["models"].items():
+        entries = {f"{e['value']} {e['name']}": e for e in result["per_label"]}
+        dice[model] = {label: e["dice_mean"] for label, e in entries.items()}
+        spread[model] = {label: e["dice_std"] for label, e in entries.items()}
+    png = dice_bar_chart_png(dice, spread, y_label="Dice (mean over cases)")
+    with atomic_path(path, suffix=".png") as temporary:
+        temporary.write_bytes(png)

@@ -19,10 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
-from AttentionSegLib.interactive.robot import interior_point
 from AttentionSegLib.io.image import Image
+from AttentionSegLib.regions import connected_regions
 
 FALSE_POSITIVE_COLOR = (1.0, 0.55, 0.0)  # orange: a leak
 FALSE_NEGATIVE_COLOR = (0.15, 0.45, 1.0)  # blue: a miss
@@ -115,40 +114,14 @@ def disagreement_regions(
     label_maps: Sequence[np.ndarray], spacing_mm: Sequence[float], limit: int | None = 20
 ) -> list[dict]:
     """Connected regions (26/8-connected) where not every model gives the same label, largest
-    first: ``{"voxels", "volume_ml", "index" (an interior voxel, array order), "bounding_box"}``."""
+    first: ``{"voxels", "volume_ml", "index" (an interior voxel, array order), "bounding_box"}``
+    (:func:`~AttentionSegLib.regions.connected_regions`)."""
     _check_same_shape(label_maps)
     first = np.asarray(label_maps[0])
     disagree = np.zeros(first.shape, bool)
     for other in label_maps[1:]:
         disagree |= np.asarray(other) != first
     return connected_regions(disagree, spacing_mm, limit)
-
-
-def connected_regions(mask: np.ndarray, spacing_mm: Sequence[float], limit: int | None = 20) -> list[dict]:
-    """Connected components of ``mask``, largest first (ties: first in array order), at most
-    ``limit``; see :func:`disagreement_regions` for the fields."""
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-    components, count = ndimage.label(mask, structure)
-    if count == 0:
-        return []
-    sizes = np.bincount(components.ravel())[1:]
-    order = np.argsort(-sizes, kind="stable")[: limit if limit else None]
-    boxes = ndimage.find_objects(components)
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    regions = []
-    for index in order:
-        box = boxes[index]
-        local = components[box] == index + 1
-        inside = interior_point(local, spacing_mm)
-        regions.append(
-            {
-                "voxels": int(sizes[index]),
-                "volume_ml": float(sizes[index]) * voxel_ml,
-                "index": tuple(int(s.start + v) for s, v in zip(box, inside)),
-                "bounding_box": [(int(s.start), int(s.stop)) for s in box],
-            }
-        )
-    return regions
 
 
 def ras_of_index(image: Image, index: Sequence[int]) -> tuple[float, ...]:

@@ -28,6 +28,7 @@ __all__ = [
     "metric_pattern",
     "format_value",
     "fixed_width_table",
+    "metrics_table_cells",
     "format_metrics_table",
     "format_models_table",
     "metrics_to_json",
@@ -109,9 +110,14 @@ def json_safe(value):
     return value
 
 
-def format_metrics_table(report: dict) -> str:
-    """A fixed-width table: one row per label, then the means with the number of labels each covers."""
-    header = ["Label", "Name", "In", *[metric_title(key) for key in TABLE_METRIC_KEYS]]
+def metrics_table_cells(report: dict) -> tuple[list[str], list[str], list[list[str]], list[str], list[str]]:
+    """The cells of a metrics table, one implementation for every front end that shows one (the
+    terminal's :func:`format_metrics_table`, the web page): ``(keys, titles, rows, mean_row, notes)``.
+    ``keys`` name the columns (``value``, ``name``, ``present_in`` then :data:`TABLE_METRIC_KEYS`),
+    ``titles`` are their headers with units; ``rows`` one list of cells per label, ``mean_row`` the
+    means (with ``(n)`` where a mean covers fewer labels), ``notes`` what those marks mean."""
+    keys = ["value", "name", "present_in", *TABLE_METRIC_KEYS]
+    titles = ["Label", "Name", "In", *[metric_title(key) for key in TABLE_METRIC_KEYS]]
     rows = [
         [str(row["value"]), row["name"], row["present_in"]]
         + [format_value(row[key], metric_pattern(key)) for key in TABLE_METRIC_KEYS]
@@ -132,7 +138,13 @@ def format_metrics_table(report: dict) -> str:
         notes.append("(n): the mean covers n labels; distances need the label in both maps.")
     for key, n in report.get("n_infinite", {}).items():
         notes.append(f"{key}: {n} label(s) infinite (missing from one map), left out of the mean.")
-    return "\n".join([fixed_width_table(header, rows, 3, footer=[mean_row]), *notes])
+    return keys, titles, rows, mean_row, notes
+
+
+def format_metrics_table(report: dict) -> str:
+    """A fixed-width table: one row per label, then the means with the number of labels each covers."""
+    _, titles, rows, mean_row, notes = metrics_table_cells(report)
+    return "\n".join([fixed_width_table(titles, rows, 3, footer=[mean_row]), *notes])
 
 
 def format_models_table(models: list[dict], presets: list) -> str:

@@ -9,7 +9,7 @@ What a segmentation holds at its peak (see :meth:`Predictor.predict`):
 - the blended logits on the model's grid (float32, K classes) and MONAI's count map (one float32
   channel), where the windows are stitched;
 - the windows of one forward pass (the network's activations, estimated by
-  :func:`AttentionSegLib.training.memory.estimate_step` with gradients off: an upper bound) and
+  :func:`AttentionSegLib.models.memory.estimate_step` with gradients off: an upper bound) and
   the weights;
 - the class map and the label map on the input grid (one byte each).
 
@@ -78,7 +78,7 @@ def _window_bytes(predictor) -> int:
     cached = getattr(predictor, "_window_bytes", None)
     if cached is not None:
         return cached
-    from AttentionSegLib.training.memory import estimate_step
+    from AttentionSegLib.models.memory import estimate_step
 
     # Test-time augmentation runs the mirrored copies one after another: one batch at a time.
     estimate = estimate_step(predictor.model_file.network, predictor.sw_batch_size)

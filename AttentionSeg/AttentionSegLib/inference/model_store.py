@@ -19,13 +19,14 @@ import tempfile
 from pathlib import Path
 
 from AttentionSegLib.errors import AttentionSegError, OutputWriteError
-from AttentionSegLib.training.run_folder import MODEL_FILE_NAME
 
 __all__ = [
+    "MODEL_FILE_NAME",
     "MODELS_DIR_ENV",
     "MODEL_SUFFIX",
     "default_models_folder",
     "list_registered_models",
+    "models_in_folders",
     "register_model",
     "model_display_name",
     "model_display_names",
@@ -33,6 +34,8 @@ __all__ = [
 
 MODELS_DIR_ENV = "ATTENTIONSEG_MODELS_DIR"
 MODEL_SUFFIX = ".pt"
+# The name a training run gives its model file in its run folder (training/run_folder.py uses it).
+MODEL_FILE_NAME = "model.pt"
 
 
 def default_models_folder() -> Path:
@@ -123,6 +126,18 @@ def list_registered_models(folder: str | os.PathLike | None = None) -> list[Path
     if not models_folder.is_dir():
         return []
     return sorted(path for path in models_folder.iterdir() if path.suffix == MODEL_SUFFIX and path.is_file())
+
+
+def models_in_folders(*folders: str | os.PathLike | None) -> list[Path]:
+    """The model files of ``folders`` (None and missing folders skipped) then of the default
+    models folder, each file once: the model list of the Slicer module and the web page."""
+    seen, models = set(), []
+    for folder in [*folders, default_models_folder()]:
+        for path in list_registered_models(folder) if folder is not None and Path(folder).is_dir() else []:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                models.append(path)
+    return models
 
 
 def model_display_name(model_file: str | os.PathLike) -> str:

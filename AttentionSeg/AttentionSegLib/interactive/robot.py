@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+# Shared with the comparison maps, which place their regions on the same interior-most voxel.
+from AttentionSegLib.regions import distance_to_border, interior_point
+
 __all__ = ["Click", "interior_point", "largest_error_region", "next_click", "bounding_box", "random_interior_point"]
 
 
@@ -28,23 +31,6 @@ class Click:
     positive: bool
 
 
-def _distance_to_border(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Distance (mm) of each voxel of ``mask`` to the nearest voxel outside it; the array's edge
-    counts as outside (a structure cut by the edge has its border there too)."""
-    padded = np.pad(mask, 1)
-    distances = ndimage.distance_transform_edt(padded, sampling=spacing)
-    return distances[tuple(slice(1, -1) for _ in mask.shape)]
-
-
-def interior_point(mask: np.ndarray, spacing: Sequence[float]) -> tuple[int, ...] | None:
-    """The voxel of ``mask`` farthest (mm) from its border; the first in array order among equals;
-    None for an empty mask."""
-    if not mask.any():
-        return None
-    distances = _distance_to_border(mask.astype(bool), spacing)
-    return tuple(int(v) for v in np.unravel_index(int(np.argmax(distances)), mask.shape))
-
-
 def random_interior_point(
     mask: np.ndarray, spacing: Sequence[float], rng: np.random.Generator, min_depth: float = 0.4
 ) -> tuple[int, ...] | None:
@@ -52,7 +38,7 @@ def random_interior_point(
     border (a person clicks inside a structure, rarely on its edge); None for an empty mask."""
     if not mask.any():
         return None
-    distances = _distance_to_border(mask.astype(bool), spacing)
+    distances = distance_to_border(mask.astype(bool), spacing)
     candidates = np.flatnonzero(distances >= min_depth * distances.max())
     return tuple(int(v) for v in np.unravel_index(int(rng.choice(candidates)), mask.shape))
 

@@ -75,7 +75,14 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import SpatialAttentionBlock
 
-from .blocks.common import check_network_args, check_patch_size, conv_transpose_type, conv_type, norm_type
+from .blocks.common import (
+    check_features,
+    check_network_args,
+    check_patch_size,
+    conv_transpose_type,
+    conv_type,
+    norm_type,
+)
 from .blocks.separable_conv import XceptionBlock
 from .spec import ModelInfo, Preset, TrainingRecipe
 
@@ -132,7 +139,7 @@ class AXUNet(nn.Module):
     ) -> None:
         super().__init__()
         check_network_args(NAME, spatial_dims, in_channels, out_channels)
-        features = _check_features(features)
+        features = check_features(NAME, features)
         check_patch_size(NAME, patch_size, spatial_dims, 2 ** (len(features) - 1))
         if not isinstance(middle_blocks, int) or middle_blocks < 0:
             raise ValueError(f"{NAME}: middle_blocks must be a non-negative integer, got {middle_blocks!r}")
@@ -208,13 +215,6 @@ class AXUNet(nn.Module):
         return self.head(x)
 
 
-def _check_features(features: Sequence[int]) -> tuple[int, ...]:
-    widths = tuple(features)
-    if len(widths) < 2 or any(not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"{NAME}: features must be at least 2 positive integers, got {features!r}")
-    return widths
-
-
 def _check_attention_levels(attention_levels: Sequence[int], num_levels: int) -> tuple[int, ...]:
     """Levels as non-negative indices, in ascending order."""
     levels = []
@@ -232,7 +232,7 @@ def _check_attention_levels(attention_levels: Sequence[int], num_levels: int) ->
 
 def patch_multiple(spatial_dims: int, options: Mapping[str, Any]) -> tuple[int, ...]:
     """Every patch axis must be a multiple of ``2 ** (len(features) - 1)`` (one halving per level)."""
-    features = _check_features(options.get("features", DEFAULT_FEATURES))
+    features = check_features(NAME, options.get("features", DEFAULT_FEATURES))
     return (2 ** (len(features) - 1),) * spatial_dims
 
 

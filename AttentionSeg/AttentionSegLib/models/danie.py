@@ -88,7 +88,13 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import Convolution, SABlock, UnetOutBlock, UnetResBlock, UnetrUpBlock
 
-from .blocks.common import check_network_args, check_patch_size, conv_type, init_linear_trunc_normal
+from .blocks.common import (
+    check_network_args,
+    check_patch_size,
+    check_stem_stride,
+    conv_type,
+    init_linear_trunc_normal,
+)
 from .blocks.hierarchical_attention import HAP_ORDERS, HierarchicalAttention
 from .blocks.joint_preservation import (
     EnhancingHierarchicalAttentionalPerceptron,
@@ -109,17 +115,6 @@ def _group_norm(channels: int) -> tuple[str, dict[str, int]]:
     return ("group", {"num_groups": math.gcd(channels, 8)})
 
 
-def _stem_stride(spatial_dims: int, stem_stride: Sequence[int] | int | None) -> tuple[int, ...]:
-    if stem_stride is None:
-        return DEFAULT_STEM_STRIDE[spatial_dims]
-    stride = (stem_stride,) * spatial_dims if isinstance(stem_stride, int) else tuple(stem_stride)
-    if len(stride) != spatial_dims or any(s < 1 or s & (s - 1) for s in stride) or max(stride) < 2:
-        raise ValueError(
-            f"{NAME}: stem_stride must be {spatial_dims} powers of two, at least one above 1, got {stem_stride!r}"
-        )
-    return stride
-
-
 def _sap_patch_sizes(stages: int, sap_patch_sizes: Sequence[int] | None) -> tuple[int, ...]:
     if sap_patch_sizes is None:
         return tuple(max(1, 4 // 2**i) for i in range(stages))
@@ -138,7 +133,9 @@ def patch_multiple(spatial_dims: int, options: Mapping[str, Any]) -> tuple[int, 
     sap = _sap_patch_sizes(stages, options.get("sap_patch_sizes"))
     return tuple(
         math.lcm(*(s * 2**i * f for i, f in enumerate(sap)))
-        for s in _stem_stride(spatial_dims, options.get("stem_stride"))
+        for s in check_stem_stride(
+            NAME, spatial_dims, options.get("stem_stride"), DEFAULT_STEM_STRIDE, powers_of_two=True
+        )
     )
 
 
@@ -336,7 +333,7 @@ class DANIE(nn.Module):
             )
         if spatial_kernel_size < 1 or spatial_kernel_size % 2 == 0:
             raise ValueError(f"{NAME}: spatial_kernel_size must be a positive odd integer, got {spatial_kernel_size}")
-        stem = _stem_stride(spatial_dims, stem_stride)
+        stem = check_stem_stride(NAME, spatial_dims, stem_stride, DEFAULT_STEM_STRIDE, powers_of_two=True)
         sap = _sap_patch_sizes(stages, sap_patch_sizes)
         options = {"feature_sizes": feature_sizes, "sap_patch_sizes": sap, "stem_stride": stem}
         self.patch_size = check_patch_size(NAME, patch_size, spatial_dims, patch_multiple(spatial_dims, options))

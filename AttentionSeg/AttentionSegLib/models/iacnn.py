@@ -83,7 +83,14 @@ from monai.networks.blocks import Convolution
 
 from .blocks.affinity_attention import AFFINITY_MODES, AffinityAttention
 from .blocks.channel_attention import ChannelAttention
-from .blocks.common import check_network_args, check_patch_size, conv_transpose_type, conv_type, max_pool_type
+from .blocks.common import (
+    check_features,
+    check_network_args,
+    check_patch_size,
+    conv_transpose_type,
+    conv_type,
+    max_pool_type,
+)
 from .blocks.scale_feature_attention import ScaleFeatureAttention
 from .spec import ModelInfo, Preset, TrainingRecipe
 
@@ -145,7 +152,7 @@ class IACNN(nn.Module):
         super().__init__()
         check_network_args(NAME, spatial_dims, in_channels, out_channels)
         check_patch_size(NAME, patch_size, spatial_dims, patch_multiple(spatial_dims, {}))
-        features = _check_features(features)
+        features = check_features(NAME, features, NUM_LEVELS)
         sa_modes = tuple(sa_modes) if isinstance(sa_modes, Sequence) and not isinstance(sa_modes, str) else (sa_modes,)
         if len(sa_modes) != NUM_LEVELS - 2 or any(mode not in AFFINITY_MODES for mode in sa_modes):
             raise ValueError(
@@ -191,13 +198,6 @@ class IACNN(nn.Module):
         for level in reversed(range(NUM_LEVELS - 1)):
             x = self.decoder[level](torch.cat([self.upsample[level](x), attended[level]], dim=1))
         return self.head(x)
-
-
-def _check_features(features: Sequence[int]) -> tuple[int, ...]:
-    widths = tuple(features) if isinstance(features, Sequence) else (features,)
-    if len(widths) != NUM_LEVELS or any(not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"{NAME}: features must be {NUM_LEVELS} positive integers, got {features!r}")
-    return widths
 
 
 def patch_multiple(spatial_dims: int, options: Mapping[str, Any]) -> tuple[int, ...]:

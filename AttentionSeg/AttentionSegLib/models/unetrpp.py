@@ -56,6 +56,7 @@ from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock
 from .blocks.common import (
     check_network_args,
     check_patch_size,
+    check_stem_stride,
     conv_transpose_type,
     conv_type,
     init_linear_trunc_normal,
@@ -69,19 +70,13 @@ NAME = "unetrpp"
 DEFAULT_STEM_STRIDE = {2: (4, 4), 3: (2, 4, 4)}
 
 
-def _stem_stride(spatial_dims: int, stem_stride: Sequence[int] | int | None) -> tuple[int, ...]:
-    if stem_stride is None:
-        return DEFAULT_STEM_STRIDE[spatial_dims]
-    stride = (stem_stride,) * spatial_dims if isinstance(stem_stride, int) else tuple(stem_stride)
-    if len(stride) != spatial_dims or min(stride) < 1:
-        raise ValueError(f"{NAME}: stem_stride must be {spatial_dims} positive integers, got {stem_stride!r}")
-    return stride
-
-
 def patch_multiple(spatial_dims: int, options: Mapping[str, Any]) -> tuple[int, ...]:
     """Stem stride times 2**(stages - 1) on every axis: (16, 32, 32) in 3D, (32, 32) in 2D by default."""
     stages = len(options.get("feature_sizes", (32, 64, 128, 256)))
-    return tuple(s * 2 ** (stages - 1) for s in _stem_stride(spatial_dims, options.get("stem_stride")))
+    return tuple(
+        s * 2 ** (stages - 1)
+        for s in check_stem_stride(NAME, spatial_dims, options.get("stem_stride"), DEFAULT_STEM_STRIDE)
+    )
 
 
 class UNETRPlusPlusUpBlock(nn.Module):
@@ -179,7 +174,7 @@ class UNETRPlusPlus(nn.Module):
             )
         if min(depths) < 1 or decoder_depth < 1:
             raise ValueError(f"{NAME}: depths and decoder_depth must be at least 1, got {depths}, {decoder_depth}")
-        stem = _stem_stride(spatial_dims, stem_stride)
+        stem = check_stem_stride(NAME, spatial_dims, stem_stride, DEFAULT_STEM_STRIDE)
         multiple = tuple(s * 2 ** (stages - 1) for s in stem)
         self.patch_size = check_patch_size(NAME, patch_size, spatial_dims, multiple)
         self.deep_supervision = deep_supervision

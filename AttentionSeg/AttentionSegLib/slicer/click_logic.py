@@ -141,6 +141,11 @@ class ClickLogic:
         self._write_region(segmentation_node, segment_id, state, step.region)
         return True
 
+    def can_undo(self, segmentation_node, segment_id: str) -> bool:
+        """Whether the segment has an interactive prompt that :meth:`undo_click` can take back."""
+        state = self._sessions.get((segmentation_node.GetID(), segment_id))
+        return state is not None and state.session.can_undo
+
     def forget_sessions(self) -> None:
         """Drop every object's click history (a new case: node ids of the old one may come back)."""
         self._sessions.clear()

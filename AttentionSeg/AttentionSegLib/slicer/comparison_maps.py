@@ -2,8 +2,8 @@
 STAPLE), the agreement map, error segmentations against the reference, and the table of the
 largest errors with their centres in RAS; grouped in a subject hierarchy folder.
 
-The maps are the engine's (:mod:`AttentionSegLib.evaluation.consensus`); this module only turns
-them into nodes on the first volume's grid.
+The maps are the engine's (:func:`AttentionSegLib.evaluation.comparison_maps.compute_comparison_maps`);
+this module only turns them into nodes on the first volume's grid.
 """
 
 from __future__ import annotations
@@ -14,16 +14,8 @@ import numpy as np
 import slicer
 import vtk
 
-from AttentionSegLib.evaluation.consensus import (
-    ERROR_KINDS,
-    agreement_level,
-    connected_regions,
-    disagreement_regions,
-    error_map,
-    majority_vote,
-    ras_of_index,
-    staple,
-)
+from AttentionSegLib.evaluation.comparison_maps import ERRORS_LISTED, compute_comparison_maps
+from AttentionSegLib.evaluation.consensus import ERROR_KINDS
 from AttentionSegLib.io.image import Image
 from AttentionSegLib.slicer.mrml import remove_nodes, segmentation_node_from_label_image, volume_node_from_image
 from AttentionSegLib.slicer.segments import add_segment, merge_into_segment
@@ -31,8 +23,6 @@ from AttentionSegLib.slicer.segments import add_segment, merge_into_segment
 REPLACE = slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
 
 __all__ = ["ComparisonMaps", "add_comparison_maps", "ERRORS_LISTED"]
-
-ERRORS_LISTED = 20  # rows of the worst-errors table
 
 
 @dataclass
@@ -84,60 +74,40 @@ def add_comparison_maps(
     new subject hierarchy folder ``folder_name`` with ``grouped_nodes`` (the comparison's other
     nodes); on any failure the nodes made here are removed.
     """
-    maps = ComparisonMaps()
+    arrays = compute_comparison_maps(grid, label_maps, labels, reference, worst_errors=ERRORS_LISTED)
+    maps = ComparisonMaps(disagreements=arrays.disagreements)
     made: list = []
     try:
-        arrays = list(label_maps.values())
-        if len(arrays) > 1:
-            majority = majority_vote(arrays)
-            for name, consensus in (("majority", majority), ("staple", staple(arrays))):
-                node = segmentation_node_from_label_image(
-                    scene, grid.with_array(consensus, has_channels=False), labels, colors,
-                    name=f"consensus ({name})", reference_volume_node=volume_node,
-                )  # fmt: skip
-                maps.consensus[name] = node
-                made.append(node)
-            for region in disagreement_regions(arrays, grid.spacing_array_order):
-                maps.disagreements.append({**region, "ras": ras_of_index(grid, region["index"])})
-            agreement = agreement_level(arrays, majority)
+        for name, consensus in arrays.consensus.items():
+            node = segmentation_node_from_label_image(
+                scene, grid.with_array(consensus, has_channels=False), labels, colors,
+                name=f"consensus ({name})", reference_volume_node=volume_node,
+            )  # fmt: skip
+            maps.consensus[name] = node
+            made.append(node)
+        if arrays.agreement is not None:
             node = volume_node_from_image(
-                scene, grid.with_array(agreement, has_channels=False), "model agreement", labelmap=True
+                scene, grid.with_array(arrays.agreement, has_channels=False), "model agreement", labelmap=True
             )
-            colours = _agreement_colors(scene, len(arrays))
+            colours = _agreement_colors(scene, len(label_maps))
             node.GetDisplayNode().SetAndObserveColorNodeID(colours.GetID())
             maps.agreement = node
             made += [node, colours]
         if reference is not None:
-            rows = []
-            for model, array in label_maps.items():
+            for model in label_maps:
                 node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{model} errors")
                 made.append(node)
                 node.CreateDefaultDisplayNodes()
                 node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
-                for value, label in labels.items():
-                    if not value:
-                        continue
-                    codes = error_map(array, reference, value)
+                for value, label, codes in arrays.error_maps(model):
                     for code, (kind, color) in ERROR_KINDS.items():
                         # One segment each: a voxel can be one label's leak and another's miss.
                         segment_id = add_segment(node, f"{label} {kind}", len(ERROR_KINDS) * (value - 1) + code, color)
                         mask = codes == code
                         if mask.any():
                             merge_into_segment(node, segment_id, mask, volume_node, volume_node, REPLACE)
-                        for region in connected_regions(mask, grid.spacing_array_order, limit=3):
-                            rows.append(
-                                {
-                                    "model": model,
-                                    "label": label,
-                                    "kind": kind,
-                                    "volume_ml": region["volume_ml"],
-                                    "voxels": region["voxels"],
-                                    "ras": ras_of_index(grid, region["index"]),
-                                }
-                            )
                 maps.errors[model] = node
-            rows.sort(key=lambda row: -row["volume_ml"])
-            maps.worst_errors = rows[:ERRORS_LISTED]
+            maps.worst_errors = arrays.worst_errors
             maps.worst_table = _worst_errors_table(scene, maps.worst_errors)
             made.append(maps.worst_table)
         maps.folder_item = _group(scene, folder_name, [*(grouped_nodes or []), *made])

@@ -1,7 +1,7 @@
 """First use in Slicer: check the engine's dependencies and offer to install them.
 
-The check, the dialog text and the install order are :mod:`AttentionSegLib.dependencies` (Qt-free,
-tested without Slicer); this file only hands it Slicer's pieces: the confirmation dialog,
+The check, the dialog text and the install order are :mod:`AttentionSegLib.slicer.dependencies`
+(Qt-free, tested without Slicer); this file only hands it Slicer's pieces: the confirmation dialog,
 ``slicer.util.pip_install``, the PyTorch extension's installer and a progress dialog. It imports
 nothing that needs torch, so it runs before torch is there.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import slicer
 
-from AttentionSegLib.dependencies import (
+from AttentionSegLib.slicer.dependencies import (
     DependencyError,
     check_dependencies,
     confirmation_text,

@@ -20,6 +20,8 @@ __all__ = [
     "segment_is_empty",
     "segment_label_values",
     "segment_mask",
+    "segment_voxel_count",
+    "segment_voxel_counts",
     "segmentation_node_for_model",
 ]
 
@@ -74,19 +76,36 @@ def add_segment(
 
 
 def segment_is_empty(segmentation_node, segment_id: str) -> bool:
-    """Whether the segment has no voxel (its shared labelmap layer holds no voxel of its value)."""
+    """Whether the segment has no voxel (its labelmap layer holds no voxel of its value)."""
+    return segment_voxel_count(segmentation_node, segment_id) == 0
+
+
+def segment_voxel_count(segmentation_node, segment_id: str) -> int:
+    """The segment's voxels, counted in its own labelmap layer: segments that overlap sit in
+    layers of their own, so each is counted whole (a label map of the segmentation would give
+    an overlap to one segment only). No export, so a click's count does not grow with the volume."""
     from vtk.util import numpy_support
 
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     labelmap = segment.GetRepresentation(name)
     if labelmap is None or labelmap.GetPointData().GetScalars() is None:
-        return True
+        return 0
     extent = labelmap.GetExtent()
     if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
-        return True
+        return 0
     values = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())
-    return not np.any(values == segment.GetLabelValue())
+    return int(np.count_nonzero(values == segment.GetLabelValue()))
+
+
+def segment_voxel_counts(segmentation_node) -> dict[str, int]:
+    """Segment name -> its voxels (:func:`segment_voxel_count`), in the segmentation's order."""
+    segmentation = segmentation_node.GetSegmentation()
+    counts = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        counts[segmentation.GetSegment(segment_id).GetName()] = segment_voxel_count(segmentation_node, segment_id)
+    return counts
 
 
 def segment_mask(scene, segmentation_node, segment_id: str, grid_node) -> np.ndarray:

@@ -3,7 +3,7 @@
 Each case is read (all channels, the label map checked against the declared values), resampled
 to the target spacing (linear for the image, nearest for the labels), its label values turned
 into class indices and its clinical vector z-scored. Intensity normalisation comes after, once
-its statistics are fitted on the training cases (see :mod:`~AttentionSegLib.training.plan`).
+its statistics are fitted on the training cases (see :mod:`~AttentionSegLib.training.run_plan`).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from AttentionSegLib.io.atomic import atomic_torch_save
 from AttentionSegLib.models.slice_wise import SliceWise
 from AttentionSegLib.progress import ProgressLog
 from AttentionSegLib.training.config import TrainingConfig
-from AttentionSegLib.training.plan import TrainingPlan
 from AttentionSegLib.training.run_folder import RunFolder
+from AttentionSegLib.training.run_plan import TrainingPlan
 
 __all__ = ["CHECKPOINT_FORMAT", "TrainingState", "save_checkpoints", "restore_checkpoint", "build_model_file"]
 

@@ -83,7 +83,7 @@ class TrainingConfig:
             (:mod:`AttentionSegLib.training.interactive`).
         click_radius_mm: interactive: a click's ball radius in mm; default from the target spacing.
         use_plan: fill the settings left at their default from the experiment plan
-            (:mod:`AttentionSegLib.training.planning`), as ``attentionseg plan`` prints it.
+            (:mod:`AttentionSegLib.training.experiment_planner`), as ``attentionseg plan`` prints it.
     """
 
     dataset: str = field(metadata=_flag(None, "the dataset definition", metavar="DATASET_JSON"))

@@ -36,7 +36,7 @@ from AttentionSegLib.interactive.robot import bounding_box, next_click, random_i
 from AttentionSegLib.interactive.segmenter import NetworkWindow, ObjectSegmenter
 from AttentionSegLib.interactive.session import InteractiveSession
 from AttentionSegLib.training.augmentation import epoch_seed
-from AttentionSegLib.training.planning import INTERACTIVE_VALIDATION_CLICKS as VALIDATION_CLICKS
+from AttentionSegLib.training.experiment_planner import INTERACTIVE_VALIDATION_CLICKS as VALIDATION_CLICKS
 from AttentionSegLib.training.trainer import Trainer
 
 __all__ = ["InteractiveTrainer", "UserSimulation", "simulate_prompts", "VALIDATION_CLICKS"]

@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MODEL_FILE_NAME", "RunFolder", "RunLock"]
+from AttentionSegLib.inference.model_store import MODEL_FILE_NAME
 
-MODEL_FILE_NAME = "model.pt"
+__all__ = ["RunFolder", "RunLock"]
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@
 ``train_epoch`` (one ``train_step`` per batch), ``validate`` (when due) and ``on_epoch_end``
 (checkpoints, model file). A variant overrides one hook. The parts, one job per module:
 
-- :mod:`~AttentionSegLib.training.plan`: every decision taken from the configuration and the data,
-  once (split, labels, spacing, normalisation, patch, network); :mod:`~.cases` reads the cases;
+- :mod:`~.run_config`: the configuration, settled before any work (a resumed run's, or a new one
+  completed from the experiment plan of :mod:`~.experiment_planner`);
+- :mod:`~AttentionSegLib.training.run_plan`: every decision taken from the configuration and the
+  data, once (split, labels, spacing, normalisation, patch, network); :mod:`~.cases` reads the cases;
 - :mod:`~.augmentation` (sampler, transforms), :mod:`~.losses`, :mod:`~.schedules` (learning rate,
   optimiser), :mod:`~.budget` (epochs and time limit);
 - :mod:`~.checkpoint` (checkpoints, the model file), :mod:`~.distributed` (DDP);
@@ -48,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from AttentionSegLib.data.dataset import DatasetDefinition, load_dataset
+from AttentionSegLib.data.dataset import load_dataset
 from AttentionSegLib.devices import autocast, is_out_of_memory, resolve_device
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.evaluation.metrics import dice_per_label
@@ -62,8 +64,9 @@ from AttentionSegLib.training.checkpoint import TrainingState, build_model_file,
 from AttentionSegLib.training.config import TrainingConfig
 from AttentionSegLib.training.distributed import Ranks
 from AttentionSegLib.training.losses import build_loss
-from AttentionSegLib.training.plan import plan_training
+from AttentionSegLib.training.run_config import saved_config_is_interactive, settle_run_config
 from AttentionSegLib.training.run_folder import RunFolder, RunLock
+from AttentionSegLib.training.run_plan import plan_training
 from AttentionSegLib.training.schedules import build_optimizer, learning_rate_factor
 
 __all__ = ["Trainer", "train", "EpochResult", "StopRequested"]
@@ -115,18 +118,17 @@ class Trainer:
         self.echo = echo
         self.step_progress = step_progress
         self.ranks = Ranks.from_environment()
-        self.experiment_plan = self.fingerprint = None
-        self.planned_settings: dict = {}
         self.lock = RunLock(self.folder) if self.ranks.is_main else None
         if self.lock is not None:
             if not resume:
                 self.folder.check_can_create()
             self.lock.acquire()
         try:
-            self.config = self._prepare_run_dir(config)
+            self.run_config = settle_run_config(self.folder, config, resume, self.ranks.is_main)
         except BaseException:
             self.release_lock()
             raise
+        self.config = self.run_config.config
         self.stop_requested = False
         self.log: ProgressLog | None = None
 
@@ -181,50 +183,6 @@ class Trainer:
             self.lock.release()
 
     # ----------------------------------------------------------------------------------- setup
-    def _prepare_run_dir(self, config: TrainingConfig) -> TrainingConfig:
-        """The resolved configuration: the saved one when resuming (with a new budget and device
-        if given), else ``config``, refused in a folder that holds another run."""
-        folder = self.folder
-        if self.resume:
-            if not folder.can_resume():
-                relative = folder.last_checkpoint.relative_to(folder.path).as_posix()
-                raise AttentionSegError(f"{self.run_dir}: nothing to resume (no {relative})")
-            if self.ranks.is_main:
-                for leftover in self.run_dir.rglob(".*.tmp"):  # half-written by a killed run
-                    leftover.unlink()
-            saved = TrainingConfig.load(folder.config_file)
-            # A resumed run may extend its budget; everything else stays as it was.
-            saved.epochs = config.epochs or saved.epochs
-            saved.time_limit_min = config.time_limit_min or saved.time_limit_min
-            saved.device = config.device if config.device != "auto" else saved.device
-            return saved.resolved()
-        config.validate()
-        config.resolved()  # refuse an unknown network or bad values before reading the dataset
-        # A new run needs an empty folder; a config.json there is the one it was started from
-        # (``attentionseg train --config RUN_DIR/config.json``, as the Training module does).
-        started_from = [folder.config_file] if _holds_config(folder, config) else []
-        if folder.holds_files_other_than(*started_from):
-            raise AttentionSegError(
-                f"{self.run_dir}: the folder is not empty; use --resume to continue the run in "
-                "it, or choose another --out"
-            )
-        definition = load_dataset(config.dataset)
-        _refuse_dataset_problems(definition)
-        if config.use_plan:
-            config = self._apply_experiment_plan(config, definition)
-        return config.resolved()  # the folder is made once the run is set up: a refused run leaves nothing
-
-    def _apply_experiment_plan(self, config: TrainingConfig, definition: DatasetDefinition) -> TrainingConfig:
-        """Fill the settings left at their default from the dataset's experiment plan (fingerprint
-        cached per dataset); the plan and the settings it gave are kept for the run folder."""
-        from AttentionSegLib.data.fingerprint import load_or_compute_fingerprint
-        from AttentionSegLib.training.planning import apply_plan, plan_for_config
-
-        self.fingerprint = load_or_compute_fingerprint(definition)
-        self.experiment_plan = plan_for_config(config, self.fingerprint)
-        config, self.planned_settings = apply_plan(config, self.experiment_plan)
-        return config
-
     def setup(self) -> None:
         """Plan the run, build the network, optimiser and data, restore a resumed run's checkpoint,
         make the run folder and emit the ``start`` event."""
@@ -249,11 +207,11 @@ class Trainer:
         )
         self._probe_validation_time()
         # Built (or read back) once: the model file is rewritten at every new best epoch.
-        self.plan_document = self._experiment_plan_document()
+        self.plan_document = self.run_config.plan_document(self.folder)
         if self.ranks.is_main and not self.resume:
             self.folder.checkpoints.mkdir(parents=True, exist_ok=True)
             config.save(self.folder.config_file)
-            self._save_experiment_plan()
+            self.run_config.save_plan(self.folder, self.plan_document)
         if self.log:
             self._emit_start()
 
@@ -271,34 +229,13 @@ class Trainer:
         self.budget.estimate_validation((time.perf_counter() - timed) * len(self.val_cases))
         self.state.elapsed_s += time.perf_counter() - started
 
-    def _experiment_plan_document(self) -> dict | None:
-        """The run's experiment plan as plan.json holds it, for the model file: the plan made now,
-        or, for a resumed run, plan.json read back."""
-        if self.experiment_plan is not None:
-            document = self.experiment_plan.to_dict()
-            document["applied"] = sorted(self.planned_settings)
-            return document
-        if self.folder.plan_file.is_file():
-            import json
-
-            return json.loads(self.folder.plan_file.read_text())
-        return None
-
-    def _save_experiment_plan(self) -> None:
-        if self.experiment_plan is None:
-            return
-        from AttentionSegLib.io.atomic import write_json_atomic
-
-        write_json_atomic(self.folder.plan_file, self.plan_document, indent=2)
-        write_json_atomic(self.folder.fingerprint_file, self.fingerprint.to_dict())
-
     def _check_step_memory(self) -> None:
         """Refuse a training step that will not fit (weights, gradients, optimiser state and the
-        activations of one batch, :func:`AttentionSegLib.training.memory.estimate_step`) in the
+        activations of one batch, :func:`AttentionSegLib.models.memory.estimate_step`) in the
         memory free now, before the network is built, in one line with the figures."""
         from AttentionSegLib.inference.memory_check import free_device_memory
+        from AttentionSegLib.models.memory import estimate_step
         from AttentionSegLib.resources import available_memory_bytes, format_bytes
-        from AttentionSegLib.training.memory import estimate_step
 
         config, spec = self.config, self.plan.network
         batch = config.batch_size * (self.plan.patch_size[0] if self.plan.slice_wise else 1)
@@ -569,26 +506,6 @@ class Trainer:
         return summary
 
 
-def _refuse_dataset_problems(definition: DatasetDefinition) -> None:
-    """Refuse a dataset whose files are missing, unreadable, of the wrong dimensionality or channel
-    count, off one grid, or whose case ids repeat, before any work (headers only, no voxels)."""
-    from AttentionSegLib.data.validation import validate_dataset
-    from AttentionSegLib.errors import DatasetError
-
-    problems = validate_dataset(definition, check_label_values=False)
-    if problems:
-        more = f" (and {len(problems) - 1} more; attentionseg dataset validate lists them)" if len(problems) > 1 else ""
-        raise DatasetError(f"{definition.path}: {problems[0]}{more}")
-
-
-def _holds_config(folder: RunFolder, config: TrainingConfig) -> bool:
-    """Whether the folder's configuration file describes ``config`` (as given, before planning)."""
-    try:
-        return folder.config_file.is_file() and TrainingConfig.load(folder.config_file) == config
-    except AttentionSegError:
-        return False
-
-
 def train(
     config: TrainingConfig,
     resume: bool = False,
@@ -598,17 +515,8 @@ def train(
     """Run a training to the end; see :class:`Trainer` (and, for ``config.interactive``,
     :class:`~AttentionSegLib.training.interactive.InteractiveTrainer`)."""
     trainer_class = Trainer
-    if config.interactive or (resume and _saved_config_is_interactive(config)):
+    if config.interactive or (resume and saved_config_is_interactive(config)):
         from AttentionSegLib.training.interactive import InteractiveTrainer
 
         trainer_class = InteractiveTrainer
     return trainer_class(config, resume=resume, echo=echo, step_progress=step_progress).run()
-
-
-def _saved_config_is_interactive(config: TrainingConfig) -> bool:
-    """Whether the run being resumed in ``config.run_dir`` trains an interactive network."""
-    folder = RunFolder(config.run_dir)
-    try:
-        return folder.config_file.is_file() and TrainingConfig.load(folder.config_file).interactive
-    except AttentionSegError:
-        return False

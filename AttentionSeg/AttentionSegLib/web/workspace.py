@@ -18,10 +18,11 @@ import re
 from pathlib import Path
 
 from AttentionSegLib.errors import AttentionSegError
-from AttentionSegLib.inference.model_store import default_models_folder, list_registered_models, model_display_name
+from AttentionSegLib.inference.model_store import model_display_name, models_in_folders
 from AttentionSegLib.io.image import image_suffix, read_image
 from AttentionSegLib.io.segmentation_file import write_label_image
 from AttentionSegLib.slicer.background import BackgroundSegmentation
+from AttentionSegLib.slicer.click_object import ClickObject
 from AttentionSegLib.slicer.jobs import SegmentationJobs
 from AttentionSegLib.slicer.mrml import (
     label_image_from_segmentation_node,
@@ -29,7 +30,7 @@ from AttentionSegLib.slicer.mrml import (
     volume_node_from_image,
 )
 from AttentionSegLib.slicer.reference_file import reference_segmentation_from_file
-from AttentionSegLib.slicer.segments import segment_label_values
+from AttentionSegLib.slicer.segments import segment_label_values, segment_voxel_counts
 from AttentionSegLib.web import DEFAULT_MAX_UPLOAD_MB
 
 __all__ = ["Workspace", "sanitised_name", "DEFAULT_MAX_UPLOAD_MB", "IMAGE_SUFFIXES"]
@@ -84,19 +85,12 @@ class Workspace:
         self.volume = None
         self.reference = None
         self.segmentation = None  # the working segmentation: a model's output, clicks and edits
-        self.click_segment_id: str | None = None
-        self.click_model: Path | None = None
+        self.click_object = ClickObject(self.jobs.click)  # the object interactive prompts refine
 
     # ------------------------------------------------------------------------------ models
     def models(self) -> list[Path]:
         """The model files of ``models_folder`` then the default models folder, each once."""
-        seen, models = set(), []
-        for folder in [self.models_folder, default_models_folder()]:
-            for path in list_registered_models(folder) if folder is not None else []:
-                if path.resolve() not in seen:
-                    seen.add(path.resolve())
-                    models.append(path)
-        return models
+        return models_in_folders(self.models_folder)
 
     def model_file(self, name: str) -> Path:
         """The model file called ``name`` (:func:`model_display_name`) in the list."""
@@ -198,10 +192,9 @@ class Workspace:
             image = image.channel(0)
         self.background.cancel()
         self.scene.Clear(0)
-        self.jobs.click.forget_sessions()  # the old case's objects; loaded models stay loaded
+        self.click_object.forget()  # the old case's objects; loaded models stay loaded
         self.volume = volume_node_from_image(self.scene, image, _stem(path))
         self.reference = self.segmentation = None
-        self.click_segment_id = None
         return self.volume
 
     def load_reference(self, path: str | Path):
@@ -230,8 +223,7 @@ class Workspace:
         working segmentation."""
         state = self.background.poll()
         if state == "done" and self.background.result is not None and self.background.result is not self.segmentation:
-            self.segmentation = self.background.result
-            self.click_segment_id = None
+            self.segmentation = self.background.result  # prompts go there next: a new object
         return state, self.background.progress, self.background.message
 
     def cancel(self) -> None:
@@ -252,45 +244,36 @@ class Workspace:
             self.segmentation.SetReferenceImageGeometryParameterFromVolumeNode(self._require_volume())
         return self.segmentation
 
+    @property
+    def click_segment_id(self) -> str | None:
+        """The segment the next interactive prompt refines (None: the next starts an object)."""
+        return self.click_object.segment_id
+
     def click(self, point_ras, positive: bool, model: str, device: str = "auto") -> str:
-        """One click (mm, RAS) with ``model`` through the Logic's ``click_to_segment``: with an
-        interactive model, the first click of an object starts a segment and the next ones refine
-        it; with an automatic model, the clicked structure is added or removed. Returns the
+        """One click (mm, RAS) with ``model`` into the working segmentation, by the engine's rule
+        for the object being clicked (:class:`~AttentionSegLib.slicer.click_object.ClickObject`):
+        with an interactive model the first click of an object starts a segment and the next ones
+        refine it; with an automatic model the clicked structure is added or removed. Returns the
         segment id."""
-        model_file = self.model_file(model)
-        if model_file != self.click_model:
-            self.click_segment_id, self.click_model = None, model_file
-        segment_id = self.jobs.click.click_to_segment(
-            self._require_volume(),
-            model_file,
-            tuple(float(v) for v in point_ras),
-            self.working_segmentation(),
-            self.click_segment_id,
-            positive=positive,
-            device=device,
+        point = tuple(float(v) for v in point_ras)
+        return self.click_object.click(
+            self._require_volume(), self.model_file(model), point, self.working_segmentation(), positive, device
         )
-        self.click_segment_id = segment_id
-        return segment_id
 
     def box(self, corner_a, corner_b, model: str, device: str = "auto") -> str:
         """A box prompt (two opposite corners, mm, RAS) with an interactive model."""
-        model_file = self.model_file(model)
-        segment_id = self.jobs.click.box_to_segment(
-            self._require_volume(), model_file, (tuple(corner_a), tuple(corner_b)), self.working_segmentation(),
-            self.click_segment_id, device=device,
-        )  # fmt: skip
-        self.click_segment_id, self.click_model = segment_id, model_file
-        return segment_id
+        corners = (tuple(corner_a), tuple(corner_b))
+        return self.click_object.box(
+            self._require_volume(), self.model_file(model), corners, self.working_segmentation(), device
+        )
 
     def undo_click(self) -> bool:
-        """Undo the last click of the current object; False when there is nothing to undo."""
-        if self.segmentation is None or self.click_segment_id is None:
-            return False
-        return self.jobs.click.undo_click(self.segmentation, self.click_segment_id)
+        """Undo the last prompt of the current object; False when there is nothing to undo."""
+        return self.click_object.undo()
 
     def new_object(self) -> None:
-        """The next click starts a new segment."""
-        self.click_segment_id = None
+        """The next prompt starts a new segment."""
+        self.click_object.new_object()
 
     # --------------------------------------------------------------- metrics, corrections
     def metrics(self, nsd_tolerance_mm: float = 1.0) -> dict:
@@ -336,17 +319,11 @@ class Workspace:
 
     # ----------------------------------------------------------------------------- helpers
     def segment_voxels(self) -> dict[str, int]:
-        """Voxels per segment name of the working segmentation (for tests and the page's list)."""
+        """Voxels per segment name of the working segmentation, each segment counted whole (where
+        segments overlap, each holds its voxels: the page's list and the tests read this)."""
         if self.segmentation is None:
             return {}
-        labels = label_image_from_segmentation_node(self.segmentation, self._require_volume())
-        segmentation = self.segmentation.GetSegmentation()
-        counts = {}
-        for index in range(segmentation.GetNumberOfSegments()):
-            segment = segmentation.GetNthSegment(index)
-            value = int(segment.GetLabelValue()) or index + 1
-            counts[segment.GetName()] = int((labels.array == value).sum())
-        return counts
+        return segment_voxel_counts(self.segmentation)
 
     def _name_reference_after_segments(self) -> None:
         """A reference read from a plain label map has no names: its labels take the names of the

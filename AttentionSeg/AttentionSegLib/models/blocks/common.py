@@ -6,13 +6,15 @@ argument and the rule, so a bad configuration fails before any tensor is allocat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch.nn as nn
 
 __all__ = [
     "check_network_args",
     "check_patch_size",
+    "check_features",
+    "check_stem_stride",
     "conv_type",
     "conv_transpose_type",
     "norm_type",
@@ -63,6 +65,41 @@ def check_patch_size(
             f"{multiples if len(set(multiples)) > 1 else multiples[0]}, got {patch}"
         )
     return patch
+
+
+def check_features(network: str, features: Iterable[int] | int, levels: int | None = None) -> tuple[int, ...]:
+    """Return the channel widths, one per level, as a tuple, or raise ``ValueError`` unless they are
+    ``levels`` positive integers (None: any number, at least 2). A single int is one level."""
+    widths = tuple(features) if isinstance(features, Iterable) else (features,)
+    count = len(widths) == levels if levels is not None else len(widths) >= 2
+    if not count or any(not isinstance(w, int) or w < 1 for w in widths):
+        rule = f"{levels}" if levels is not None else "at least 2"
+        raise ValueError(f"{network}: features must be {rule} positive integers, got {features!r}")
+    return widths
+
+
+def check_stem_stride(
+    network: str,
+    spatial_dims: int,
+    stem_stride: Sequence[int] | int | None,
+    default: Mapping[int, tuple[int, ...]],
+    powers_of_two: bool = False,
+) -> tuple[int, ...]:
+    """The stem's downsampling per axis (array order): ``default[spatial_dims]`` for None, an int
+    for every axis, or one per axis. Raise ``ValueError`` unless they are positive integers, or
+    with ``powers_of_two`` powers of two with at least one above 1."""
+    if stem_stride is None:
+        return default[spatial_dims]
+    stride = (stem_stride,) * spatial_dims if isinstance(stem_stride, int) else tuple(stem_stride)
+    if powers_of_two:
+        if len(stride) != spatial_dims or any(s < 1 or s & (s - 1) for s in stride) or max(stride) < 2:
+            raise ValueError(
+                f"{network}: stem_stride must be {spatial_dims} powers of two, at least one above 1, "
+                f"got {stem_stride!r}"
+            )
+    elif len(stride) != spatial_dims or min(stride) < 1:
+        raise ValueError(f"{network}: stem_stride must be {spatial_dims} positive integers, got {stem_stride!r}")
+    return stride
 
 
 def conv_type(spatial_dims: int) -> type[nn.Module]:

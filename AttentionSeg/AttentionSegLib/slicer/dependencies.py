@@ -7,9 +7,10 @@ the driver), the other packages with pip at the versions pinned in ``requirement
 list lives in ``Resources/dependencies.json`` (written by ``scripts/slicer_dependencies.py`` from
 pyproject.toml and requirements.lock; a test keeps them in step).
 
-This module has no Qt and no Slicer: the check and the install plan are plain functions, and the
-installers are passed in (:mod:`AttentionSegLib.slicer.dependencies_ui` passes Slicer's), so the
-whole flow is tested without Slicer.
+This module has no Qt and no Slicer (it sits in the Slicer glue package because only the Slicer
+modules use it; that package imports nothing of Slicer on its own): the check and the install plan
+are plain functions, and the installers are passed in (:mod:`AttentionSegLib.slicer.dependencies_ui`
+passes Slicer's), so the whole flow is tested without Slicer.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class DependencyCheck:
 
 def default_requirements_file() -> Path:
     """``Resources/dependencies.json`` of the AttentionSeg module."""
-    return Path(__file__).resolve().parents[1] / "Resources" / "dependencies.json"
+    return Path(__file__).resolve().parents[2] / "Resources" / "dependencies.json"
 
 
 def load_requirements(path: str | Path | None = None) -> tuple[Requirement, list[Requirement]]:

@@ -1,9 +1,11 @@
-"""Memory and compute of one training step, estimated without allocating it.
+"""Memory and compute of one training step of a network spec, estimated without allocating it.
 
-A planner fits the patch and batch size to a device budget with :func:`fits`; :func:`estimate_step`
-gives the figures behind it. The network is built on PyTorch's meta device and run forward once, in
-training mode, on fake tensors: nothing is allocated and no arithmetic is done, so an estimate takes
-a fraction of a second (a second for the largest default 3D networks on a busy CPU).
+Training and inference both use it, so it sits with the networks, below both: the experiment
+planner fits the patch and batch size to a device budget with it (:func:`fits`; :func:`estimate_step`
+gives the figures), the trainer refuses a step that will not fit, and inference sizes the windows of
+one forward pass. The network is built on PyTorch's meta device and run forward once, in training
+mode, on fake tensors: nothing is allocated and no arithmetic is done, so an estimate takes a
+fraction of a second (a second for the largest default 3D networks on a busy CPU).
 
 Example:
     >>> spec = {"name": "unet", "spatial_dims": 3, "in_channels": 1, "out_channels": 2,

@@ -1,13 +1,19 @@
-"""The training plan: every decision a run takes from its configuration and its data, made once.
+"""The run plan: every decision a run takes from its configuration and its data, made once and
+frozen for the trainer to follow (the experiment planner,
+:mod:`~AttentionSegLib.training.experiment_planner`, has filled the configuration's unset settings
+before, unless ``--no-plan``).
 
 :func:`plan_training` checks the dataset against the network, splits the cases (a fold of a
 deterministic k-fold split), fixes the label values (background first) with their names and
 colours, decides between a softmax over classes and one sigmoid output (``bce_dice`` on a single
-foreground label, or on an interactive network's object), takes the training cases' median
-spacing as the target spacing, reads and resamples the cases, fits the intensity normalisation of
-the image kind and the clinical z-score on the training cases, and sizes the patch (the network's
-default, reduced to the median shape of the training cases) and the network. The frozen
-:class:`TrainingPlan` then feeds the trainer and the model file, which stores it for inference.
+foreground label, or on an interactive network's object), reads and resamples the cases, fits the
+intensity normalisation of the image kind and the clinical z-score on the training cases, and
+sizes the network. A target spacing or patch the configuration leaves unset (``--no-plan``) comes
+from the experiment planner's own rules, with the network's defaults as inputs: the target spacing
+from the training cases' spacings and shapes (:func:`~.experiment_planner.target_spacing`), the
+patch from the median shape of the resampled training cases, at most the network's default patch
+(:func:`~.patch_fitting.network_patch`). The frozen :class:`TrainingPlan` then feeds the trainer
+and the model file, which stores it for inference.
 
 Example:
     >>> plan, train_cases, val_cases = plan_training(config.resolved(), load_dataset(config.dataset))
@@ -17,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,17 +35,19 @@ from AttentionSegLib.data.preprocessing import (
     fit_normalization,
     image_kind,
     label_lookup,
-    median_spacing,
 )
 from AttentionSegLib.data.splits import resolve_split
 from AttentionSegLib.errors import AttentionSegError, DatasetError
 from AttentionSegLib.interactive.prompts import PROMPT_CHANNELS, PromptEncoding, default_click_radius_mm
+from AttentionSegLib.io.image import read_image_header
 from AttentionSegLib.io.terminology import SegmentTerminology, generic_terminology
 from AttentionSegLib.models import get_model_info
 from AttentionSegLib.models.spec import ModelInfo
 from AttentionSegLib.training.augmentation import resolve_mirror_axes
 from AttentionSegLib.training.cases import PreparedCase, load_cases, normalize_cases
 from AttentionSegLib.training.config import TrainingConfig
+from AttentionSegLib.training.experiment_planner import target_spacing as planned_target_spacing
+from AttentionSegLib.training.patch_fitting import network_patch
 
 __all__ = ["TrainingPlan", "plan_training", "network_options"]
 
@@ -137,7 +144,7 @@ def plan_training(
     target_spacing = (
         tuple(float(v) for v in config.target_spacing)
         if config.target_spacing
-        else median_spacing([definition.case(case_id) for case_id in split["train"]])
+        else planned_target_spacing(*_header_grids(definition, split["train"]))[0]
     )
     kind = image_kind(definition)
     lookup = label_lookup(label_values)
@@ -164,12 +171,7 @@ def plan_training(
         label_values=tuple(label_values),
         label_names={value: definition.labels.get(value, "background") for value in label_values},
         label_colors=_label_colors(definition, label_values),
-        label_terminology={
-            value: definition.terminology.get(value)
-            or generic_terminology(definition.labels.get(value, f"label {value}"), value)
-            for value in label_values
-            if value != 0
-        },
+        label_terminology=_label_terminology(definition, label_values),
         binary_sigmoid=binary_sigmoid,
         target_spacing=target_spacing,
         image_kind=kind,
@@ -228,10 +230,19 @@ def _label_colors(definition: DatasetDefinition, label_values: list[int]) -> dic
 def _label_terminology(definition: DatasetDefinition, label_values: list[int]) -> dict[int, SegmentTerminology]:
     """The dataset's codes per foreground label, generic ones (named after the label) for the rest."""
     return {
-        value: definition.terminology.get(value) or generic_terminology(definition.labels.get(value, "object"), value)
+        value: definition.terminology.get(value)
+        or generic_terminology(definition.labels.get(value, f"label {value}"), value)
         for value in label_values
         if value != 0
     }
+
+
+def _header_grids(definition: DatasetDefinition, case_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(cases, axes) spacings (mm) and shapes, array order, of the cases' first image files, read
+    from their headers."""
+    headers = [read_image_header(definition.case(case_id).images[0]) for case_id in case_ids]
+    spacings = np.asarray([header.spacing[::-1] for header in headers], dtype=np.float64)
+    return spacings, np.asarray([header.size[::-1] for header in headers], dtype=np.int64)
 
 
 def network_options(config: TrainingConfig, info: ModelInfo) -> dict[str, Any]:
@@ -247,8 +258,8 @@ def network_options(config: TrainingConfig, info: ModelInfo) -> dict[str, Any]:
 def _patch_size(
     config: TrainingConfig, info: ModelInfo, network_dims: int, median_shape: tuple[int, ...]
 ) -> tuple[int, ...]:
-    """The configured patch, or the network's default reduced to the median shape (rounded up to
-    the network's multiple); (1, h, w) when slice-wise.
+    """The configured patch, or the planner's patch rule on the median shape with the network's
+    default patch as its ceiling; (1, h, w) when slice-wise.
 
     Raises:
         AttentionSegError: the network refuses the patch.
@@ -262,10 +273,9 @@ def _patch_size(
             patch = (1, *patch)
     else:
         multiple = info.patch_multiple(network_dims, options)
-        default = info.default_patch_size[network_dims]
         shape = median_shape[1:] if config.slice_wise else median_shape
-        smallest = info.min_patch_multiples
-        patch = tuple(max(min(d, m * math.ceil(s / m)), smallest * m) for d, m, s in zip(default, multiple, shape))
+        ceiling = info.default_patch_size[network_dims]
+        patch = tuple(network_patch(shape, multiple, info.min_patch_multiples, ceiling))
         if config.slice_wise:
             patch = (1, *patch)
     try:

@@ -1,0 +1,75 @@
+"""The Models panel's first part: choose a model and a device, Segment in a separate process
+(progress, Cancel), and the model list."""
+
+from __future__ import annotations
+
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+
+from AttentionSegLib.inference.model_store import model_display_name
+from AttentionSegLib.web.panels.panel import Panel, guarded
+
+__all__ = ["SegmentPanel", "DEVICES"]
+
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+class SegmentPanel(Panel):
+    title = "Models"
+
+    def initial_state(self) -> dict:
+        return {"as_models": [], "as_model": None, "as_device": "auto"}
+
+    def build(self) -> None:
+        v3.VSelect(
+            label="Model", items=("as_models",), v_model=("as_model",), density="compact", classes="as-model-select"
+        )
+        v3.VSelect(label="Device", items=("as_devices", DEVICES), v_model=("as_device",), density="compact")
+        with html.Div(classes="d-flex ga-2"):
+            # Buttons send the values they act on with the click: a v_model change may not have
+            # reached the server yet when the click does.
+            v3.VBtn(
+                "Segment",
+                click=(self._segment, "[as_model, as_device]"),
+                disabled=("as_busy || !as_model",),
+                classes="as-segment",
+            )
+            v3.VBtn("Cancel", click=self._cancel, disabled=("!as_busy",), classes="as-cancel")
+            v3.VBtn("Refresh models", click=self.refresh_models, variant="text")
+        v3.VProgressLinear(
+            model_value=("as_progress * 100",), v_show=("as_busy",), height=6, classes="my-2 as-progress"
+        )
+        html.Div("{{ as_job }}", classes="text-caption as-job")
+
+    @guarded
+    def refresh_models(self) -> None:
+        names = [model_display_name(path) for path in self.workspace.models()]
+        with self.state:
+            self.state.as_models = names
+            if self.state.as_model not in names:
+                self.state.as_model = names[0] if names else None
+
+    @guarded
+    def _segment(self, model: str, device: str) -> None:
+        self.workspace.start_segmentation(model, device)
+        self.page.job_started(f"segmenting with {model} ...")
+
+    @guarded
+    def _cancel(self) -> None:
+        self.workspace.cancel()
+        self.page.job_ended("cancelled", cancelled=True)
+
+    def poll(self) -> None:
+        if self.workspace.background.state != "running":
+            return
+        state, fraction, message = self.workspace.poll_segmentation()
+        if state == "running":
+            with self.state:
+                self.state.as_progress = fraction
+            return
+        self.page.job_ended(message)
+        if state == "done":
+            self.page.edit(self.workspace.segmentation)
+            self.page.segments_changed(now=True)
+        elif state == "failed":
+            self.page.show_error(message)
