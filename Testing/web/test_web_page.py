@@ -357,11 +357,29 @@ def test_every_metric_cell_is_what_attentionseg_evaluate_gives(served, tmp_path)
     mean = shown[len(expected)]
     assert mean[0] == "mean" and mean[3] == format_value(report["mean"]["dice"], "{:.4f}")
     assert mean[hd95].split()[0] == format_value(report["mean"]["hd95_mm"], "{:.2f}")
-    # One line per header: the columns fit (or scroll) instead of wrapping.
-    heights = page.evaluate(
-        "Array.from(document.querySelectorAll('.as-metrics-table th')).map(cell => cell.offsetHeight)"
+    # Every header and cell on one line (a wrapped "HD95 / mm" header once), and the columns either
+    # fit the side panel or scroll sideways in it.
+    lines, fits = page.evaluate(
+        """() => {
+            const lines = Array.from(document.querySelectorAll('.as-metrics-table th, .as-metrics-table td'))
+                .filter(cell => cell.innerText.trim())
+                .map(cell => {
+                    const tops = new Set();
+                    const texts = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+                    while (texts.nextNode()) {
+                        if (!texts.currentNode.textContent.trim()) continue;
+                        const range = document.createRange();
+                        range.selectNodeContents(texts.currentNode);
+                        Array.from(range.getClientRects()).forEach(r => tops.add(Math.round(r.top)));
+                    }
+                    return tops.size;
+                });
+            const wrapper = document.querySelector('.as-metrics-table .v-table__wrapper');
+            const fits = wrapper.scrollWidth <= wrapper.clientWidth || getComputedStyle(wrapper).overflowX === 'auto';
+            return [lines, fits];
+        }"""
     )
-    assert len(set(heights)) == 1, heights
+    assert lines and set(lines) == {1} and fits, lines
 
     # Compare runs the same model on the same volume: its row per label shows the same Dice,
     # HD95 and ASSD as evaluate on the Segment's export.

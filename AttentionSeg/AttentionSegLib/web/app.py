@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from trame.app import TrameApp, asynchronous
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 from trame_slicer.app.logic import SegmentEditorLogic
 from trame_slicer.core import LayoutManager, SlicerApp
@@ -39,10 +39,10 @@ __all__ = ["AttentionSegWebApp"]
 log = logging.getLogger("attentionseg.web")
 
 POLL_INTERVAL_S = 0.5
-SIDE_PANEL_WIDTH_PX = 560  # room for the metric table's ten columns at a compact size
+SIDE_PANEL_WIDTH_PX = 620  # room for the metric table's ten columns at a compact size
 # Tables in the side panel: compact cells on one line each; wider tables scroll sideways.
 TABLE_STYLE = (
-    ".as-table td, .as-table th { white-space: nowrap; padding: 0 6px !important; font-size: 0.78rem; }"
+    ".as-table td, .as-table th { white-space: nowrap; padding: 0 5px !important; font-size: 0.75rem; }"
     ".as-table .v-table__wrapper { overflow-x: auto; }"
 )
 
@@ -115,7 +115,7 @@ class AttentionSegWebApp(TrameApp):
 
         with VAppLayout(self.server, full_height=True) as self.ui:
             self.ui.root.theme = "dark"
-            html.Style(TABLE_STYLE)
+            client.Style(TABLE_STYLE)
             with v3.VAppBar(density="compact"):
                 v3.VToolbarTitle("AttentionSeg")
                 v3.VSpacer()
