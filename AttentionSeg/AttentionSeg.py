@@ -31,6 +31,13 @@ def requireDependencies():
     return ensure_dependencies()
 
 
+def showIn3D(segmentationNode):
+    """The segments as surfaces in the 3D views (the engine's ``show_in_3d``)."""
+    from AttentionSegLib.slicer.segments import show_in_3d
+
+    show_in_3d(segmentationNode)
+
+
 class AttentionSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
@@ -59,6 +66,7 @@ class AttentionSegParameterNode:
     modelsFolder: pathlib.Path
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     tta: bool = False
+    overwriteOthers: bool = False
     clickSegmentation: slicer.vtkMRMLSegmentationNode
     correctedSegmentation: slicer.vtkMRMLSegmentationNode
     originalSegmentation: slicer.vtkMRMLSegmentationNode
@@ -100,6 +108,8 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadReferenceButton.connect("clicked(bool)", self.onLoadReference)
         self.ui.newObjectButton.connect("clicked(bool)", self.onNewObject)
         self.ui.undoClickButton.connect("clicked(bool)", self.onUndoClick)
+        self.ui.lockSegmentButton.connect("clicked(bool)", self.onLockSegment)
+        self.ui.overwriteOthersCheckBox.connect("toggled(bool)", self.logic.setOverwriteOthers)
         self.ui.modelsListWidget.connect("itemChanged(QListWidgetItem*)", self.updateClickMode)
         self.ui.cancelButton.enabled = False
         self._wireClickPrompts()
@@ -299,6 +309,18 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.clickStatusLabel.text = "The next positive click or box starts a new segment."
         self.updateClickMode()
 
+    def onLockSegment(self):
+        with slicer.util.tryWithErrorDisplay("Lock failed.", waitCursor=True):
+            node, segmentId = (
+                self.ui.clickSegmentationSelector.currentNode(),
+                self.ui.lockSegmentSelector.currentSegmentID(),
+            )
+            if node is None or not segmentId:
+                raise ValueError("Choose the segment to lock.")
+            locked = self.logic.toggleSegmentLock(node, segmentId)
+            name = node.GetSegmentation().GetSegment(segmentId).GetName()
+            self.ui.clickStatusLabel.text = f"{name} {'locked' if locked else 'unlocked'}."
+
     def onUndoClick(self):
         with slicer.util.tryWithErrorDisplay("Undo failed.", waitCursor=True):
             undone = self.logic.undoClick()
@@ -364,6 +386,7 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self._jobs = None
+        self._overwriteOthers = False
         self._clickObject = None
         self._clickPromptNodes = (None, None)
         self._runner = None
@@ -379,6 +402,7 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
 
             self._jobs = SegmentationJobs.for_scene(slicer.mrmlScene)
             self._clickObject = None
+            self._applyOverlapPolicy()
         return self._jobs
 
     def clickObject(self):
@@ -434,6 +458,8 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         if self._runner is None:
             return "idle", 0.0, "", None
         state = self._runner.poll()
+        if state == "done" and self._runner.result is not None:
+            showIn3D(self._runner.result)  # segments as surfaces in 3D
         return state, self._runner.progress, self._runner.message, self._runner.result
 
     def cancel(self):
@@ -450,6 +476,7 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
 
         started = time.perf_counter()
         segmentId = self.clickObject().click(volumeNodes, modelFile, pointRas, segmentationNode, positive, device)
+        showIn3D(segmentationNode)  # the whole object in the 3D view
         return segmentId, time.perf_counter() - started
 
     def boxToSegment(self, volumeNodes, modelFile, roiNode, segmentationNode, device="auto"):
@@ -458,7 +485,27 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
 
         started = time.perf_counter()
         segmentId = self.clickObject().box(volumeNodes, modelFile, roiNode, segmentationNode, device)
+        showIn3D(segmentationNode)
         return segmentId, time.perf_counter() - started
+
+    def setOverwriteOthers(self, overwrite):
+        """Whether a new or refined object may take voxels of other unlocked segments (default: never)."""
+        self._overwriteOthers = bool(overwrite)
+        if self._jobs is not None:
+            self._applyOverlapPolicy()
+
+    def _applyOverlapPolicy(self):
+        from AttentionSegLib.slicer.segment_overlap import OVERLAP_NEVER, OVERLAP_OVERWRITE
+
+        self._jobs.click.overlap = OVERLAP_OVERWRITE if self._overwriteOthers else OVERLAP_NEVER
+
+    def toggleSegmentLock(self, segmentationNode, segmentId):
+        """Lock the segment against prompts, or unlock a locked one; returns whether it is locked now."""
+        from AttentionSegLib.slicer.segment_overlap import segment_is_locked, set_segment_locked
+
+        locked = not segment_is_locked(segmentationNode, segmentId)
+        set_segment_locked(segmentationNode, segmentId, locked)
+        return locked
 
     def undoClick(self):
         """Whether the current object's last prompt was undone."""

@@ -1,5 +1,9 @@
 """Click-to-segment.
 
+Locked segments never change, and an object takes voxels of other segments only under the
+``"overwrite"`` overlap policy (:mod:`~AttentionSegLib.slicer.segment_overlap`); an undo puts back
+every segment its prompt changed.
+
 With an interactive model, every click (and a box) goes to the object's
 :class:`~AttentionSegLib.interactive.session.InteractiveSession`: a click without a segment id starts
 a new segment, a click with one refines it, reading the segment back as the previous mask each
@@ -11,7 +15,7 @@ under it to a segment, or a negative click removes the part of the segment under
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +29,15 @@ from AttentionSegLib.interactive.session import InteractiveSession
 from AttentionSegLib.io.image import Image
 from AttentionSegLib.slicer.mrml import remove_nodes
 from AttentionSegLib.slicer.predictor_cache import PredictorCache
+from AttentionSegLib.slicer.segment_overlap import (
+    OVERLAP_NEVER,
+    OVERLAP_OVERWRITE,
+    TakenVoxels,
+    give_back,
+    protected_voxels,
+    require_unlocked,
+    take_from_others,
+)
 from AttentionSegLib.slicer.segments import (
     add_segment,
     merge_into_segment,
@@ -47,11 +60,15 @@ class ClickLogic:
     Args:
         scene: the MRML scene.
         predictors: the predictor cache (shared with the other logics of the module); default a new one.
+        overlap: what an interactive object may take from the other segments
+            (:mod:`~AttentionSegLib.slicer.segment_overlap`): ``"never"`` (default) or
+            ``"overwrite"``; locked segments never change either way.
     """
 
-    def __init__(self, scene, predictors: PredictorCache | None = None) -> None:
+    def __init__(self, scene, predictors: PredictorCache | None = None, overlap: str = OVERLAP_NEVER) -> None:
         self.scene = scene
         self.predictors = predictors or PredictorCache()
+        self.overlap = overlap
         # (segmentation node id, segment id) -> the object's interactive session
         self._sessions: dict[tuple[str, str], _SegmentSession] = {}
 
@@ -97,6 +114,7 @@ class ClickLogic:
             raise AttentionSegError("the model finds no structure in the window around this point")
         if segment_id is None:
             segment_id = _segment_of_label(segmentation_node, predictor.model_file, value)
+        require_unlocked(segmentation_node, segment_id)
         # Only the window's region of the segment is read and rewritten: the cost of a click does
         # not grow with the volume (a 512x512x300 mask would take seconds to export).
         region_node = region_volume(self.scene, nodes[0], region)
@@ -139,6 +157,8 @@ class ClickLogic:
             return False
         step = state.session.undo()
         self._write_region(segmentation_node, segment_id, state, step.region)
+        box, records = state.taken.pop() if state.taken else (None, [])
+        give_back(self.scene, segmentation_node, records, box, state.volume_node)  # what it took from others
         return True
 
     def can_undo(self, segmentation_node, segment_id: str) -> bool:
@@ -170,11 +190,31 @@ class ClickLogic:
             segment_id = _new_object_segment(segmentation_node, predictor.model_file)
         elif segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
             raise AttentionSegError(f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}")
+        else:
+            require_unlocked(segmentation_node, segment_id)
         state = self._session(segmentation_node, segment_id, predictor, nodes, inputs)
         present = segment_mask(self.scene, segmentation_node, segment_id, nodes[0])
         state.session.set_mask(present[0] if two_d else present)
         step = state.session.set_box(start, stop) if box is not None else state.session.add_click(index, click[1])
-        self._write_region(segmentation_node, segment_id, state, step.region, present)
+        box3 = (slice(0, 1), *step.region) if two_d else tuple(step.region)
+        region_node = region_volume(self.scene, nodes[0], box3)
+        try:
+            # The object leaves out what it may not take (before it is written: the session's
+            # mask stays what the segment holds, the previous mask of the next prompt).
+            protected = protected_voxels(self.scene, segmentation_node, segment_id, region_node, self.overlap)
+            state.session.mask[step.region] &= ~(protected[0] if two_d else protected)
+            self._write_region(segmentation_node, segment_id, state, step.region, present)
+            records: list[TakenVoxels] = []
+            if self.overlap == OVERLAP_OVERWRITE:
+                written = state.session.mask[step.region]
+                records = take_from_others(
+                    self.scene, segmentation_node, segment_id, written[None] if two_d else written, box3,
+                    region_node, nodes[0],
+                )  # fmt: skip
+            state.taken.append((box3, records))
+            del state.taken[: -state.session.max_undo]
+        finally:
+            remove_nodes(self.scene, region_node)
         return segment_id
 
     def _session(self, segmentation_node, segment_id, predictor, nodes, inputs) -> _SegmentSession:
@@ -224,6 +264,8 @@ class ClickLogic:
         inside the window: the segment outside it is kept as it is."""
         spacing = tuple(reversed(volume_node.GetSpacing()))  # array order
         structure = component_at(label_mask, local, spacing)  # under the point, or nearest to it
+        # An automatic click has no undo: it never takes voxels another segment holds.
+        structure &= ~protected_voxels(self.scene, segmentation_node, segment_id, region_node, OVERLAP_NEVER)
         # An empty segment has no labelmap extent to merge into: it is set instead.
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         mode = logic.MODE_REPLACE if segment_is_empty(segmentation_node, segment_id) else logic.MODE_MERGE_MAX
@@ -268,6 +310,9 @@ class _SegmentSession:
     volumes: tuple[str, ...]
     volume_node: object
     two_d: bool
+    # Per prompt, aligned with the session's undo history: (region box on the volume grid, what
+    # the prompt took from other segments there).
+    taken: list[tuple[tuple[slice, ...], list[TakenVoxels]]] = field(default_factory=list)
 
 
 def _box_corners_ras(box) -> list[tuple[float, float, float]]:

@@ -23,6 +23,7 @@ __all__ = [
     "segment_voxel_count",
     "segment_voxel_counts",
     "segmentation_node_for_model",
+    "show_in_3d",
 ]
 
 
@@ -73,6 +74,20 @@ def add_segment(
     segmentation = segmentation_node.GetSegmentation()
     segmentation.AddSegment(segment)
     return segmentation.GetSegmentIdBySegmentName(name)
+
+
+def show_in_3d(segmentation_node) -> None:
+    """Show the segments as surfaces in 3D views: the closed surface representation (kept up to
+    date by MRML with every change) made the one 3D views display."""
+    segmentation_node.CreateClosedSurfaceRepresentation()
+    display = segmentation_node.GetDisplayNode()
+    if display is None:
+        segmentation_node.CreateDefaultDisplayNodes()
+        display = segmentation_node.GetDisplayNode()
+    display.SetPreferredDisplayRepresentationName3D(
+        slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+    )
+    display.SetVisibility3D(True)
 
 
 def segment_is_empty(segmentation_node, segment_id: str) -> bool:

@@ -25,6 +25,7 @@ from trame_slicer.app.logic import SegmentEditorLogic
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
+from AttentionSegLib.slicer.segments import show_in_3d
 from AttentionSegLib.web.panels.case import CasePanel
 from AttentionSegLib.web.panels.clicks import ClickPanel
 from AttentionSegLib.web.panels.compare import ComparePanel
@@ -168,10 +169,15 @@ class AttentionSegWebApp(TrameApp):
             self.state.as_busy, self.state.as_job = False, text
 
     def edit(self, segmentation_node) -> None:
-        """Make ``segmentation_node`` the one the Segment Editor edits."""
+        """Make ``segmentation_node`` the one the Segment Editor edits, its segments shown as
+        surfaces in the 3D view too (kept up to date by MRML with every change)."""
+        show_in_3d(segmentation_node)
         editor = self.slicer_app.segmentation_editor
         editor.deactivate_effect()
         editor.set_active_segmentation(segmentation_node, self.workspace.volume)
+        for view in self.slicer_app.view_manager.get_threed_views():
+            view.reset_view()  # the camera on what the 3D view shows now
+            view.schedule_render()
 
     def case_loaded(self) -> None:
         """A new case: every panel forgets the old one's results; the segment list is recounted."""

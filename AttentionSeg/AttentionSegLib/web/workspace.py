@@ -30,6 +30,12 @@ from AttentionSegLib.slicer.mrml import (
     volume_node_from_image,
 )
 from AttentionSegLib.slicer.reference_file import reference_segmentation_from_file
+from AttentionSegLib.slicer.segment_overlap import (
+    OVERLAP_NEVER,
+    OVERLAP_OVERWRITE,
+    segment_is_locked,
+    set_segment_locked,
+)
 from AttentionSegLib.slicer.segments import segment_label_values, segment_voxel_counts
 from AttentionSegLib.web import DEFAULT_MAX_UPLOAD_MB
 
@@ -266,6 +272,35 @@ class Workspace:
         return self.click_object.box(
             self._require_volume(), self.model_file(model), corners, self.working_segmentation(), device
         )
+
+    def set_overwrite(self, overwrite: bool) -> None:
+        """Whether a new or refined object may take voxels of other (unlocked) segments (default:
+        never; :mod:`~AttentionSegLib.slicer.segment_overlap`)."""
+        self.jobs.click.overlap = OVERLAP_OVERWRITE if overwrite else OVERLAP_NEVER
+
+    def set_locked(self, segment_name: str, locked: bool) -> None:
+        """Lock a segment of the working segmentation against prompts (or unlock it).
+
+        Raises:
+            AttentionSegError: no such segment.
+        """
+        node = self.segmentation
+        segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(segment_name) if node is not None else ""
+        if not segment_id:
+            raise AttentionSegError(f"there is no segment {segment_name!r} to lock")
+        set_segment_locked(node, segment_id, locked)
+
+    def segment_states(self) -> list[dict]:
+        """The working segmentation's segments for the page's list: name, voxels (each segment
+        counted whole) and whether it is locked."""
+        if self.segmentation is None:
+            return []
+        segmentation = self.segmentation.GetSegmentation()
+        states = []
+        for name, voxels in segment_voxel_counts(self.segmentation).items():
+            segment_id = segmentation.GetSegmentIdBySegmentName(name)
+            states.append({"name": name, "voxels": voxels, "locked": segment_is_locked(self.segmentation, segment_id)})
+        return states
 
     def undo_click(self) -> bool:
         """Undo the last prompt of the current object; False when there is nothing to undo."""

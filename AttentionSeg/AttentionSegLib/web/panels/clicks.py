@@ -38,6 +38,7 @@ class ClickPanel(Panel):
             "as_interactive": False,
             "as_last_click_s": None,
             "as_segments": [],
+            "as_overwrite": False,
         }
 
     def build(self) -> None:
@@ -68,11 +69,26 @@ class ClickPanel(Panel):
             "last click: {{ as_last_click_s === null ? '-' : as_last_click_s.toFixed(3) + ' s' }}",
             classes="text-caption as-last-click",
         )
+        v3.VCheckbox(
+            label="Objects may overwrite other segments (locked ones never change)",
+            v_model=("as_overwrite",),
+            density="compact",
+            classes="as-overwrite",
+        )
         with v3.VList(density="compact", classes="as-segments"):
-            v3.VListItem(
+            with v3.VListItem(
                 v_for="item in as_segments", key="item.name", title=("item.name + ': ' + item.voxels + ' voxels'",)
-            )
+            ):
+                with v3.Template(v_slot_append=True):
+                    v3.VBtn(
+                        icon=("item.locked ? 'mdi-lock' : 'mdi-lock-open-variant-outline'",),
+                        size="small",
+                        variant="text",
+                        classes="as-segment-lock",
+                        click=(self._toggle_lock, "[item.name, !item.locked]"),
+                    )
         self.state.change("as_model")(self._on_model_changed)
+        self.state.change("as_overwrite")(self._on_overwrite_changed)
         self.state.change("as_click_mode")(self._on_click_mode_changed)
 
     def install_view_observers(self) -> None:
@@ -173,11 +189,20 @@ class ClickPanel(Panel):
         except AttentionSegError as error:
             self.state.as_error = str(error)
 
+    def _on_overwrite_changed(self, as_overwrite=False, **_) -> None:
+        self.workspace.set_overwrite(bool(as_overwrite))
+
+    @guarded
+    def _toggle_lock(self, name: str, locked: bool) -> None:
+        self.workspace.set_locked(name, bool(locked))
+        self.page.segments_changed(now=True)
+        self.say(f"{name} {'locked' if locked else 'unlocked'}")
+
     def show_segments(self) -> None:
-        """The working segmentation's segments and their voxels, each segment counted whole."""
-        counts = self.workspace.segment_voxels()
+        """The working segmentation's segments: voxels (each segment counted whole) and lock."""
+        states = self.workspace.segment_states()
         with self.state:
-            self.state.as_segments = [{"name": name, "voxels": voxels} for name, voxels in counts.items()]
+            self.state.as_segments = states
 
 
 def box_through_slice(slice_node, corner_a, corner_b):
