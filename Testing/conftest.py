@@ -135,3 +135,16 @@ def interactive_model(trained_models, tmp_path_factory):
         use_plan=False,
     )
     return dataset, train(config)
+
+
+def held_out_image_and_reference(dataset, model_file):
+    """The first validation case of ``model_file`` (read as training reads it): (image, its first
+    channel; reference label array on that grid)."""
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
+    from AttentionSegLib.inference.model_file import load_model_file
+
+    definition = load_dataset(dataset)
+    case = definition.case(load_model_file(model_file).training["val_cases"][0])
+    image = read_case_image(case, definition).channel(0)
+    return image, read_case_label(case, definition, image)

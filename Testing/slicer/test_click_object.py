@@ -8,14 +8,12 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from AttentionSegLib.data.dataset import load_dataset  # noqa: E402
-from AttentionSegLib.data.preprocessing import read_case_image, read_case_label  # noqa: E402
-from AttentionSegLib.inference.model_file import load_model_file  # noqa: E402
 from AttentionSegLib.interactive.robot import interior_point  # noqa: E402
 from AttentionSegLib.slicer.click_logic import ClickLogic  # noqa: E402
 from AttentionSegLib.slicer.click_object import ClickObject  # noqa: E402
 from AttentionSegLib.slicer.mrml import StandaloneScene, volume_node_from_image  # noqa: E402
 from AttentionSegLib.slicer.segments import segment_mask, segment_voxel_counts  # noqa: E402
+from conftest import held_out_image_and_reference  # noqa: E402
 
 
 @pytest.fixture
@@ -24,10 +22,7 @@ def clicking(interactive_model, trained_models, tmp_path):
     second file name: another model as far as the rule goes) and the automatic one."""
     dataset, summary = interactive_model
     _, (automatic, _) = trained_models
-    definition = load_dataset(dataset)
-    case_id = load_model_file(summary["model_file"]).training["val_cases"][0]
-    image = read_case_image(definition.case(case_id), definition).channel(0)
-    reference = read_case_label(definition.case(case_id), definition, image)
+    image, reference = held_out_image_and_reference(dataset, summary["model_file"])
     wiring = StandaloneScene()
     volume = volume_node_from_image(wiring.scene, image, "phantom")
     segmentation = wiring.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "work")

@@ -9,10 +9,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from AttentionSegLib.data.dataset import load_dataset  # noqa: E402
-from AttentionSegLib.data.preprocessing import read_case_image, read_case_label  # noqa: E402
 from AttentionSegLib.errors import AttentionSegError  # noqa: E402
-from AttentionSegLib.inference.model_file import load_model_file  # noqa: E402
 from AttentionSegLib.interactive.robot import interior_point  # noqa: E402
 from AttentionSegLib.slicer.click_logic import ClickLogic  # noqa: E402
 from AttentionSegLib.slicer.mrml import (  # noqa: E402
@@ -26,6 +23,7 @@ from AttentionSegLib.slicer.segment_overlap import (  # noqa: E402
     set_segment_locked,
 )
 from AttentionSegLib.slicer.segments import segment_mask  # noqa: E402
+from conftest import held_out_image_and_reference  # noqa: E402
 
 
 @pytest.fixture
@@ -33,10 +31,7 @@ def finished(interactive_model):
     """A held-out case and a segmentation holding its reference liver and spleen as finished
     segments: clicks on the liver make an object that lies on them."""
     dataset, summary = interactive_model
-    definition = load_dataset(dataset)
-    case_id = load_model_file(summary["model_file"]).training["val_cases"][0]
-    image = read_case_image(definition.case(case_id), definition).channel(0)
-    reference = read_case_label(definition.case(case_id), definition, image)
+    image, reference = held_out_image_and_reference(dataset, summary["model_file"])
     wiring = StandaloneScene()
     volume = volume_node_from_image(wiring.scene, image, "phantom")
     segmentation = segmentation_node_from_label_image(

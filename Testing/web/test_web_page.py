@@ -191,6 +191,13 @@ def go_to(page, ras) -> None:
     page.locator(".as-goto-button").click()
 
 
+def segment_with(page, model: str) -> None:
+    """Segment the case with ``model`` and wait for both phantom organs in the segment list."""
+    choose_model(page, model)
+    page.locator(".as-segment").click()
+    wait_for(lambda: segment_voxels(page).get("liver") and segment_voxels(page).get("spleen"), 120, "Segment", page)
+
+
 def compare(page, model: str) -> None:
     """Compare ``model`` on the case (chosen in the list unless it is already) and wait for the
     chart (the page clears it with each new case)."""
@@ -334,9 +341,7 @@ def test_every_metric_cell_is_what_attentionseg_evaluate_gives(served, tmp_path)
     load_volume(page, case.images[0])
     upload(page, ".as-upload-reference", case.label)
     page.wait_for_selector(".as-reference-name:has-text('reference')", timeout=60000)
-    choose_model(page, "automatic")
-    page.locator(".as-segment").click()
-    wait_for(lambda: segment_voxels(page).get("liver") and segment_voxels(page).get("spleen"), 120, "Segment", page)
+    segment_with(page, "automatic")
     open_panel(page, "Metrics against the reference")
     page.locator(".as-metrics").click()
     page.wait_for_selector(".as-metrics-table tbody tr:has-text('mean')", timeout=60000)
@@ -398,9 +403,7 @@ def test_prompts_leave_every_other_segment_and_undo_restores_what_they_changed(s
     open_page(served)
     load_volume(page, case.images[0])
     image, reference = read_image(case.images[0]), read_image(case.label).array
-    choose_model(page, "automatic")
-    page.locator(".as-segment").click()
-    wait_for(lambda: segment_voxels(page).get("liver") and segment_voxels(page).get("spleen"), 120, "Segment", page)
+    segment_with(page, "automatic")
     page.wait_for_timeout(1000)  # the list settles
     choose_model(page, "clicks")
     open_panel(page, "Click to segment")
@@ -462,9 +465,7 @@ def test_a_locked_segment_holds_when_objects_may_overwrite(served):
     open_page(served)
     load_volume(page, case.images[0])
     image, reference = read_image(case.images[0]), read_image(case.label).array
-    choose_model(page, "automatic")
-    page.locator(".as-segment").click()
-    wait_for(lambda: segment_voxels(page).get("liver") and segment_voxels(page).get("spleen"), 120, "Segment", page)
+    segment_with(page, "automatic")
 
     open_panel(page, "Click to segment")
     liver_item = page.locator(".as-segments .v-list-item", has_text="liver")
