@@ -85,7 +85,8 @@ class ClickLogic:
         """One click at ``point_ras`` (mm, RAS).
 
         Interactive model: the click refines the segment ``segment_id`` (its present content is the
-        previous mask), or starts a new segment when none is given; only that segment changes.
+        previous mask), or starts a new segment when none is given; only that segment changes,
+        except under the "overwrite" policy, where unlocked segments give it their voxels.
 
         Automatic model: the model runs on one window centred on the point. Positive: the
         connected structure of the clicked label under the point (or the nearest one in the

@@ -11,7 +11,8 @@ One rule for every front end (the Slicer module's Logic and the web page's works
 - An automatic model has no current object: each click adds (or removes) the structure the model
   finds under it, in the segment of that label; a later interactive prompt starts a new object.
 - Undo takes back the last prompt of the current object (or of the last object, after a model
-  change with no prompt since): only that segment changed, so only that segment is restored.
+  change with no prompt since): its segment, and whatever that prompt took from other segments
+  (:mod:`~AttentionSegLib.slicer.segment_overlap`), are restored.
 """
 
 from __future__ import annotations
