@@ -353,6 +353,12 @@ CASES = [
     ),
     ("interactive-eval-clicks-zero", "interactive-eval {model} {dataset} --clicks 0", ["--clicks"], 2),
     ("interactive-eval-not-json", "interactive-eval {model} {not_json.json}", ["not_json.json"], 2),
+    (
+        "interactive-eval-scribble-automatic",
+        "interactive-eval {model} {dataset} --initial scribble",
+        ["initial scribble needs an interactive model"],
+        2,
+    ),
     # dataset info / split / validate
     ("dataset-info-not-json", "dataset info {not_json.json}", ["not_json.json"], 2),
     ("dataset-info-missing", "dataset info {inputs}/nope.json", ["nope.json"], 2),

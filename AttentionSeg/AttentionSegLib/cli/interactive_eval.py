@@ -35,7 +35,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--clicks", type=int, default=5, metavar="N", help="interactions per object, the initial prompt included"
     )
-    parser.add_argument("--initial", choices=("point", "box"), default="point", help="initial prompt (default point)")
+    parser.add_argument(
+        "--initial",
+        choices=("point", "box", "box2d", "scribble"),
+        default="point",
+        help="initial prompt: a click, the 3D box, the box on one slice, or a scribble on one slice (default point)",
+    )
     parser.add_argument("--nsd-tolerance", type=float, default=2.0, metavar="MM", help="NSD tolerance (default 2 mm)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when present")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the report (summary and per object) as JSON")
@@ -134,7 +139,7 @@ def format_summary(summary: dict, initial: str) -> str:
         return "no objects: no label of the model is in these cases"
     lines = ["interaction  kind            Dice     NSD"]
     for number, (dice, nsd) in enumerate(zip(summary["dice_per_interaction"], summary["nsd_per_interaction"]), 1):
-        kind = ("box" if initial == "box" else "click") if number == 1 else "click"
+        kind = ("click" if initial == "point" else initial) if number == 1 else "click"
         lines.append(f"{number:>11}  {kind:<10}  {dice:.4f}  {nsd:.4f}")
     drops = summary["mean_dice_drops"]
     lines += [

@@ -9,7 +9,10 @@ and NSD-AUC (trapezoid over the interactions, one unit apart, as the challenge: 
 interactions), final Dice, NoC@85 and NoC@90 (interactions needed to reach that Dice; N + 1 when
 never), and the seconds of each interaction.
 
-With ``initial="point"`` the N interactions are N clicks; with ``"box"`` the box and N - 1 clicks.
+With ``initial="point"`` the N interactions are N clicks; with ``"box"`` the box and N - 1 clicks;
+``"box2d"`` draws the object's box on the slice through its interior-most voxel across the coarsest
+axis (read through the slices as a 3D box as deep as its larger side) and ``"scribble"`` a stroke
+along the object's row through that voxel on the same slice, each then N - 1 clicks.
 A tool is anything with ``add_click(index, positive)``, ``set_box(start, stop)`` and ``mask``:
 an :class:`~AttentionSegLib.interactive.session.InteractiveSession` (interactive models) or a
 :class:`~AttentionSegLib.interactive.component_click.ComponentClicks` (automatic models), so one
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.evaluation.metrics import compute_label_metrics
 from AttentionSegLib.interactive.robot import bounding_box, interior_point, next_click
 
@@ -36,7 +40,7 @@ __all__ = [
     "INITIAL_PROMPTS",
 ]
 
-INITIAL_PROMPTS = ("point", "box")
+INITIAL_PROMPTS = ("point", "box", "box2d", "scribble")
 NOC_THRESHOLDS = (0.85, 0.90)
 
 
@@ -132,6 +136,8 @@ def run_robot_user(
         if number == 0 and initial == "box":
             start, stop = bounding_box(reference)
             kind, index, step = "box", None, tool.set_box(start, stop)
+        elif number == 0 and initial in ("box2d", "scribble"):
+            kind, index, step = initial, None, _slice_prompt(tool, reference, spacing, initial)
         elif number == 0:
             index = interior_point(reference, spacing)
             kind, step = "click+", tool.add_click(index, True)
@@ -145,6 +151,42 @@ def run_robot_user(
         dice, nsd = _scores(tool.mask, reference, spacing, nsd_tolerance_mm)
         steps.append(Interaction(kind, index, dice, nsd, step.seconds))
     return ObjectResult(case_id, int(value), name, tuple(steps))
+
+
+def slice_through(reference: np.ndarray, spacing: Sequence[float]) -> tuple[int, int]:
+    """``(axis, index)`` of the slice a reader draws on: across the coarsest axis (the acquired
+    slices; the first on an isotropic grid), through the object's interior-most voxel."""
+    axis = int(np.argmax(np.asarray(spacing)))
+    return axis, int(interior_point(reference, spacing)[axis])
+
+
+def _slice_prompt(tool, reference: np.ndarray, spacing: Sequence[float], kind: str):
+    """The robot's first prompt drawn on one slice: the object's box on it, through the slices
+    (``box2d``), or a stroke along the object's row through its interior-most voxel there
+    (``scribble``: every object voxel of that row, in order)."""
+    from AttentionSegLib.interactive.strokes import box_through_slice
+
+    if reference.ndim == 2:  # one slice already: the prompt is drawn on the image
+        on_slice, axis, at = reference, None, None
+    else:
+        axis, at = slice_through(reference, spacing)
+        on_slice = np.take(reference, at, axis=axis)
+    if kind == "box2d":
+        start, stop = bounding_box(on_slice)
+        if axis is not None:
+            start, stop = box_through_slice(np.insert(start, axis, at), np.insert(stop, axis, at + 1), axis,
+                                            reference.shape)  # fmt: skip
+        return tool.set_box(start, stop)
+    in_plane_spacing = list(spacing) if axis is None else [s for d, s in enumerate(spacing) if d != axis]
+    row, column = interior_point(on_slice, in_plane_spacing)
+    voxels = [(row, c) for c in np.flatnonzero(on_slice[row])]
+    if axis is not None:
+        voxels = [tuple(int(v) for v in np.insert(np.asarray(voxel), axis, at)) for voxel in voxels]
+    if not hasattr(tool, "add_scribble"):
+        raise AttentionSegError(
+            "an initial scribble needs an interactive model (an automatic model takes clicks and boxes)"
+        )
+    return tool.add_scribble(voxels, True)
 
 
 def summarize_objects(results: Sequence[ObjectResult]) -> dict:

@@ -118,6 +118,54 @@ class InteractiveSession:
         prompts.box = (start, stop)
         return self._run(prompts)
 
+    def add_scribble(self, voxels: Sequence[Sequence[int]], positive: bool = True) -> SessionStep:
+        """A scribble: the voxels of a stroke (:func:`~AttentionSegLib.interactive.strokes.stroke_voxels`),
+        each a positive (object) or negative (not the object) click, in one step.
+
+        Raises:
+            AttentionSegError: no voxel, or one outside the image.
+        """
+        checked = [self._checked_index(voxel) for voxel in voxels]
+        if not checked:
+            raise AttentionSegError("the scribble has no voxel")
+        prompts = self._prompts_copy()
+        (prompts.positive if positive else prompts.negative).extend(checked)
+        return self._run(prompts)
+
+    def add_lasso(self, inside: np.ndarray) -> SessionStep:
+        """A lasso: ``inside`` (the image's grid) marks the voxels of one slice inside a closed
+        contour (:func:`~AttentionSegLib.interactive.strokes.lasso_mask`). On that slice the object
+        lies inside the contour; the network sees a positive click at the contour's interior-most
+        voxel and a box around it as deep as its larger side (the object goes on through the
+        slices), and on that slice the result is cut to the contour.
+
+        Raises:
+            AttentionSegError: a mask not on the image grid, or an empty one.
+        """
+        from AttentionSegLib.interactive.strokes import box_through_slice
+        from AttentionSegLib.regions import interior_point
+
+        if tuple(inside.shape) != self.shape or not inside.any():
+            raise AttentionSegError(f"the lasso is empty or not on the image grid {self.shape}")
+        corners = np.argwhere(inside)
+        start, stop = corners.min(axis=0), corners.max(axis=0) + 1
+        plane = tuple(slice(0, n) for n in self.shape)
+        if len(self.shape) == 3:  # the slice's axis: where the contour is one voxel thick
+            axis = int(np.argmin(stop - start))
+            on_slice = int(start[axis])
+            start, stop = (np.asarray(v) for v in box_through_slice(start, stop, axis, self.shape))
+            plane = tuple(slice(on_slice, on_slice + 1) if d == axis else whole for d, whole in enumerate(plane))
+            # The interior-most voxel of the contour within its slice (in 3D a one-voxel slab
+            # would make every voxel equally near the border).
+            in_plane = interior_point(inside[plane].squeeze(axis), np.delete(np.asarray(self.spacing), axis))
+            click = tuple(np.insert(np.asarray(in_plane), axis, on_slice))
+        else:
+            click = interior_point(inside, self.spacing)
+        prompts = self._prompts_copy()
+        prompts.positive.append(tuple(int(v) for v in click))
+        prompts.box = (tuple(int(v) for v in start), tuple(int(v) for v in stop))
+        return self._run(prompts, keep_only=(plane, inside[plane]))
+
     def set_mask(self, mask: np.ndarray) -> None:
         """Take ``mask`` (edited elsewhere) as the object's mask; the next click builds on it. Not
         an undo step: the edit was the editor's.
@@ -148,14 +196,21 @@ class InteractiveSession:
         return bool(self._history)
 
     # ------------------------------------------------------------------------------ internals
-    def _run(self, prompts: ObjectPrompts) -> SessionStep:
+    def _run(self, prompts: ObjectPrompts, keep_only=None) -> SessionStep:
+        """Run the network with ``prompts``; ``keep_only``: (a region, the mask there) outside
+        which the result is cleared (a lasso's slice). Returns the region that changed."""
         started = time.perf_counter()
         prompts.previous_mask = self.mask
-        region, predicted = self.segmenter.predict(self.image, prompts)
+        predicted_region, predicted = self.segmenter.predict(self.image, prompts)
         prompts.previous_mask = None
+        region = predicted_region
+        if keep_only is not None:
+            region = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(region, keep_only[0]))
         self._history.append((region, self.mask[region].copy(), self.prompts))
         del self._history[: -self.max_undo]
-        self.mask[region] = predicted
+        self.mask[predicted_region] = predicted
+        if keep_only is not None:
+            self.mask[keep_only[0]] &= keep_only[1]
         self.prompts = prompts
         return SessionStep(region, time.perf_counter() - started)
 

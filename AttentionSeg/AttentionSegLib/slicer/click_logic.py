@@ -26,6 +26,7 @@ from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.interactive.component_click import component_at
 from AttentionSegLib.interactive.robot import bounding_box
 from AttentionSegLib.interactive.session import InteractiveSession
+from AttentionSegLib.interactive.strokes import lasso_mask, stroke_voxels
 from AttentionSegLib.io.image import Image
 from AttentionSegLib.slicer.mrml import remove_nodes
 from AttentionSegLib.slicer.predictor_cache import PredictorCache
@@ -150,6 +151,42 @@ class ClickLogic:
             raise AttentionSegError(f"{predictor.source}: box prompts need an interactive model")
         return self._prompt(volume_nodes, predictor, segmentation_node, segment_id, box=_box_corners_ras(box))
 
+    def scribble_to_segment(
+        self, volume_nodes, model_file, points_ras, segmentation_node, segment_id=None, positive=True, device="auto"
+    ) -> str:
+        """A scribble (interactive models): a stroke through ``points_ras`` (mm, RAS), every voxel
+        it passes a positive (or negative) click, in one undo step; starts an object or refines
+        ``segment_id``. Returns the segment id.
+
+        Raises:
+            AttentionSegError: an automatic model, no point, a point outside the volume, or a
+                negative scribble that starts no segment.
+        """
+        return self._interactive(volume_nodes, model_file, segmentation_node, segment_id, device,
+                                 scribble=(list(points_ras), positive))  # fmt: skip
+
+    def lasso_to_segment(
+        self, volume_nodes, model_file, contour_ras, segmentation_node, segment_id=None, device="auto"
+    ):
+        """A lasso (interactive models): a closed contour through ``contour_ras`` (mm, RAS) on one
+        slice of the volume; on that slice the object lies inside it. Starts an object or refines
+        ``segment_id``; returns the segment id.
+
+        Raises:
+            AttentionSegError: an automatic model, fewer than three points, points off one slice
+                or outside the volume, a contour that crosses itself or holds no voxel.
+        """
+        return self._interactive(volume_nodes, model_file, segmentation_node, segment_id, device,
+                                 lasso=list(contour_ras))  # fmt: skip
+
+    def _interactive(self, volume_nodes, model_file, segmentation_node, segment_id, device, **prompt) -> str:
+        _require_segmentation(segmentation_node)
+        predictor = self.predictors.get(model_file, device)
+        if not predictor.model_file.is_interactive:
+            kind = "scribbles" if "scribble" in prompt else "lassos"
+            raise AttentionSegError(f"{predictor.source}: {kind} need an interactive model")
+        return self._prompt(volume_nodes, predictor, segmentation_node, segment_id, **prompt)
+
     def undo_click(self, segmentation_node, segment_id: str) -> bool:
         """Put the segment back as it was before its last interactive click or box; False when
         there is nothing to undo (no session, or every step undone)."""
@@ -175,19 +212,31 @@ class ClickLogic:
         """Whether the model takes clicks as input (else the window-and-component click)."""
         return self.predictors.get(model_file, device).model_file.is_interactive
 
-    def _prompt(self, volume_nodes, predictor, segmentation_node, segment_id, click=None, box=None) -> str:
-        """One interactive click (``(point_ras, positive)``) or box (corners, RAS) on the segment."""
+    def _prompt(
+        self, volume_nodes, predictor, segmentation_node, segment_id, click=None, box=None, scribble=None, lasso=None
+    ) -> str:
+        """One interactive prompt on the segment: a click (``(point_ras, positive)``), a box
+        (corners, RAS), a scribble (``(points_ras, positive)``) or a lasso (contour points, RAS)."""
         nodes, images, inputs = model_inputs(volume_nodes, predictor.model_file.image_dims)
         two_d = inputs[0].spatial_dims == 2
         model_index = (lambda index: tuple(index[1:])) if two_d else (lambda index: tuple(index))
+        grid = images[0].spatial_shape
         if box is not None:
             corners = np.asarray([_array_index(images[0], corner, clip=True) for corner in box])
             start, stop = model_index(corners.min(axis=0)), model_index(corners.max(axis=0) + 1)
-        else:
+        elif click is not None:
             index = model_index(_array_index(images[0], click[0]))
+        elif scribble is not None:
+            points = [_continuous_index(images[0], point) for point in scribble[0]]
+            voxels = [model_index(voxel) for voxel in stroke_voxels(points, grid)]
+        else:
+            inside = lasso_mask([_continuous_index(images[0], point) for point in lasso], grid)
+            inside = inside[0] if two_d else inside
+        negative = (click is not None and not click[1]) or (scribble is not None and not scribble[1])
         if segment_id is None:
-            if click is not None and not click[1]:
-                raise AttentionSegError("a negative click needs the segment to correct; choose a segment")
+            if negative:
+                kind = "click" if click is not None else "scribble"
+                raise AttentionSegError(f"a negative {kind} needs the segment to correct; choose a segment")
             segment_id = _new_object_segment(segmentation_node, predictor.model_file)
         elif segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
             raise AttentionSegError(f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}")
@@ -196,7 +245,14 @@ class ClickLogic:
         state = self._session(segmentation_node, segment_id, predictor, nodes, inputs)
         present = segment_mask(self.scene, segmentation_node, segment_id, nodes[0])
         state.session.set_mask(present[0] if two_d else present)
-        step = state.session.set_box(start, stop) if box is not None else state.session.add_click(index, click[1])
+        if box is not None:
+            step = state.session.set_box(start, stop)
+        elif click is not None:
+            step = state.session.add_click(index, click[1])
+        elif scribble is not None:
+            step = state.session.add_scribble(voxels, scribble[1])
+        else:
+            step = state.session.add_lasso(inside)
         box3 = (slice(0, 1), *step.region) if two_d else tuple(step.region)
         region_node = region_volume(self.scene, nodes[0], box3)
         try:
@@ -282,6 +338,12 @@ class ClickLogic:
             raise AttentionSegError("the point is not inside the segment; nothing to remove")
         mode = slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MIN
         merge_into_segment(segmentation_node, segment_id, components != under, region_node, volume_node, mode)
+
+
+def _continuous_index(volume_image: Image, point_ras) -> np.ndarray:
+    """The continuous voxel position (array order k, j, i) of ``point_ras`` (mm, RAS)."""
+    lps = np.array([-point_ras[0], -point_ras[1], point_ras[2], 1.0])
+    return np.linalg.solve(volume_image.index_to_physical(), lps)[:3][::-1]
 
 
 def _array_index(volume_image: Image, point_ras, clip: bool = False) -> np.ndarray:

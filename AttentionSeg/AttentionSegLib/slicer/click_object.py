@@ -72,6 +72,26 @@ class ClickObject:
         self._remember(segment_id, model_file, segmentation_node)
         return segment_id
 
+    def scribble(self, volume_nodes, model_file, points_ras, segmentation_node, positive=True, device="auto") -> str:
+        """A scribble (a stroke through ``points_ras``, mm, RAS; interactive models) on the current
+        object, or starting one. Returns the segment id."""
+        current = self._current_for(model_file, segmentation_node)
+        segment_id = self.click_logic.scribble_to_segment(
+            volume_nodes, model_file, points_ras, segmentation_node, current, positive, device
+        )
+        self._remember(segment_id, model_file, segmentation_node)
+        return segment_id
+
+    def lasso(self, volume_nodes, model_file, contour_ras, segmentation_node, device="auto") -> str:
+        """A lasso (a closed contour on one slice, mm, RAS; interactive models) on the current
+        object, or starting one. Returns the segment id."""
+        current = self._current_for(model_file, segmentation_node)
+        segment_id = self.click_logic.lasso_to_segment(
+            volume_nodes, model_file, contour_ras, segmentation_node, current, device
+        )
+        self._remember(segment_id, model_file, segmentation_node)
+        return segment_id
+
     def undo(self) -> bool:
         """Take back the current object's last prompt; False when there is nothing to undo."""
         if self.segment_id is None:
