@@ -109,6 +109,8 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.newObjectButton.connect("clicked(bool)", self.onNewObject)
         self.ui.undoClickButton.connect("clicked(bool)", self.onUndoClick)
         self.ui.lockSegmentButton.connect("clicked(bool)", self.onLockSegment)
+        self.ui.applyScribbleButton.connect("clicked(bool)", self.onApplyScribble)
+        self.ui.applyLassoButton.connect("clicked(bool)", self.onApplyLasso)
         self.ui.overwriteOthersCheckBox.connect("toggled(bool)", self.logic.setOverwriteOthers)
         self.ui.modelsListWidget.connect("itemChanged(QListWidgetItem*)", self.updateClickMode)
         self.ui.cancelButton.enabled = False
@@ -242,15 +244,18 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---------------------------------------------------------------------- click-to-segment
     def _wireClickPrompts(self):
         """Give the place widgets the Logic's point and box nodes (made again after a scene close)."""
-        points, box = self.logic.clickPromptNodes()
+        points, box, scribble, lasso = self.logic.clickPromptNodes()
         for widget, node, handler in (
             (self.ui.clickPointsPlaceWidget, points, self.onClickPoint),
             (self.ui.clickBoxPlaceWidget, box, self.onClickBox),
+            (self.ui.scribblePlaceWidget, scribble, None),  # applied with its button, once drawn
+            (self.ui.lassoPlaceWidget, lasso, None),
         ):
             widget.setMRMLScene(slicer.mrmlScene)
             widget.setCurrentNode(node)
-            if not self.hasObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, handler):
-                self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, handler)
+            event = slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent
+            if handler is not None and not self.hasObserver(node, event, handler):
+                self.addObserver(node, event, handler)
 
     def _clickTarget(self):
         target = self.logic.clickTargetSegmentation(self.ui.clickSegmentationSelector.currentNode())
@@ -269,6 +274,9 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else "Automatic model: a click adds the structure the model finds in one window around it."
         )
         self.ui.clickBoxPlaceWidget.enabled = interactive
+        for widget in (self.ui.scribblePlaceWidget, self.ui.lassoPlaceWidget):
+            widget.enabled = interactive
+        self.ui.applyScribbleButton.enabled = self.ui.applyLassoButton.enabled = interactive
         self.ui.newObjectButton.enabled = interactive
         self.ui.undoClickButton.enabled = interactive and self.logic.canUndoClick()
 
@@ -303,6 +311,27 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
             self.updateClickMode()
             self.ui.clickStatusLabel.text = f"Box segmented in {seconds:.2f} s"
+
+    def onApplyScribble(self):
+        with slicer.util.tryWithErrorDisplay("Scribble failed.", waitCursor=True):
+            positive = self.ui.positiveRadioButton.checked
+            _, seconds = self.logic.scribbleToSegment(
+                self.inputVolumes(),
+                self._firstModel(),
+                self._clickTarget(),
+                positive,
+                self.ui.deviceComboBox.currentText,
+            )
+            self.updateClickMode()
+            self.ui.clickStatusLabel.text = f"Scribble applied in {seconds:.2f} s"
+
+    def onApplyLasso(self):
+        with slicer.util.tryWithErrorDisplay("Lasso failed.", waitCursor=True):
+            _, seconds = self.logic.lassoToSegment(
+                self.inputVolumes(), self._firstModel(), self._clickTarget(), self.ui.deviceComboBox.currentText
+            )
+            self.updateClickMode()
+            self.ui.clickStatusLabel.text = f"Lasso applied in {seconds:.2f} s"
 
     def onNewObject(self):
         self.logic.newClickObject()
@@ -388,7 +417,7 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         self._jobs = None
         self._overwriteOthers = False
         self._clickObject = None
-        self._clickPromptNodes = (None, None)
+        self._clickPromptNodes = ()
         self._runner = None
 
     def getParameterNode(self):
@@ -415,18 +444,23 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
             self._clickObject = ClickObject(jobs.click)
         return self._clickObject
 
+    PROMPT_NODES = (
+        ("vtkMRMLMarkupsFiducialNode", "AttentionSeg clicks"),
+        ("vtkMRMLMarkupsROINode", "AttentionSeg box"),
+        ("vtkMRMLMarkupsCurveNode", "AttentionSeg scribble"),
+        ("vtkMRMLMarkupsClosedCurveNode", "AttentionSeg lasso"),
+    )
+
     def clickPromptNodes(self):
-        """(points node, ROI node) the reader places prompts with; made when missing from the
-        scene, never saved with it."""
-        points, box = self._clickPromptNodes
-        if points is None or not slicer.mrmlScene.IsNodePresent(points):
-            points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AttentionSeg clicks")
-            points.SetSaveWithScene(False)
-        if box is None or not slicer.mrmlScene.IsNodePresent(box):
-            box = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "AttentionSeg box")
-            box.SetSaveWithScene(False)
-        self._clickPromptNodes = (points, box)
-        return points, box
+        """(points, ROI, curve, closed curve) nodes the reader places prompts with; made when
+        missing from the scene, never saved with it."""
+        nodes = list(self._clickPromptNodes) + [None] * (len(self.PROMPT_NODES) - len(self._clickPromptNodes))
+        for index, (className, name) in enumerate(self.PROMPT_NODES):
+            if nodes[index] is None or not slicer.mrmlScene.IsNodePresent(nodes[index]):
+                nodes[index] = slicer.mrmlScene.AddNewNodeByClass(className, name)
+                nodes[index].SetSaveWithScene(False)
+        self._clickPromptNodes = tuple(nodes)
+        return self._clickPromptNodes
 
     def clickTargetSegmentation(self, segmentationNode=None):
         """The segmentation prompts go into: ``segmentationNode``, else a new one."""
@@ -506,6 +540,28 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         locked = not segment_is_locked(segmentationNode, segmentId)
         set_segment_locked(segmentationNode, segmentId, locked)
         return locked
+
+    def scribbleToSegment(self, volumeNodes, modelFile, segmentationNode, positive=True, device="auto"):
+        """(segment id, seconds) of the placed curve as a scribble; the curve is cleared after."""
+        import time
+
+        curve = self.clickPromptNodes()[2]
+        started = time.perf_counter()
+        segmentId = self.clickObject().scribble(volumeNodes, modelFile, curve, segmentationNode, positive, device)
+        curve.RemoveAllControlPoints()
+        showIn3D(segmentationNode)
+        return segmentId, time.perf_counter() - started
+
+    def lassoToSegment(self, volumeNodes, modelFile, segmentationNode, device="auto"):
+        """(segment id, seconds) of the placed closed curve as a lasso; the curve is cleared after."""
+        import time
+
+        contour = self.clickPromptNodes()[3]
+        started = time.perf_counter()
+        segmentId = self.clickObject().lasso(volumeNodes, modelFile, contour, segmentationNode, device)
+        contour.RemoveAllControlPoints()
+        showIn3D(segmentationNode)
+        return segmentId, time.perf_counter() - started
 
     def undoClick(self):
         """Whether the current object's last prompt was undone."""

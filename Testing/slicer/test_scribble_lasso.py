@@ -119,3 +119,26 @@ def test_bad_strokes_get_one_line_and_change_nothing(drawing):
         assert "\n" not in str(error.value)
     np.testing.assert_array_equal(segment_mask(scene, segmentation, segment_id, volume), before)
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
+
+
+def test_markups_curves_are_scribbles_and_lassos_along_their_curve(drawing):
+    scene, volume, segmentation, image, reference, model = drawing
+    liver = reference == 1
+    centre = np.asarray(interior_point(liver, image.spacing_array_order))
+    closed = scene.AddNewNodeByClass("vtkMRMLMarkupsClosedCurveNode", "lasso")
+    closed.SetCurveTypeToLinear()  # on this small grid a spline through the corners leaves the volume
+    for corner in square_around(liver, 2, int(centre[2])):
+        closed.AddControlPoint(ras_of(image, corner))
+    logic = ClickLogic(scene)
+    segment_id = logic.lasso_to_segment(volume, model, closed, segmentation, device="cpu")
+    curve = closed.GetCurvePointsWorld()
+    along = [_continuous_index(image, curve.GetPoint(i)) for i in range(curve.GetNumberOfPoints())]
+    inside = np.take(lasso_mask(along, image.spatial_shape), int(centre[2]), axis=2)
+    on_slice = np.take(segment_mask(scene, segmentation, segment_id, volume), int(centre[2]), axis=2)
+    assert on_slice.any() and not (on_slice & ~inside).any()
+    open_curve = scene.AddNewNodeByClass("vtkMRMLMarkupsCurveNode", "scribble")
+    with pytest.raises(AttentionSegError, match="has no points"):
+        logic.scribble_to_segment(volume, model, open_curve, segmentation, segment_id, device="cpu")
+    open_curve.AddControlPoint(ras_of(image, centre + (0, -1, 0)))
+    open_curve.AddControlPoint(ras_of(image, centre + (0, 1, 0)))
+    assert logic.scribble_to_segment(volume, model, open_curve, segmentation, segment_id, device="cpu") == segment_id

@@ -494,6 +494,46 @@ def test_a_locked_segment_holds_when_objects_may_overwrite(served):
     choose_model(page, "automatic")
 
 
+def drag(page, points) -> None:
+    """Press at the first point of the first view (offsets in pixels from its centre), move
+    through the others, release at the last."""
+    view = page.locator(VIEW).first.bounding_box()
+    x, y = view["x"] + view["width"] / 2, view["y"] + view["height"] / 2
+    page.mouse.move(x + points[0][0], y + points[0][1])
+    page.mouse.down()
+    for dx, dy in points[1:]:
+        page.mouse.move(x + dx, y + dy, steps=4)
+    page.mouse.up()
+
+
+def test_a_scribble_and_a_lasso_dragged_in_a_view_segment_and_undo(served):
+    """Drag a stroke across the liver (a new object), then a loop around it (refining it): each a
+    prompt with undo; the automatic segments stay as they are."""
+    page, case = served["page"], served["case"]
+    open_page(served)
+    load_volume(page, case.images[0])
+    image, reference = read_image(case.images[0]), read_image(case.label).array
+    choose_model(page, "clicks")
+    open_panel(page, "Click to segment")
+    go_to(page, ras_of(image, interior_point(reference == 1, image.spacing_array_order)))
+    click_mode(page, "scribble")
+    drag(page, [(-6, 0), (0, 0), (6, 0)])
+    page.wait_for_selector(".as-message:has-text('scribble of')", timeout=60000)
+    scribbled = wait_for(lambda: segment_voxels(page).get("object 1"), 60, "the scribble's object", page)
+    click_mode(page, "lasso")
+    drag(page, [(-40, -40), (40, -40), (40, 40), (-40, 40), (-40, -38)])
+    page.wait_for_selector(".as-message:has-text('lasso of')", timeout=60000)
+    page.wait_for_timeout(800)
+    lassoed = segment_voxels(page)["object 1"]
+    assert lassoed > 0
+    page.locator(".as-undo-click").click()
+    wait_for(lambda: segment_voxels(page).get("object 1") == scribbled, 60, "undo of the lasso", page)
+    page.locator(".as-undo-click").click()
+    wait_for(lambda: segment_voxels(page).get("object 1") == 0, 60, "undo of the scribble", page)
+    click_mode(page, "off")
+    choose_model(page, "automatic")  # as the page's other tests expect it
+
+
 def test_bad_uploads_show_one_line_and_the_server_keeps_working(served, tmp_path):
     page, case, shots = served["page"], served["case"], served["shots"]
     open_page(served)

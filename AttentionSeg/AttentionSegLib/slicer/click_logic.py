@@ -154,7 +154,8 @@ class ClickLogic:
     def scribble_to_segment(
         self, volume_nodes, model_file, points_ras, segmentation_node, segment_id=None, positive=True, device="auto"
     ) -> str:
-        """A scribble (interactive models): a stroke through ``points_ras`` (mm, RAS), every voxel
+        """A scribble (interactive models): a stroke through ``points_ras`` (mm, RAS; or a markups
+        curve node, along its curve), every voxel
         it passes a positive (or negative) click, in one undo step; starts an object or refines
         ``segment_id``. Returns the segment id.
 
@@ -163,12 +164,13 @@ class ClickLogic:
                 negative scribble that starts no segment.
         """
         return self._interactive(volume_nodes, model_file, segmentation_node, segment_id, device,
-                                 scribble=(list(points_ras), positive))  # fmt: skip
+                                 scribble=(_stroke_points_ras(points_ras), positive))  # fmt: skip
 
     def lasso_to_segment(
         self, volume_nodes, model_file, contour_ras, segmentation_node, segment_id=None, device="auto"
     ):
-        """A lasso (interactive models): a closed contour through ``contour_ras`` (mm, RAS) on one
+        """A lasso (interactive models): a closed contour through ``contour_ras`` (mm, RAS; or a
+        markups closed curve node, along its curve) on one
         slice of the volume; on that slice the object lies inside it. Starts an object or refines
         ``segment_id``; returns the segment id.
 
@@ -177,7 +179,7 @@ class ClickLogic:
                 or outside the volume, a contour that crosses itself or holds no voxel.
         """
         return self._interactive(volume_nodes, model_file, segmentation_node, segment_id, device,
-                                 lasso=list(contour_ras))  # fmt: skip
+                                 lasso=_stroke_points_ras(contour_ras))  # fmt: skip
 
     def _interactive(self, volume_nodes, model_file, segmentation_node, segment_id, device, **prompt) -> str:
         _require_segmentation(segmentation_node)
@@ -338,6 +340,17 @@ class ClickLogic:
             raise AttentionSegError("the point is not inside the segment; nothing to remove")
         mode = slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MIN
         merge_into_segment(segmentation_node, segment_id, components != under, region_node, volume_node, mode)
+
+
+def _stroke_points_ras(points) -> list[tuple[float, float, float]]:
+    """RAS points of a stroke: the points given, or a markups curve node's curve (world
+    coordinates, interpolated between its control points as Slicer draws it)."""
+    if hasattr(points, "GetCurvePointsWorld"):
+        curve = points.GetCurvePointsWorld()
+        if curve is None or curve.GetNumberOfPoints() == 0:
+            raise AttentionSegError(f"the curve {points.GetName()!r} has no points; place some first")
+        return [tuple(curve.GetPoint(i)) for i in range(curve.GetNumberOfPoints())]
+    return [tuple(float(v) for v in point) for point in points]
 
 
 def _continuous_index(volume_image: Image, point_ras) -> np.ndarray:

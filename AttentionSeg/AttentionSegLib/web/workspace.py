@@ -273,6 +273,21 @@ class Workspace:
             self._require_volume(), self.model_file(model), corners, self.working_segmentation(), device
         )
 
+    def scribble(self, points_ras, positive: bool, model: str, device: str = "auto") -> str:
+        """A scribble (a stroke through ``points_ras``, mm, RAS) with an interactive model."""
+        points = [tuple(float(v) for v in point) for point in points_ras]
+        return self.click_object.scribble(
+            self._require_volume(), self.model_file(model), points, self.working_segmentation(), positive, device
+        )
+
+    def lasso(self, points_ras, model: str, device: str = "auto") -> str:
+        """A lasso (a closed contour through ``points_ras`` on one slice, mm, RAS) with an
+        interactive model."""
+        points = [tuple(float(v) for v in point) for point in points_ras]
+        return self.click_object.lasso(
+            self._require_volume(), self.model_file(model), points, self.working_segmentation(), device
+        )
+
     def set_overwrite(self, overwrite: bool) -> None:
         """Whether a new or refined object may take voxels of other (unlocked) segments (default:
         never; :mod:`~AttentionSegLib.slicer.segment_overlap`)."""

@@ -43,6 +43,10 @@ class CasePanel(Panel):
         display = self.page.slicer_app.display_manager
         display.show_volume_in_slice_background(volume)
         display.show_volume_in_slice_foreground(None)
+        for view in self.page.slicer_app.view_manager.get_slice_views():
+            # The slices of an oblique volume are its own voxel planes (as Slicer offers): a
+            # lasso is drawn on one slice of the volume, and nothing is shown resampled.
+            view.get_view_node().RotateToVolumePlane(volume)
         display.reset_views()
         self._show_volume_rendering(self.state.as_volume_rendering)
         self.page.edit(self.workspace.working_segmentation())

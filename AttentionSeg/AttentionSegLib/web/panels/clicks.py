@@ -30,6 +30,7 @@ class ClickPanel(Panel):
         super().__init__(page)
         self._observers: list[tuple[object, int]] = []
         self._box_corner: tuple[float, float, float] | None = None  # the first corner of a box prompt
+        self._stroke: list[tuple[float, float, float]] | None = None  # a scribble or lasso being drawn
 
     def initial_state(self) -> dict:
         return {
@@ -52,10 +53,15 @@ class ClickPanel(Panel):
             v3.VBtn("Positive", value="positive", classes="as-click-positive")
             v3.VBtn("Negative", value="negative", classes="as-click-negative")
             v3.VBtn("Box", value="box", classes="as-click-box")
+            v3.VBtn("Scribble", value="scribble", classes="as-click-scribble")
+            v3.VBtn("Lasso", value="lasso", classes="as-click-lasso")
         html.Div(
             "{{ as_click_mode_active === 'off' ? 'Clicks in the views: off (window/level)' : "
             "as_click_mode_active === 'box' ? 'Clicks in the views: box (two opposite corners, "
-            "interactive models)' : 'Clicks in the views: ' + as_click_mode_active }}",
+            "interactive models)' : as_click_mode_active === 'scribble' ? 'Clicks in the views: scribble (drag a "
+            "stroke on the object; a stroke after the first refines it)' : as_click_mode_active === 'lasso' ? "
+            "'Clicks in the views: lasso (drag a closed loop around the object on this slice)' : "
+            "'Clicks in the views: ' + as_click_mode_active }}",
             classes="text-caption as-click-mode",
         )
         with html.Div(classes="d-flex ga-2 align-center"):
@@ -95,19 +101,23 @@ class ClickPanel(Panel):
         """Take left button presses in the slice views (once the views exist)."""
         for view in self.page.slicer_app.view_manager.get_slice_views():
             interactor = view.interactor()
-            tag = interactor.AddObserver("LeftButtonPressEvent", functools.partial(self._on_press, view), 10.0)
-            self._observers.append((interactor, tag))
+            for event, handler in (
+                ("LeftButtonPressEvent", self._on_press),
+                ("MouseMoveEvent", self._on_move),
+                ("LeftButtonReleaseEvent", self._on_release),
+            ):
+                tag = interactor.AddObserver(event, functools.partial(handler, view), 10.0)
+                self._observers.append((interactor, tag))
 
     # ------------------------------------------------------------------------------ presses
-    def _on_press(self, view, interactor, _event) -> None:
+    def _on_press(self, view, interactor, event) -> None:
         mode = self.state.as_click_mode_active
-        if mode not in ("positive", "negative", "box") or self.workspace.volume is None:
+        if mode not in ("positive", "negative", "box", "scribble", "lasso") or self.workspace.volume is None:
             return
-        tag = next(tag for each, tag in self._observers if each is interactor)
-        interactor.GetCommand(tag).SetAbortFlag(1)  # no window/level drag
-        x, y = interactor.GetEventPosition()
-        ras = tuple(view.get_view_node().GetXYToRAS().MultiplyPoint([float(x), float(y), 0.0, 1.0])[:3])
-        if mode != "box":
+        ras = self._taken(view, interactor, event)
+        if mode in ("scribble", "lasso"):
+            self._stroke = [ras]
+        elif mode != "box":
             self._click(ras, mode == "positive")
         elif self._box_corner is None:
             self._box_corner = ras
@@ -115,6 +125,43 @@ class ClickPanel(Panel):
         else:
             corner, self._box_corner = self._box_corner, None
             self._box(*box_through_slice(view.get_view_node(), corner, ras))
+
+    def _on_move(self, view, interactor, event) -> None:
+        if self._stroke is not None:
+            self._stroke.append(self._taken(view, interactor, event))
+
+    def _on_release(self, view, interactor, event) -> None:
+        if self._stroke is None:
+            return
+        points, self._stroke = [*self._stroke, self._taken(view, interactor, event)], None
+        if self.state.as_click_mode_active == "lasso":
+            self._lasso(points)
+        else:
+            self._scribble(points)
+
+    def _taken(self, view, interactor, event: str) -> tuple[float, float, float]:
+        """The event's point (mm, RAS), the event kept from Slicer's own handling (window/level)."""
+        for each, tag in self._observers:
+            if each is interactor:  # VTK clears the flag before each observer: this stops the running one
+                interactor.GetCommand(tag).SetAbortFlag(1)
+        x, y = interactor.GetEventPosition()
+        return tuple(view.get_view_node().GetXYToRAS().MultiplyPoint([float(x), float(y), 0.0, 1.0])[:3])
+
+    @guarded
+    def _scribble(self, points) -> None:
+        model = self._model_for("the scribble")
+        started = time.perf_counter()
+        self.workspace.scribble(points, True, model, self.state.as_device)
+        self._prompted(time.perf_counter() - started)
+        self.say(f"scribble of {len(points)} points applied")
+
+    @guarded
+    def _lasso(self, points) -> None:
+        model = self._model_for("the lasso")
+        started = time.perf_counter()
+        self.workspace.lasso(points, model, self.state.as_device)
+        self._prompted(time.perf_counter() - started)
+        self.say(f"lasso of {len(points)} points applied")
 
     @guarded
     def _click(self, ras, positive: bool) -> None:
@@ -179,7 +226,7 @@ class ClickPanel(Panel):
     def _on_click_mode_changed(self, as_click_mode="off", **_) -> None:
         """What a click in a view does, as the server has it (the panel shows this one)."""
         self.state.as_click_mode_active = as_click_mode
-        self._box_corner = None
+        self._box_corner = self._stroke = None
 
     def _on_model_changed(self, as_model=None, **_) -> None:
         """Whether the chosen model refines objects from clicks. A state listener: trame flushes
