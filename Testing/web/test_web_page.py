@@ -180,6 +180,16 @@ def click_view_center(page, view_index: int = 0) -> None:
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
+def prompt_on_the_liver(page, case):
+    """Choose the interactive model and centre the views on the case's liver; returns the image
+    and the reference array."""
+    image, reference = read_image(case.images[0]), read_image(case.label).array
+    choose_model(page, "clicks")
+    open_panel(page, "Click to segment")
+    go_to(page, ras_of(image, interior_point(reference == 1, image.spacing_array_order)))
+    return image, reference
+
+
 def click_mode(page, mode: str) -> None:
     """Choose what a click in a view does and wait until the server has it."""
     page.locator(f".as-click-{mode}").click()
@@ -272,10 +282,7 @@ def test_clicks_undo_paint_and_correction(served, tmp_path):
     page, case, shots = served["page"], served["case"], served["shots"]
     open_page(served)
     load_volume(page, case.images[0])
-    image, reference = read_image(case.images[0]), read_image(case.label).array
-    choose_model(page, "clicks")
-    open_panel(page, "Click to segment")
-    go_to(page, ras_of(image, interior_point(reference == 1, image.spacing_array_order)))
+    image, reference = prompt_on_the_liver(page, case)
     click_mode(page, "positive")
     click_view_center(page)
     first = wait_for(lambda: segment_voxels(page).get("object 1"), 60, "the clicked object", page)
@@ -508,14 +515,11 @@ def drag(page, points) -> None:
 
 def test_a_scribble_and_a_lasso_dragged_in_a_view_segment_and_undo(served):
     """Drag a stroke across the liver (a new object), then a loop around it (refining it): each a
-    prompt with undo; the automatic segments stay as they are."""
+    prompt with its own undo step."""
     page, case = served["page"], served["case"]
     open_page(served)
     load_volume(page, case.images[0])
-    image, reference = read_image(case.images[0]), read_image(case.label).array
-    choose_model(page, "clicks")
-    open_panel(page, "Click to segment")
-    go_to(page, ras_of(image, interior_point(reference == 1, image.spacing_array_order)))
+    image, reference = prompt_on_the_liver(page, case)
     click_mode(page, "scribble")
     drag(page, [(-6, 0), (0, 0), (6, 0)])
     page.wait_for_selector(".as-message:has-text('scribble of')", timeout=60000)
