@@ -72,6 +72,13 @@ def test_a_locked_segment_is_bit_identical_through_prompts_and_undo_and_refuses_
     np.testing.assert_array_equal(after["spleen"], before["spleen"])
     with pytest.raises(AttentionSegError, match="segment 'liver' is locked"):
         logic.click_to_segment(volume, model, point, segmentation, liver_id, device="cpu")
+    # An object locked after its prompt: its undo is refused, and the object stays as it is.
+    again = logic.click_to_segment(volume, model, point, segmentation, device="cpu")
+    object_before = segment_mask(scene, segmentation, again, volume)
+    set_segment_locked(segmentation, again)
+    with pytest.raises(AttentionSegError, match="is locked"):
+        logic.undo_click(segmentation, again)
+    np.testing.assert_array_equal(segment_mask(scene, segmentation, again, volume), object_before)
     np.testing.assert_array_equal(masks(scene, segmentation, volume)["liver"], before["liver"])
     set_segment_locked(segmentation, liver_id, False)
     assert not segment_is_locked(segmentation, liver_id)

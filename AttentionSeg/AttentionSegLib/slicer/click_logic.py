@@ -195,6 +195,7 @@ class ClickLogic:
         state = self._sessions.get((segmentation_node.GetID(), segment_id))
         if state is None or not state.session.can_undo:
             return False
+        require_unlocked(segmentation_node, segment_id)  # locked since the prompt: it stays
         step = state.session.undo()
         self._write_region(segmentation_node, segment_id, state, step.region)
         box, records = state.taken.pop() if state.taken else (None, [])

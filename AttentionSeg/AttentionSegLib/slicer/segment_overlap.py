@@ -108,9 +108,11 @@ def take_from_others(
 
 
 def give_back(scene, segmentation_node, records: list[TakenVoxels], box: tuple[slice, ...], volume_node) -> None:
-    """Put back what :func:`take_from_others` took in ``box`` (segments deleted since are skipped)."""
+    """Put back what :func:`take_from_others` took in ``box`` (segments deleted or locked since
+    are skipped: a locked segment never changes)."""
     for record in records:
-        if segmentation_node.GetSegmentation().GetSegment(record.segment_id) is not None:
+        segment = segmentation_node.GetSegmentation().GetSegment(record.segment_id)
+        if segment is not None and not segment_is_locked(segmentation_node, record.segment_id):
             _set_in_box(scene, segmentation_node, record.segment_id, record.before, box, volume_node)
 
 
