@@ -196,6 +196,16 @@ def click_mode(page, mode: str) -> None:
     page.wait_for_selector(f".as-click-mode:has-text('{mode}')", timeout=10000)
 
 
+def draw_box(page) -> None:
+    """Box mode, then two opposite corners clicked 40 pixels from the first view's centre."""
+    click_mode(page, "box")
+    view = page.locator(VIEW).first.bounding_box()
+    x, y = view["x"] + view["width"] / 2, view["y"] + view["height"] / 2
+    page.mouse.click(x - 40, y - 40)
+    page.wait_for_selector(".as-message:has-text('opposite corner')", timeout=10000)
+    page.mouse.click(x + 40, y + 40)
+
+
 def go_to(page, ras) -> None:
     page.locator(".as-goto input").fill(", ".join(f"{v:.3f}" for v in ras))
     page.locator(".as-goto-button").click()
@@ -296,12 +306,7 @@ def test_clicks_undo_paint_and_correction(served, tmp_path):
     wait_for(lambda: segment_voxels(page).get("object 1") == first, 60, "undo", page)
     # A box: two opposite corners clicked in the view around the object (a new object).
     page.locator("button:has-text('New object')").click()
-    click_mode(page, "box")
-    box = page.locator(VIEW).first.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.click(x - 40, y - 40)
-    page.wait_for_selector(".as-message:has-text('opposite corner')", timeout=10000)
-    page.mouse.click(x + 40, y + 40)
+    draw_box(page)
     wait_for(lambda: segment_voxels(page).get("object 2"), 60, "the box's object", page)
     click_mode(page, "off")
 
@@ -448,12 +453,7 @@ def test_prompts_leave_every_other_segment_and_undo_restores_what_they_changed(s
     before_box = segment_voxels(page)
 
     def box():
-        click_mode(page, "box")
-        view = page.locator(VIEW).first.bounding_box()
-        x, y = view["x"] + view["width"] / 2, view["y"] + view["height"] / 2
-        page.mouse.click(x - 40, y - 40)
-        page.wait_for_selector(".as-message:has-text('opposite corner')", timeout=10000)
-        page.mouse.click(x + 40, y + 40)
+        draw_box(page)
 
     # Under the default overlap policy the box's object may stay empty here: the liver and object 1
     # hold the voxels inside it.

@@ -24,7 +24,6 @@ import slicer
 
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.interactive.component_click import component_at
-from AttentionSegLib.interactive.robot import bounding_box
 from AttentionSegLib.interactive.session import InteractiveSession
 from AttentionSegLib.interactive.strokes import lasso_mask, stroke_voxels
 from AttentionSegLib.io.image import Image
@@ -43,6 +42,7 @@ from AttentionSegLib.slicer.segments import (
     add_segment,
     merge_into_segment,
     region_volume,
+    replace_segment_in_box,
     segment_is_empty,
     segment_mask,
 )
@@ -145,11 +145,7 @@ class ClickLogic:
         Raises:
             AttentionSegError: an automatic model, or a box outside the volume.
         """
-        _require_segmentation(segmentation_node)
-        predictor = self.predictors.get(model_file, device)
-        if not predictor.model_file.is_interactive:
-            raise AttentionSegError(f"{predictor.source}: box prompts need an interactive model")
-        return self._prompt(volume_nodes, predictor, segmentation_node, segment_id, box=_box_corners_ras(box))
+        return self._interactive(volume_nodes, model_file, segmentation_node, segment_id, device, box=box)
 
     def scribble_to_segment(
         self, volume_nodes, model_file, points_ras, segmentation_node, segment_id=None, positive=True, device="auto"
@@ -164,7 +160,7 @@ class ClickLogic:
                 negative scribble that starts no segment.
         """
         return self._interactive(volume_nodes, model_file, segmentation_node, segment_id, device,
-                                 scribble=(_stroke_points_ras(points_ras), positive))  # fmt: skip
+                                 scribble=(points_ras, positive))  # fmt: skip
 
     def lasso_to_segment(
         self, volume_nodes, model_file, contour_ras, segmentation_node, segment_id=None, device="auto"
@@ -179,13 +175,13 @@ class ClickLogic:
                 or outside the volume, a contour that crosses itself or holds no voxel.
         """
         return self._interactive(volume_nodes, model_file, segmentation_node, segment_id, device,
-                                 lasso=_stroke_points_ras(contour_ras))  # fmt: skip
+                                 lasso=contour_ras)  # fmt: skip
 
     def _interactive(self, volume_nodes, model_file, segmentation_node, segment_id, device, **prompt) -> str:
         _require_segmentation(segmentation_node)
         predictor = self.predictors.get(model_file, device)
         if not predictor.model_file.is_interactive:
-            kind = "scribbles" if "scribble" in prompt else "lassos"
+            kind = {"box": "box prompts", "scribble": "scribbles", "lasso": "lassos"}[next(iter(prompt))]
             raise AttentionSegError(f"{predictor.source}: {kind} need an interactive model")
         return self._prompt(volume_nodes, predictor, segmentation_node, segment_id, **prompt)
 
@@ -218,22 +214,23 @@ class ClickLogic:
     def _prompt(
         self, volume_nodes, predictor, segmentation_node, segment_id, click=None, box=None, scribble=None, lasso=None
     ) -> str:
-        """One interactive prompt on the segment: a click (``(point_ras, positive)``), a box
-        (corners, RAS), a scribble (``(points_ras, positive)``) or a lasso (contour points, RAS)."""
+        """One interactive prompt on the segment: a click (``(point_ras, positive)``), a box (a
+        markups ROI node or corners, RAS), a scribble (``(points_ras or a curve node, positive)``)
+        or a lasso (contour points, RAS, or a closed curve node)."""
         nodes, images, inputs = model_inputs(volume_nodes, predictor.model_file.image_dims)
         two_d = inputs[0].spatial_dims == 2
         model_index = (lambda index: tuple(index[1:])) if two_d else (lambda index: tuple(index))
         grid = images[0].spatial_shape
         if box is not None:
-            corners = np.asarray([_array_index(images[0], corner, clip=True) for corner in box])
+            corners = np.asarray([_array_index(images[0], corner, clip=True) for corner in _box_corners_ras(box)])
             start, stop = model_index(corners.min(axis=0)), model_index(corners.max(axis=0) + 1)
         elif click is not None:
             index = model_index(_array_index(images[0], click[0]))
         elif scribble is not None:
-            points = [_continuous_index(images[0], point) for point in scribble[0]]
+            points = [_continuous_index(images[0], point) for point in _stroke_points_ras(scribble[0])]
             voxels = [model_index(voxel) for voxel in stroke_voxels(points, grid)]
         else:
-            inside = lasso_mask([_continuous_index(images[0], point) for point in lasso], grid)
+            inside = lasso_mask([_continuous_index(images[0], point) for point in _stroke_points_ras(lasso)], grid)
             inside = inside[0] if two_d else inside
         negative = (click is not None and not click[1]) or (scribble is not None and not scribble[1])
         if segment_id is None:
@@ -291,33 +288,12 @@ class ClickLogic:
 
     def _write_region(self, segmentation_node, segment_id, state: _SegmentSession, region, present=None) -> None:
         """Rewrite the segment inside ``region`` (the session's grid) with the session's mask;
-        outside it the segment, and every other segment, stay as they are.
-
-        The segment is replaced over the box holding both its voxels and the region: merging
-        (minimum, then maximum) into a shared labelmap layer loses the voxels another segment
-        holds there, while a replacement moves the segment to a layer of its own where it
-        overlaps. ``present``: the segment as just read back (read here when None).
-        """
-        if present is None:
-            present = segment_mask(self.scene, segmentation_node, segment_id, state.volume_node)
+        outside it the segment, and every other segment, stay as they are
+        (:func:`~AttentionSegLib.slicer.segments.replace_segment_in_box`). ``present``: the segment
+        as just read back (read there when None)."""
         region3 = (slice(0, 1), *region) if state.two_d else tuple(region)
-        updated = present.copy()
-        updated[region3] = state.session.mask[region][None] if state.two_d else state.session.mask[region]
-        covered = updated.copy()
-        covered[region3] = True
-        box = tuple(slice(a, b) for a, b in zip(*bounding_box(covered)))
-        region_node = region_volume(self.scene, state.volume_node, box)
-        try:
-            merge_into_segment(
-                segmentation_node,
-                segment_id,
-                updated[box],
-                region_node,
-                state.volume_node,
-                slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
-            )
-        finally:
-            remove_nodes(self.scene, region_node)
+        mask = state.session.mask[region][None] if state.two_d else state.session.mask[region]
+        replace_segment_in_box(self.scene, segmentation_node, segment_id, mask, region3, state.volume_node, present)
 
     def _add_structure(self, segmentation_node, segment_id, label_mask, local, region_node, volume_node) -> None:
         """Merge (maximum) the connected part of ``label_mask`` at ``local`` (or nearest to it)
@@ -367,9 +343,7 @@ def _array_index(volume_image: Image, point_ras, clip: bool = False) -> np.ndarr
     Raises:
         AttentionSegError: the point is outside the volume (without ``clip``).
     """
-    lps = np.array([-point_ras[0], -point_ras[1], point_ras[2], 1.0])
-    ijk = np.linalg.solve(volume_image.index_to_physical(), lps)[:3]
-    center = np.round(ijk[::-1]).astype(int)
+    center = np.round(_continuous_index(volume_image, point_ras)).astype(int)
     shape = np.asarray(volume_image.spatial_shape)
     if clip:
         return np.clip(center, 0, shape - 1)

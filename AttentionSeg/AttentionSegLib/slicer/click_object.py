@@ -65,32 +65,26 @@ class ClickObject:
     def box(self, volume_nodes, model_file, box, segmentation_node, device="auto") -> str:
         """A box prompt (a markups ROI node or two opposite corners, mm, RAS; interactive models):
         refines the current object or starts one. Returns the segment id."""
-        current = self._current_for(model_file, segmentation_node)
-        segment_id = self.click_logic.box_to_segment(
+        logic = self.click_logic
+        return self._refine(model_file, segmentation_node, lambda current: logic.box_to_segment(
             volume_nodes, model_file, box, segmentation_node, current, device=device
-        )
-        self._remember(segment_id, model_file, segmentation_node)
-        return segment_id
+        ))  # fmt: skip
 
     def scribble(self, volume_nodes, model_file, points_ras, segmentation_node, positive=True, device="auto") -> str:
-        """A scribble (a stroke through ``points_ras``, mm, RAS; interactive models) on the current
-        object, or starting one. Returns the segment id."""
-        current = self._current_for(model_file, segmentation_node)
-        segment_id = self.click_logic.scribble_to_segment(
+        """A scribble (a stroke through ``points_ras``, mm, RAS, or a curve node; interactive
+        models) on the current object, or starting one. Returns the segment id."""
+        logic = self.click_logic
+        return self._refine(model_file, segmentation_node, lambda current: logic.scribble_to_segment(
             volume_nodes, model_file, points_ras, segmentation_node, current, positive, device
-        )
-        self._remember(segment_id, model_file, segmentation_node)
-        return segment_id
+        ))  # fmt: skip
 
     def lasso(self, volume_nodes, model_file, contour_ras, segmentation_node, device="auto") -> str:
-        """A lasso (a closed contour on one slice, mm, RAS; interactive models) on the current
-        object, or starting one. Returns the segment id."""
-        current = self._current_for(model_file, segmentation_node)
-        segment_id = self.click_logic.lasso_to_segment(
+        """A lasso (a closed contour on one slice, mm, RAS, or a closed curve node; interactive
+        models) on the current object, or starting one. Returns the segment id."""
+        logic = self.click_logic
+        return self._refine(model_file, segmentation_node, lambda current: logic.lasso_to_segment(
             volume_nodes, model_file, contour_ras, segmentation_node, current, device
-        )
-        self._remember(segment_id, model_file, segmentation_node)
-        return segment_id
+        ))  # fmt: skip
 
     def undo(self) -> bool:
         """Take back the current object's last prompt; False when there is nothing to undo."""
@@ -113,6 +107,13 @@ class ClickObject:
         self.click_logic.forget_sessions()
 
     # ------------------------------------------------------------------------------ rules
+    def _refine(self, model_file, segmentation_node, prompt) -> str:
+        """Run ``prompt(current segment id or None)`` (an interactive prompt) and make its segment
+        the current object."""
+        segment_id = prompt(self._current_for(model_file, segmentation_node))
+        self._remember(segment_id, model_file, segmentation_node)
+        return segment_id
+
     def _current_for(self, model_file, segmentation_node) -> str | None:
         """The current object's segment, if the prompt is for the same model and segmentation."""
         if self.segment_id is None or segmentation_node is not self._segmentation:

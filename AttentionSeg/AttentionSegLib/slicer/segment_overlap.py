@@ -22,9 +22,7 @@ import slicer
 import vtk
 
 from AttentionSegLib.errors import AttentionSegError
-from AttentionSegLib.interactive.robot import bounding_box
-from AttentionSegLib.slicer.mrml import remove_nodes
-from AttentionSegLib.slicer.segments import merge_into_segment, region_volume, segment_mask
+from AttentionSegLib.slicer.segments import replace_segment_in_box, segment_mask
 
 __all__ = [
     "OVERLAP_NEVER",
@@ -103,7 +101,7 @@ def take_from_others(
         before = segment_mask(scene, segmentation_node, other, grid_node)
         if (before & taken).any():
             records.append(TakenVoxels(other, before))
-            _set_in_box(scene, segmentation_node, other, before & ~taken, box, volume_node)
+            replace_segment_in_box(scene, segmentation_node, other, before & ~taken, box, volume_node)
     return records
 
 
@@ -113,24 +111,7 @@ def give_back(scene, segmentation_node, records: list[TakenVoxels], box: tuple[s
     for record in records:
         segment = segmentation_node.GetSegmentation().GetSegment(record.segment_id)
         if segment is not None and not segment_is_locked(segmentation_node, record.segment_id):
-            _set_in_box(scene, segmentation_node, record.segment_id, record.before, box, volume_node)
-
-
-def _set_in_box(scene, segmentation_node, segment_id: str, mask: np.ndarray, box, volume_node) -> None:
-    """Set the segment to ``mask`` inside ``box`` (array order, on ``volume_node``'s grid); outside
-    it the segment stays. The whole segment is replaced over the box holding it and ``box``: a
-    merge (minimum, maximum) into a labelmap layer shared with other segments can change them."""
-    whole = segment_mask(scene, segmentation_node, segment_id, volume_node)
-    whole[box] = mask
-    covered = whole.copy()
-    covered[box] = True
-    extent = tuple(slice(a, b) for a, b in zip(*bounding_box(covered)))
-    extent_node = region_volume(scene, volume_node, extent)
-    try:
-        replace = slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
-        merge_into_segment(segmentation_node, segment_id, whole[extent], extent_node, volume_node, replace)
-    finally:
-        remove_nodes(scene, extent_node)
+            replace_segment_in_box(scene, segmentation_node, record.segment_id, record.before, box, volume_node)
 
 
 def _other_segment_ids(segmentation_node, segment_id: str) -> list[str]:

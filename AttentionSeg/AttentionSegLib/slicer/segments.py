@@ -8,6 +8,7 @@ import slicer
 import vtk
 
 from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.interactive.robot import bounding_box
 from AttentionSegLib.io.image import Image
 from AttentionSegLib.io.terminology import slicer_terminology_entry
 from AttentionSegLib.slicer.mrml import has_voxels, remove_nodes, segmentation_node_from_label_image
@@ -17,6 +18,7 @@ __all__ = [
     "merge_into_segment",
     "oriented_mask",
     "region_volume",
+    "replace_segment_in_box",
     "segment_is_empty",
     "segment_label_values",
     "segment_mask",
@@ -180,6 +182,30 @@ def merge_into_segment(segmentation_node, segment_id: str, mask: np.ndarray, gri
     )
     if not ok:
         raise AttentionSegError(f"could not update segment {segment_id!r}")
+
+
+def replace_segment_in_box(
+    scene, segmentation_node, segment_id: str, mask: np.ndarray, box: tuple[slice, ...], volume_node, whole=None
+) -> None:
+    """Set the segment to ``mask`` inside ``box`` (array order, on ``volume_node``'s grid); outside
+    it the segment stays. ``whole``: the segment on that grid as just read (read here when None).
+
+    The whole segment is replaced over the box holding both its voxels and ``box``: merging
+    (minimum, then maximum) into a labelmap layer shared with other segments can change or lose
+    their voxels there, while a replacement moves the segment to a layer of its own where it
+    overlaps.
+    """
+    updated = (segment_mask(scene, segmentation_node, segment_id, volume_node) if whole is None else whole).copy()
+    updated[box] = mask
+    covered = updated.copy()
+    covered[box] = True
+    extent = tuple(slice(a, b) for a, b in zip(*bounding_box(covered)))
+    extent_node = region_volume(scene, volume_node, extent)
+    try:
+        replace = slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+        merge_into_segment(segmentation_node, segment_id, updated[extent], extent_node, volume_node, replace)
+    finally:
+        remove_nodes(scene, extent_node)
 
 
 def region_volume(scene, volume_node, region: tuple[slice, ...], name: str = "click window"):

@@ -36,7 +36,7 @@ from AttentionSegLib.slicer.segment_overlap import (
     segment_is_locked,
     set_segment_locked,
 )
-from AttentionSegLib.slicer.segments import segment_label_values, segment_voxel_counts
+from AttentionSegLib.slicer.segments import segment_label_values, segment_voxel_count, segment_voxel_counts
 from AttentionSegLib.web import DEFAULT_MAX_UPLOAD_MB
 
 __all__ = ["Workspace", "sanitised_name", "DEFAULT_MAX_UPLOAD_MB", "IMAGE_SUFFIXES"]
@@ -312,9 +312,13 @@ class Workspace:
             return []
         segmentation = self.segmentation.GetSegmentation()
         states = []
-        for name, voxels in segment_voxel_counts(self.segmentation).items():
-            segment_id = segmentation.GetSegmentIdBySegmentName(name)
-            states.append({"name": name, "voxels": voxels, "locked": segment_is_locked(self.segmentation, segment_id)})
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment_id = segmentation.GetNthSegmentID(index)
+            states.append({
+                "name": segmentation.GetSegment(segment_id).GetName(),
+                "voxels": segment_voxel_count(self.segmentation, segment_id),
+                "locked": segment_is_locked(self.segmentation, segment_id),
+            })  # fmt: skip
         return states
 
     def undo_click(self) -> bool:
