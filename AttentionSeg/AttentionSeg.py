@@ -166,7 +166,8 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def refreshModels(self, *unused):
         if not requireDependencies():
             return
-        checked = set(self.checkedModels())
+        # On first use nothing is checked: the shipped generalist is, so a first click needs no training.
+        checked = set(self.checkedModels()) or set(self.logic.defaultModels())
         self.ui.modelsListWidget.clear()
         for path in self.logic.listModels(self.ui.modelsFolderPathLineEdit.currentPath):
             item = qt.QListWidgetItem(path.name)
@@ -476,9 +477,17 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         return default_models_folder()
 
     def listModels(self, folder):
+        """The shipped models, then those of ``folder`` and of the default models folder."""
         from AttentionSegLib.inference.model_store import models_in_folders
 
         return models_in_folders(folder or None)
+
+    def defaultModels(self):
+        """Paths (str) of the models selected when the reader has chosen none: the shipped ones
+        (the promptable generalist)."""
+        from AttentionSegLib.inference.model_store import list_registered_models, shipped_models_folder
+
+        return [str(path) for path in list_registered_models(shipped_models_folder())]
 
     def startSegmentation(self, volumeNodes, modelFile, device="auto", tta=False):
         from AttentionSegLib.slicer.background import BackgroundSegmentation

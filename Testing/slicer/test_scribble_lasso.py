@@ -85,7 +85,7 @@ def test_a_scribble_adds_its_voxels_as_clicks_in_one_step(drawing):
     assert logic.undo_click(segmentation, segment_id) and session.prompts.negative == []
 
 
-def test_bad_strokes_get_one_line_and_change_nothing(drawing):
+def test_bad_strokes_and_boxes_get_one_line_and_change_nothing(drawing):
     scene, volume, segmentation, image, reference, model = drawing
     centre = np.asarray(interior_point(reference == 1, image.spacing_array_order))
     logic = ClickLogic(scene)
@@ -112,6 +112,12 @@ def test_bad_strokes_get_one_line_and_change_nothing(drawing):
                 volume, model, [ras_of(image, centre)], segmentation, positive=False, device="cpu"
             ),
             "needs the segment",
+        ),  # fmt: skip
+        (
+            lambda: logic.box_to_segment(
+                volume, model, (ras_of(image, centre), ras_of(image, centre)), segmentation, segment_id, device="cpu"
+            ),
+            "empty",
         ),  # fmt: skip
     ):
         with pytest.raises(AttentionSegError, match=message) as error:

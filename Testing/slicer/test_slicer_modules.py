@@ -82,6 +82,16 @@ def test_cmake_lists_every_engine_file_and_resource():
     )
     missing = [path for path in engine if path not in cmake]
     assert not missing, f"add to AttentionSeg/CMakeLists.txt: {missing}"
+    # Every resource is installed with the module, the shipped model and its card among them.
+    resources = sorted(
+        p.relative_to(ROOT / "AttentionSeg").as_posix()
+        for p in (ROOT / "AttentionSeg" / "Resources").rglob("*")
+        if p.is_file()
+    )
+    listed = cmake.replace("${MODULE_NAME}", "AttentionSeg")
+    assert "Resources/Models/promptable-generalist.pt" in resources
+    missing = [path for path in resources if path not in listed]
+    assert not missing, f"add to MODULE_PYTHON_RESOURCES of AttentionSeg/CMakeLists.txt: {missing}"
     top = (ROOT / "CMakeLists.txt").read_text()
     assert "EXTENSION_DEPENDS PyTorch" in top
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):

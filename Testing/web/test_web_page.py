@@ -259,6 +259,9 @@ def test_load_segment_measure_and_export(served, tmp_path):
     load_volume(page, case.images[0])
     upload(page, ".as-upload-reference", case.label)
     page.wait_for_selector(".as-reference-name:has-text('reference')", timeout=60000)
+    # The shipped generalist is selected first (click-to-segment needs no training); Segment takes an automatic model.
+    assert "promptable-generalist" in page.locator(".as-model-select").inner_text()
+    choose_model(page, "automatic")
     page.locator(".as-segment").click()
     counts = wait_for(lambda: segment_voxels(page).get("liver"), 120, "the segments of Segment")
     assert counts > 0 and segment_voxels(page)["spleen"] > 0
@@ -534,6 +537,33 @@ def test_a_scribble_and_a_lasso_dragged_in_a_view_segment_and_undo(served):
     wait_for(lambda: segment_voxels(page).get("object 1") == scribbled, 60, "undo of the lasso", page)
     page.locator(".as-undo-click").click()
     wait_for(lambda: segment_voxels(page).get("object 1") == 0, 60, "undo of the scribble", page)
+    click_mode(page, "off")
+    choose_model(page, "automatic")  # as the page's other tests expect it
+
+
+def test_a_click_with_the_shipped_generalist_segments_a_structure_no_model_was_trained_on(served, tmp_path):
+    """First use: a sphere in a volume of its own, one click with the model the page selects first."""
+    from AttentionSegLib.io.image import Image, write_image
+
+    page = served["page"]
+    open_page(served)
+    shape = (40, 48, 48)
+    grid = np.meshgrid(*[np.arange(n) - n / 2 for n in shape], indexing="ij")
+    sphere = sum(g**2 for g in grid) <= 9.0**2
+    noise = np.random.default_rng(5).normal(0, 6, shape)
+    path = tmp_path / "sphere.nii.gz"
+    write_image(Image((np.where(sphere, 110.0, 30.0) + noise).astype(np.float32)), path)
+    load_volume(page, path)
+    open_panel(page, "Models")
+    assert "promptable-generalist" in page.locator(".as-model-select").inner_text()
+    open_panel(page, "Click to segment")
+    go_to(page, ras_of(read_image(path), tuple(n // 2 for n in shape)))
+    click_mode(page, "positive")
+    click_view_center(page)
+    voxels = wait_for(lambda: segment_voxels(page).get("object 1"), 60, "the generalist's object", page)
+    assert abs(voxels - sphere.sum()) < 0.2 * sphere.sum(), (voxels, int(sphere.sum()))
+    page.locator(".as-undo-click").click()
+    wait_for(lambda: segment_voxels(page).get("object 1") == 0, 60, "undo of the click", page)
     click_mode(page, "off")
     choose_model(page, "automatic")  # as the page's other tests expect it
 

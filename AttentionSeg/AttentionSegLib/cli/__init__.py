@@ -28,6 +28,7 @@ from AttentionSegLib.cli import (
     plan,
     segment,
     train,
+    train_generalist,
     web,
 )
 from AttentionSegLib.cli.common import EXIT_BAD_INPUT, EXIT_OK, EXIT_PROBLEMS
@@ -43,6 +44,7 @@ _COMMANDS = (
     models.add_parser,
     plan.add_parser,
     train.add_parser,
+    train_generalist.add_parser,
     segment.add_parser,
     dataset_evaluation.add_evaluate_dataset_parser,
     dataset_evaluation.add_compare_parser,

@@ -85,10 +85,21 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def heldout_cases(predictor, model_path: Path, definition) -> list[str]:
-    held_out = predictor.model_file.training.get("val_cases") or []
+    training = predictor.model_file.training
+    known = {case.case_id for case in definition.cases}
+    if training.get("kind") == "promptable-generalist":
+        # The generalist holds cases out per dataset of its collection: the one of this dataset.
+        for dataset in training.get("datasets", []):
+            ids = dataset.get("held_out_cases") or []
+            if ids and set(ids) <= known:
+                return list(ids)
+        raise AttentionSegError(
+            f"{model_path}: the generalist holds out no case of {definition.path}; for a dataset it never saw "
+            "use --split all"
+        )
+    held_out = training.get("val_cases") or []
     if not held_out:
         raise AttentionSegError(f"{model_path}: the model file lists no held-out cases; use --split all|fold:K")
-    known = {case.case_id for case in definition.cases}
     missing = [case_id for case_id in held_out if case_id not in known]
     if missing:
         raise AttentionSegError(

@@ -41,6 +41,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="point",
         help="initial prompt: a click, the 3D box, the box on one slice, or a scribble on one slice (default point)",
     )
+    parser.add_argument(
+        "--channel",
+        type=int,
+        default=0,
+        metavar="K",
+        help="for a one-channel model (the generalist) on a dataset with several channels: the channel it sees "
+        "(0-based, default 0)",
+    )
     parser.add_argument("--nsd-tolerance", type=float, default=2.0, metavar="MM", help="NSD tolerance (default 2 mm)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when present")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the report (summary and per object) as JSON")
@@ -71,13 +79,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         ids = dataset_cases(definition, args.split, args.folds, args.split_seed)
     labels = model_file.object_labels if model_file.is_interactive else model_file.label_names
+    if model_file.is_interactive and not labels:  # a class-agnostic model: every label is an object
+        labels = {value: name for value, name in definition.labels.items() if value != 0}
     unknown = sorted(set(labels) - set(definition.labels))
     if unknown:
         raise AttentionSegError(f"{args.model_file}: label(s) {unknown} are not labels of {args.dataset_json}")
 
     def make_tool(case, value):
         if model_file.is_interactive:
-            return InteractiveSession.for_predictor(predictor, case.images)
+            return InteractiveSession.for_predictor(predictor, _one_channel(case.images, predictor, args.channel))
         return ComponentClicks(predictor, case.images, value)
 
     bar = ProgressBar("clicking")
@@ -118,6 +128,23 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         _write(args.csv, _csv(results))
     return EXIT_OK
+
+
+def _one_channel(images, predictor, channel: int):
+    """The case's images, or only channel ``channel`` of them for a one-channel model (the
+    generalist) on a dataset with several."""
+    from AttentionSegLib.errors import AttentionSegError
+
+    if len(predictor.channel_names) != 1:
+        return images
+    import numpy as np
+
+    array = np.concatenate([image.array if image.has_channels else image.array[None] for image in images])
+    if len(array) == 1:
+        return images
+    if not 0 <= channel < len(array):
+        raise AttentionSegError(f"--channel {channel}: the case has channels 0 to {len(array) - 1}")
+    return [images[0].with_array(array[channel], has_channels=False)]
 
 
 class _LazyCases:

@@ -15,7 +15,12 @@ Intensity normalisation (nnU-Net's scheme):
   then subtract their mean and divide by their standard deviation (statistics stored in the model);
 - ``mri``: z-score per channel and per image;
 - ``rgb``: per-channel scaling to [0, 1] (divide by 255), then the training set's per-channel mean
-  and standard deviation.
+  and standard deviation;
+- ``percentile``: per channel and per image, the 0.5 and 99.5 percentiles become 0 and 1 (values
+  clipped there). No statistics, no modality: the promptable generalist uses it, since it meets CT,
+  MRI and images it never saw, and a z-score of a CT is dominated by the air around the body
+  (percentiles of the image itself are not). Percentiles are read on a fixed subsample of at most
+  ``_PERCENTILE_SAMPLES`` voxels, so a 512 x 512 x 300 CT costs a fraction of a second.
 
 Clinical features (:class:`ClinicalNormalization`): a z-score per variable with the training
 cases' mean and standard deviation (NaN-aware); a missing value (NaN) becomes 0, the training mean.
@@ -44,6 +49,8 @@ from AttentionSegLib.io.label_map import read_label_image
 
 __all__ = [
     "IMAGE_KINDS",
+    "NORMALIZATION_KINDS",
+    "image_percentiles",
     "Normalization",
     "ClinicalNormalization",
     "image_kind",
@@ -56,6 +63,9 @@ __all__ = [
 ]
 
 IMAGE_KINDS = ("ct", "mri", "rgb")
+NORMALIZATION_KINDS = (*IMAGE_KINDS, "percentile")
+PERCENTILES = (0.5, 99.5)
+_PERCENTILE_SAMPLES = 2_000_000
 _RGB_NAMES = {"r", "g", "b", "red", "green", "blue", "rgb"}
 _FOREGROUND_SAMPLES_PER_CASE = 20000
 
@@ -82,12 +92,19 @@ class Normalization:
     clip_high: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.kind not in IMAGE_KINDS:
-            raise ValueError(f"normalization kind must be one of {IMAGE_KINDS}, got {self.kind!r}")
+        if self.kind not in NORMALIZATION_KINDS:
+            raise ValueError(f"normalization kind must be one of {NORMALIZATION_KINDS}, got {self.kind!r}")
 
     def apply(self, array: np.ndarray) -> np.ndarray:
         """Normalise a (C, *spatial) array; returns float32."""
         array = array.astype(np.float32, copy=True)
+        if self.kind == "percentile":
+            for channel in array:
+                low, high = image_percentiles(channel)
+                np.clip(channel, low, high, out=channel)
+                channel -= low
+                channel /= (high - low) if high - low > 1e-8 else 1.0
+            return array
         if self.kind == "mri":
             for channel in array:
                 std = float(channel.std())
@@ -150,6 +167,15 @@ class ClinicalNormalization:
             np.asarray(values["mean"], dtype=np.float64),
             np.asarray(values["std"], dtype=np.float64),
         )
+
+
+def image_percentiles(channel: np.ndarray) -> tuple[float, float]:
+    """The :data:`PERCENTILES` of one channel's intensities, on an evenly strided subsample of at
+    most ``_PERCENTILE_SAMPLES`` voxels (deterministic)."""
+    values = channel.reshape(-1)
+    step = max(1, values.size // _PERCENTILE_SAMPLES)
+    low, high = np.percentile(values[::step], PERCENTILES)
+    return float(low), float(high)
 
 
 def fit_normalization(kind: str, images: list[np.ndarray], labels: list[np.ndarray | None]) -> Normalization:

@@ -65,7 +65,9 @@ class ModelFile:
             a single sigmoid output, background and one foreground label.
         output_activation: "softmax" (argmax over channels) or "sigmoid" (one channel, threshold 0.5).
         preprocessing: ``{"target_spacing": [mm, array order], "normalization": {...}, "image_kind",
-            "slice_wise": bool, "patch_size": [...], "mirror_axes": [array axes]}``.
+            "slice_wise": bool, "patch_size": [...], "mirror_axes": [array axes]}``; a model that
+            works at the image's own spacing (the promptable generalist) has ``"target_spacing":
+            null`` and ``"zoom_levels": [1, 2, ...]`` (see :attr:`zoom_levels`).
         clinical: ``{"variables": [...], "mean": [...], "std": [...]}`` or empty.
         training: summary of the run that made the model.
         interactive: empty for an automatic model; for an interactive one ``{"prompt_encoding":
@@ -149,9 +151,18 @@ class ModelFile:
         return tuple(int(v) for v in self.preprocessing["patch_size"])
 
     @property
-    def target_spacing(self) -> tuple[float, ...]:
-        """The spacing (mm, array order) the model works at."""
-        return tuple(float(v) for v in self.preprocessing["target_spacing"])
+    def target_spacing(self) -> tuple[float, ...] | None:
+        """The spacing (mm, array order) the model works at; None for a model that works at the
+        image's own spacing (:attr:`zoom_levels`)."""
+        spacing = self.preprocessing["target_spacing"]
+        return None if spacing is None else tuple(float(v) for v in spacing)
+
+    @property
+    def zoom_levels(self) -> tuple[int, ...] | None:
+        """For a model that works at the image's own spacing: its window's zoom levels (multiples
+        of the image's spacing; see :mod:`AttentionSegLib.interactive.segmenter`); None otherwise."""
+        levels = self.preprocessing.get("zoom_levels")
+        return tuple(int(v) for v in levels) if levels else None
 
     @property
     def mirror_axes(self) -> list[int]:

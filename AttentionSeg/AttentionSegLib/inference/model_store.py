@@ -2,7 +2,8 @@
 
 A finished training run registers its model file here (a copy, so the run folder can be deleted);
 the segmentation side lists what is here. Plain files, one ``.pt`` per model: the folder can also
-be filled by hand.
+be filled by hand. The models that ship with the extension (:func:`shipped_models_folder`, the
+promptable generalist) come first in every list, so that a first click needs no training.
 
 Example:
     >>> path = register_model("runs/liver-unet/model.pt", name="liver-unet")  # doctest: +SKIP
@@ -25,6 +26,7 @@ __all__ = [
     "MODELS_DIR_ENV",
     "MODEL_SUFFIX",
     "default_models_folder",
+    "shipped_models_folder",
     "list_registered_models",
     "models_in_folders",
     "register_model",
@@ -42,6 +44,12 @@ def default_models_folder() -> Path:
     """``$ATTENTIONSEG_MODELS_DIR`` when set (and not empty), else ``~/.attentionseg/models``."""
     configured = os.environ.get(MODELS_DIR_ENV, "").strip()
     return Path(configured).expanduser() if configured else Path.home() / ".attentionseg" / "models"
+
+
+def shipped_models_folder() -> Path:
+    """``AttentionSeg/Resources/Models``: the model files that ship with the extension, each with
+    its model card (``NAME.md``)."""
+    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
 
 
 def _file_stem(name: str) -> str:
@@ -129,10 +137,11 @@ def list_registered_models(folder: str | os.PathLike | None = None) -> list[Path
 
 
 def models_in_folders(*folders: str | os.PathLike | None) -> list[Path]:
-    """The model files of ``folders`` (None and missing folders skipped) then of the default
-    models folder, each file once: the model list of the Slicer module and the web page."""
+    """The shipped model files, then those of ``folders`` (None and missing folders skipped), then
+    of the default models folder, each file once: the model list of the Slicer module, the web page
+    and ``attentionseg models`` (its first entry is what they select by default)."""
     seen, models = set(), []
-    for folder in [*folders, default_models_folder()]:
+    for folder in [shipped_models_folder(), *folders, default_models_folder()]:
         for path in list_registered_models(folder) if folder is not None and Path(folder).is_dir() else []:
             if path.resolve() not in seen:
                 seen.add(path.resolve())

@@ -9,6 +9,14 @@ did not cover, so a negative click near the centre is never undone by a neighbou
 cost of a click bounded by a few forward passes whatever the volume's size (a coarse whole-image
 pass, the other option, would cost a resampling of the volume at every click).
 
+A model that works at the image's own spacing (the promptable generalist; its model file gives
+zoom levels instead of a target spacing) zooms out instead: the window first covers the object at
+the smallest zoom level that holds the mask so far and the prompts (the rule of training,
+:func:`object_zoom`), and while the predicted mask
+reaches a face of the window where the image goes on, the same window is run again at the next
+level (twice the spacing, twice the field of view). One to three forward passes of one window
+whatever the object's size; ``bench/bench_large_objects.py`` measures it against following.
+
 :class:`ObjectSegmenter` works on one grid (voxel indices, array order): the model's own in
 training, the user's image in a session. :class:`NetworkWindow` runs the network on one window of
 that grid, resampling the crop and its prompts to the model's spacing and the answer back when the
@@ -27,7 +35,29 @@ from AttentionSegLib.inference.window import WindowSegmenter
 from AttentionSegLib.interactive.prompts import ObjectPrompts, PromptEncoding, encode_prompts
 from AttentionSegLib.interactive.robot import bounding_box
 
-__all__ = ["ObjectSegmenter", "NetworkWindow", "window_around", "object_center"]
+__all__ = [
+    "ObjectSegmenter",
+    "NetworkWindow",
+    "window_around",
+    "object_center",
+    "object_zoom",
+    "zoomed_spacing",
+    "ZOOM_LEVELS",
+]
+
+# The zoom levels of a model that works at the image's spacing: windows at 1, 2, 4 or 8 times it.
+ZOOM_LEVELS = (1, 2, 4, 8)
+_OBJECT_FILL = 0.8  # the whole object fills at most this much of the window at its zoom level
+
+
+def object_zoom(extent_voxels: Sequence[float], patch: Sequence[int], levels: Sequence[int] = ZOOM_LEVELS) -> int:
+    """The smallest zoom level at which an object of ``extent_voxels`` (its box, voxels of the
+    image) fills at most ``_OBJECT_FILL`` of the window along every axis (the coarsest level when
+    none does). The one rule of training (the generalist's samples) and inference."""
+    for level in levels:
+        if all(e <= _OBJECT_FILL * p * level for e, p in zip(extent_voxels, patch)):
+            return int(level)
+    return int(levels[-1])
 
 
 def window_around(center: Sequence[float], patch: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
@@ -60,6 +90,17 @@ def object_center(prompts: ObjectPrompts, shape: Sequence[int]) -> np.ndarray:
     return (points.min(axis=0) + points.max(axis=0)) / 2.0
 
 
+def zoomed_spacing(
+    spacing: Sequence[float], shape: Sequence[int], level: float, patch: Sequence[int]
+) -> tuple[float, ...]:
+    """The working spacing of zoom ``level`` on a grid of ``spacing`` and ``shape``: the spacing
+    times the level, except along an axis with few voxels (3 slices of a CT), which keeps at least
+    a quarter of the patch's voxels (or all of its own) in the window. The one rule of training
+    and inference."""
+    caps = [max(1.0, n / min(n, p / 4)) for n, p in zip(shape, patch)]
+    return tuple(float(s * min(level, cap)) for s, cap in zip(spacing, caps))
+
+
 class NetworkWindow:
     """The interactive network on one crop: ``window(crop, prompts, crop_spacing)`` -> the object's
     mask on the crop (bool).
@@ -68,7 +109,8 @@ class NetworkWindow:
         network: image channels + prompt channels in; eval mode, on ``device``.
         patch_size: its window on the model's grid (array order).
         encoding: how prompts are drawn.
-        model_spacing: mm of the model's grid.
+        model_spacing: mm of the model's grid; None for a model that works at the grid's own
+            spacing (each call then says which, see ``working_spacing``).
         sigmoid: one sigmoid output rather than a softmax over (background, object).
         mirror_axes: flip test-time augmentation axes (empty for none: a click should answer fast).
     """
@@ -78,33 +120,49 @@ class NetworkWindow:
         network: torch.nn.Module,
         patch_size: Sequence[int],
         encoding: PromptEncoding,
-        model_spacing: Sequence[float],
+        model_spacing: Sequence[float] | None,
         sigmoid: bool = False,
         mirror_axes: Sequence[int] = (),
         device: torch.device | str = "cpu",
     ) -> None:
         self.patch_size = tuple(int(v) for v in patch_size)
-        self.encoding, self.model_spacing = encoding, tuple(float(v) for v in model_spacing)
+        self.encoding = encoding
+        self.model_spacing = None if model_spacing is None else tuple(float(v) for v in model_spacing)
         self.windows = WindowSegmenter(network, self.patch_size, overlap=0.0, mirror_axes=mirror_axes, sigmoid=sigmoid)
         self.device = torch.device(device)
 
-    def extent(self, spacing: Sequence[float]) -> tuple[int, ...]:
+    def extent(self, spacing: Sequence[float], working_spacing: Sequence[float] | None = None) -> tuple[int, ...]:
         """The window's size in voxels of a grid of ``spacing``: the patch in mm, rounded down so
-        that the crop, resampled to the model's spacing, fits one window."""
+        that the crop, resampled to the model's spacing (or ``working_spacing``), fits one window."""
+        model_spacing = self._working(spacing, working_spacing)
         return tuple(
-            max(1, int(np.floor(p * t / s + 1e-6))) for p, t, s in zip(self.patch_size, self.model_spacing, spacing)
+            max(1, int(np.floor(p * t / s + 1e-6))) for p, t, s in zip(self.patch_size, model_spacing, spacing)
         )
 
+    def _working(self, spacing, working_spacing) -> tuple[float, ...]:
+        if working_spacing is not None:
+            return tuple(float(v) for v in working_spacing)
+        return self.model_spacing if self.model_spacing is not None else tuple(float(v) for v in spacing)
+
     @torch.no_grad()
-    def __call__(self, crop: np.ndarray, prompts: ObjectPrompts, spacing: Sequence[float]) -> np.ndarray:
+    def __call__(
+        self,
+        crop: np.ndarray,
+        prompts: ObjectPrompts,
+        spacing: Sequence[float],
+        working_spacing: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """The object's mask on ``crop`` (grid of ``spacing``), the network run at the model's
+        spacing, or at ``working_spacing`` for a model that works at any."""
         shape = crop.shape[1:]
-        ratio = np.asarray(spacing, dtype=float) / np.asarray(self.model_spacing)
+        model_spacing = self._working(spacing, working_spacing)
+        ratio = np.asarray(spacing, dtype=float) / np.asarray(model_spacing)
         if np.allclose(ratio, 1.0, atol=1e-3):
             image, model_prompts = crop, prompts
         else:
-            image, _ = resample_array(crop, tuple(spacing), self.model_spacing)
+            image, _ = resample_array(crop, tuple(spacing), model_spacing)
             model_prompts = _resampled_prompts(prompts, shape, image.shape[1:])
-        channels = encode_prompts(image.shape[1:], self.model_spacing, model_prompts, self.encoding)
+        channels = encode_prompts(image.shape[1:], model_spacing, model_prompts, self.encoding)
         inputs = torch.from_numpy(np.concatenate([image, channels]).astype(np.float32)[None]).to(self.device)
         logits = self.windows.one_window_logits(inputs)
         return self.windows.classes(logits, shape).astype(bool)
@@ -136,10 +194,19 @@ class ObjectSegmenter:
             ``extent(spacing)``).
         spacing: mm of the grid the images and prompts are on.
         max_windows: windows a prediction may take when the object goes beyond the first.
+        zoom_levels: for a model that works at the grid's own spacing: the window's zoom levels
+            (multiples of ``spacing``); the window zooms out instead of following.
     """
 
-    def __init__(self, window: NetworkWindow, spacing: Sequence[float], max_windows: int = 8) -> None:
+    def __init__(
+        self,
+        window: NetworkWindow,
+        spacing: Sequence[float],
+        max_windows: int = 8,
+        zoom_levels: Sequence[int] | None = None,
+    ) -> None:
         self.window, self.spacing = window, tuple(float(v) for v in spacing)
+        self.zoom_levels = tuple(int(v) for v in zoom_levels) if zoom_levels else None
         self.extent = window.extent(self.spacing)
         self.max_windows = max_windows
 
@@ -154,6 +221,8 @@ class ObjectSegmenter:
         shape = image.shape[1:]
         previous = prompts.previous_mask if prompts.previous_mask is not None else np.zeros(shape, dtype=bool)
         current = previous.astype(bool).copy()
+        if self.zoom_levels:
+            return self._zoomed(image, prompts, current)
         covered = np.zeros(shape, dtype=bool)
         pending = [window_around(object_center(prompts, shape), self.extent, shape)]
         seen: set[tuple[int, ...]] = set()
@@ -171,8 +240,28 @@ class ObjectSegmenter:
         union = tuple(slice(a, b) for a, b in zip(*bounding_box(covered)))
         return union, current[union]
 
-    def _neighbours(self, mask: np.ndarray, region: tuple[slice, ...], shape) -> list[tuple[slice, ...]]:
+    def _zoomed(self, image: np.ndarray, prompts: ObjectPrompts, current: np.ndarray):
+        """One window centred on the object, zoomed out until the mask stays inside it."""
+        shape = image.shape[1:]
+        center = object_center(prompts, shape)
+        extent = _prompted_extent(prompts, current)
+        patch = self.window.patch_size
+        levels = [level for level in self.zoom_levels if level >= object_zoom(extent, patch, self.zoom_levels)]
+        for level in levels:
+            working = zoomed_spacing(self.spacing, shape, level, patch)
+            region = window_around(center, self.window.extent(self.spacing, working), shape)
+            crop_prompts = _crop_prompts(prompts, current, region)
+            mask = self.window(image[(slice(None), *region)], crop_prompts, self.spacing, working)
+            if level == levels[-1] or not self._neighbours(
+                mask, region, shape, self.window.extent(self.spacing, working)
+            ):
+                break
+        current[region] = mask
+        return region, current[region]
+
+    def _neighbours(self, mask: np.ndarray, region: tuple[slice, ...], shape, extent=None) -> list[tuple[slice, ...]]:
         """Windows half a window beyond each face of ``region`` that the mask reaches, where the image goes on."""
+        extent = self.extent if extent is None else extent
         found = []
         center = np.asarray([(r.start + r.stop) / 2.0 for r in region])
         for axis, r in enumerate(region):
@@ -180,9 +269,22 @@ class ObjectSegmenter:
                 if at_edge or not np.take(mask, [side], axis=axis).any():
                     continue
                 moved = center.copy()
-                moved[axis] += (-1 if side == 0 else 1) * self.extent[axis] / 2
-                found.append(window_around(moved, self.extent, shape))
+                moved[axis] += (-1 if side == 0 else 1) * extent[axis] / 2
+                found.append(window_around(moved, extent, shape))
         return found
+
+
+def _prompted_extent(prompts: ObjectPrompts, mask: np.ndarray) -> np.ndarray:
+    """The size (voxels, per axis) of the box around the mask so far, the clicks and the box prompt
+    (1 for a lone click)."""
+    corners = [np.asarray(p) for p in (*prompts.positive, *prompts.negative)]
+    box = bounding_box(mask)
+    for start, stop in [b for b in (box, prompts.box) if b is not None]:
+        corners += [np.asarray(start), np.asarray(stop) - 1]
+    if not corners:
+        return np.ones(mask.ndim)
+    points = np.stack(corners)
+    return points.max(axis=0) - points.min(axis=0) + 1
 
 
 def _crop_prompts(prompts: ObjectPrompts, mask: np.ndarray, region: tuple[slice, ...]) -> ObjectPrompts:

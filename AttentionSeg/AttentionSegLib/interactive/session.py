@@ -90,7 +90,8 @@ class InteractiveSession:
             sigmoid=model_file.sigmoid,
             device=predictor.device,
         )
-        return cls(ObjectSegmenter(window, stacked.spacing_array_order), image, mask, max_undo)
+        segmenter = ObjectSegmenter(window, stacked.spacing_array_order, zoom_levels=model_file.zoom_levels)
+        return cls(segmenter, image, mask, max_undo)
 
     # ------------------------------------------------------------------------------ prompts
     def add_click(self, index: Sequence[int], positive: bool = True) -> SessionStep:

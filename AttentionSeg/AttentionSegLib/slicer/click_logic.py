@@ -367,18 +367,23 @@ class _SegmentSession:
 
 
 def _box_corners_ras(box) -> list[tuple[float, float, float]]:
-    """The eight corners (RAS mm) of a markups ROI node, or the two corners given."""
+    """The eight corners (RAS mm) of a markups ROI node, or the two corners given. A box with no
+    extent along two axes or more (a point or a line: a click, not a drag) is refused; one flat
+    along one axis is a box drawn on a slice."""
     if hasattr(box, "GetRASBounds"):
         bounds = [0.0] * 6
         box.GetRASBounds(bounds)
         if bounds[1] < bounds[0]:
             raise AttentionSegError(f"the ROI {box.GetName()!r} is empty")
-        return [(x, y, z) for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]]
-    corners = [tuple(float(v) for v in corner) for corner in box]
-    if len(corners) != 2 or any(len(corner) != 3 for corner in corners):
-        raise AttentionSegError("a box is a markups ROI node or two opposite corners (R, A, S)")
-    (r0, a0, s0), (r1, a1, s1) = corners
-    return [(r, a, s) for r in (r0, r1) for a in (a0, a1) for s in (s0, s1)]
+        low, high = bounds[0::2], bounds[1::2]
+    else:
+        corners = [tuple(float(v) for v in corner) for corner in box]
+        if len(corners) != 2 or any(len(corner) != 3 for corner in corners):
+            raise AttentionSegError("a box is a markups ROI node or two opposite corners (R, A, S)")
+        low, high = np.minimum(*corners), np.maximum(*corners)
+    if sum(float(b - a) < 1e-6 for a, b in zip(low, high)) >= 2:
+        raise AttentionSegError("the box is empty (no size along two axes or more); drag it open")
+    return [(r, a, s) for r in (low[0], high[0]) for a in (low[1], high[1]) for s in (low[2], high[2])]
 
 
 def _require_segmentation(segmentation_node) -> None:

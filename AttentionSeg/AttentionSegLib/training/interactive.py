@@ -7,7 +7,9 @@ its dataset. The input is the image plus the prompt channels of
 nnInteractive, DeepEdit and RITM, cut to what a CPU affords):
 
 - an initial prompt: one positive click at a random interior point of the object (most often),
-  a few positive clicks, or the object's box with a jitter of a few voxels;
+  a few positive clicks, or the object's box with a jitter of a few voxels; and, for the promptable
+  generalist, a box drawn on one slice, a lasso around the object on one slice or a scribble
+  across it (each encoded as the session encodes it, see :func:`initial_prompts`);
 - then, for three batches in four, 1 to ``max_correction_rounds`` rounds: the network (no gradient)
   predicts from the prompts so far, the robot of :mod:`~AttentionSegLib.interactive.robot` clicks
   on the largest error region of that prediction (positive on missed structure, negative on leak)
@@ -35,6 +37,8 @@ from AttentionSegLib.interactive.prompts import ObjectPrompts, encode_prompts
 from AttentionSegLib.interactive.robot import bounding_box, next_click, random_interior_point
 from AttentionSegLib.interactive.segmenter import NetworkWindow, ObjectSegmenter
 from AttentionSegLib.interactive.session import InteractiveSession
+from AttentionSegLib.interactive.strokes import box_through_slice
+from AttentionSegLib.regions import interior_point
 from AttentionSegLib.training.augmentation import epoch_seed
 from AttentionSegLib.training.experiment_planner import INTERACTIVE_VALIDATION_CLICKS as VALIDATION_CLICKS
 from AttentionSegLib.training.trainer import Trainer
@@ -52,6 +56,9 @@ class UserSimulation:
         correction_probability: chance that a batch gets correction rounds.
         max_correction_rounds: at most this many rounds of prediction + corrective click.
         box_jitter_voxels: each box corner moves by up to this many voxels.
+        slice_box_probability, lasso_probability, scribble_probability: chances that the initial
+            prompt is a box drawn on one slice, a lasso or a scribble (0 for a dataset's
+            interactive model; the generalist draws from every prompt kind).
     """
 
     box_probability: float = 0.2
@@ -59,6 +66,9 @@ class UserSimulation:
     correction_probability: float = 0.75
     max_correction_rounds: int = 4
     box_jitter_voxels: int = 2
+    slice_box_probability: float = 0.0
+    lasso_probability: float = 0.0
+    scribble_probability: float = 0.0
 
     @property
     def step_cost(self) -> float:
@@ -82,20 +92,70 @@ def choose_objects(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def initial_prompts(target: np.ndarray, spacing, rng: np.random.Generator, simulation: UserSimulation) -> ObjectPrompts:
-    """The first prompt a user gives for the object ``target`` (empty for an empty target)."""
+    """The first prompt a user gives for the object ``target`` (empty for an empty target). Slice
+    prompts are encoded as :class:`~AttentionSegLib.interactive.session.InteractiveSession` encodes
+    them: a 2D box through the slices by the one rule of
+    :func:`~AttentionSegLib.interactive.strokes.box_through_slice`, a lasso as a click at the
+    interior-most voxel of the object's section plus the contour's box through the slices, a
+    scribble as its voxels' clicks."""
     prompts = ObjectPrompts()
     if not target.any():
         return prompts
-    if rng.random() < simulation.box_probability:
+    draw = rng.random()
+    if draw < simulation.box_probability:
         start, stop = bounding_box(target)
-        jitter = simulation.box_jitter_voxels
-        start = tuple(max(0, int(v + rng.integers(-jitter, jitter + 1))) for v in start)
-        stop = tuple(max(a + 1, int(v + rng.integers(-jitter, jitter + 1))) for a, v in zip(start, stop))
-        prompts.box = (start, stop)
+        prompts.box = _jittered(start, stop, simulation.box_jitter_voxels, target.shape, rng)
         return prompts
+    draw -= simulation.box_probability
+    slice_kinds = (
+        ("slice_box", simulation.slice_box_probability),
+        ("lasso", simulation.lasso_probability),
+        ("scribble", simulation.scribble_probability),
+    )
+    for kind, probability in slice_kinds:
+        if draw < probability and target.ndim == 3:
+            return _slice_prompt(kind, target, spacing, rng, simulation)
+        draw -= probability
     clicks = 1 + (int(rng.integers(1, 3)) if rng.random() < simulation.several_clicks_probability else 0)
     for _ in range(clicks):
         prompts.positive.append(random_interior_point(target, spacing, rng))
+    return prompts
+
+
+def _jittered(start, stop, jitter: int, shape, rng: np.random.Generator):
+    start = tuple(max(0, int(v + rng.integers(-jitter, jitter + 1))) for v in start)
+    stop = tuple(min(n, max(a + 1, int(v + rng.integers(-jitter, jitter + 1)))) for a, v, n in zip(start, stop, shape))
+    return start, stop
+
+
+def _slice_prompt(kind: str, target: np.ndarray, spacing, rng: np.random.Generator, simulation: UserSimulation):
+    """A prompt drawn on one slice through ``target``: the slice of a random interior point, along
+    a random axis."""
+    prompts = ObjectPrompts()
+    axis = int(rng.integers(3))
+    point = random_interior_point(target, spacing, rng)
+    index = point[axis]
+    section = np.take(target, index, axis=axis)
+    in_plane = [s for d, s in enumerate(spacing) if d != axis]
+    if kind == "scribble":
+        # A stroke between two interior points of the section, its voxels inside the object.
+        ends = [random_interior_point(section, in_plane, rng, min_depth=0.2) for _ in range(2)]
+        count = int(max(np.abs(np.subtract(*ends)).max(), 1)) + 1
+        line = np.round(np.linspace(ends[0], ends[1], count)).astype(int)
+        line = [tuple(v) for v in line if section[tuple(v)]] or [tuple(ends[0])]
+        prompts.positive.extend(tuple(int(v) for v in np.insert(np.asarray(p), axis, index)) for p in line)
+        return prompts
+    start, stop = bounding_box(section)
+    if kind == "lasso":  # a contour a little outside the section: its box, and a click inside
+        margin = int(rng.integers(0, 4))
+        start = tuple(max(0, a - margin) for a in start)
+        stop = tuple(min(n, b + margin) for b, n in zip(stop, section.shape))
+        click = interior_point(section, in_plane)
+        prompts.positive.append(tuple(int(v) for v in np.insert(np.asarray(click), axis, index)))
+    else:
+        start, stop = _jittered(start, stop, simulation.box_jitter_voxels, section.shape, rng)
+    start3, stop3 = np.insert(np.asarray(start), axis, index), np.insert(np.asarray(stop), axis, index + 1)
+    prompts.box = box_through_slice(start3, stop3, axis, target.shape)
     return prompts
 
 
@@ -115,14 +175,16 @@ def simulate_prompts(
         predict: (B, C + 4, *patch) inputs -> (B, *patch) bool object masks (no gradient).
         images: (B, C, *patch) image channels.
         targets: (B, *patch) bool object masks.
-        spacing: mm of the patch grid.
+        spacing: mm of the patch grid, or one such spacing per sample.
         encoding: the :class:`~AttentionSegLib.interactive.prompts.PromptEncoding`.
     """
     shape = targets.shape[1:]
-    prompts = [initial_prompts(target, spacing, rng, simulation) for target in targets]
+    per_sample = np.ndim(spacing) == 2
+    spacings = [tuple(s) for s in spacing] if per_sample else [tuple(spacing)] * len(targets)
+    prompts = [initial_prompts(target, s, rng, simulation) for target, s in zip(targets, spacings)]
 
     def encode() -> torch.Tensor:
-        channels = np.stack([encode_prompts(shape, spacing, prompt, encoding) for prompt in prompts])
+        channels = np.stack([encode_prompts(shape, s, prompt, encoding) for prompt, s in zip(prompts, spacings)])
         return torch.from_numpy(channels).to(images.device)
 
     rounds = 0
@@ -130,10 +192,10 @@ def simulate_prompts(
         rounds = int(rng.integers(1, simulation.max_correction_rounds + 1))
     for _ in range(rounds):
         predictions = predict(torch.cat([images, encode().to(images.dtype)], dim=1))
-        for prompt, prediction, target in zip(prompts, predictions, targets):
+        for prompt, prediction, target, sample_spacing in zip(prompts, predictions, targets, spacings):
             if not target.any():
                 continue
-            click = next_click(prediction, target, spacing)
+            click = next_click(prediction, target, sample_spacing)
             prompt.previous_mask = prediction
             if click is not None:
                 (prompt.positive if click.positive else prompt.negative).append(click.index)
