@@ -19,7 +19,6 @@ continues a stopped run from its checkpoint: the same steps as an uninterrupted 
 from __future__ import annotations
 
 import json
-import math
 import platform
 import signal
 import time
@@ -112,7 +111,7 @@ def network_spec(config: PromptableConfig) -> dict:
 
 
 class _Run:
-    def __init__(self, config: PromptableConfig, resumed_step: int = 0) -> None:
+    def __init__(self, config: PromptableConfig) -> None:
         self.config = config
         self.folder = Path(config.run_dir)
         self.collection: Collection = load_collection(config.collection, config.data_root).without(config.leave_out)
@@ -122,7 +121,7 @@ class _Run:
         self.model = build_from_spec(network_spec(config)).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
         self.loss = build_loss("dice_ce", deep_supervision=False)
-        self.step = resumed_step
+        self.step = 0
         self.stop_requested = False
 
     # ---------------------------------------------------------------- data
@@ -340,11 +339,3 @@ def train_promptable(config: PromptableConfig, resume: bool = False, log=print) 
     finished = run.step >= config.steps
     log(f"{'finished' if finished else 'stopped'} at step {run.step} of {config.steps}; model file {run.model_path}")
     return run.model_path
-
-
-def steps_per_minute(log_path: Path) -> float:
-    """The run's pace so far, from its log (for planning a longer run)."""
-    lines = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
-    if len(lines) < 2:
-        return math.nan
-    return (lines[-1]["step"] - lines[0]["step"]) / max((lines[-1]["seconds"] - lines[0]["seconds"]) / 60, 1e-9)
