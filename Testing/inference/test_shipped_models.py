@@ -84,7 +84,9 @@ def test_one_click_of_the_shipped_generalist_gives_an_object_inside_the_unseen_s
     "(MRI-like) and 0.237 (CT-like, thick slices); see the model card",
 )
 @SPHERES
-def test_the_shipped_generalist_segments_a_phantom_sphere_from_one_click(shape, spacing, radius, foreground, background):
+def test_the_shipped_generalist_segments_a_phantom_sphere_from_one_click(
+    shape, spacing, radius, foreground, background
+):
     mask, sphere, _ = _one_click(shape, spacing, radius, foreground, background)
     dice = 2 * (mask & sphere).sum() / (mask.sum() + sphere.sum())
     assert dice >= 0.8, dice
