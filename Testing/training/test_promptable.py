@@ -3,6 +3,7 @@ contrast), the simulated user's slice prompts, the zooming window, and a tiny ru
 exactly and writes a model file a session uses on any grid."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -203,9 +204,13 @@ def tiny_runs(collection_file, tmp_path_factory):
         )
 
     whole = train_promptable(config("whole"), log=lambda line: None)
-    train_promptable(config("resumed", minutes=0.0), log=lambda line: None)
+    train_promptable(config("stopped", minutes=0.0), log=lambda line: None)
+    # Resumed from a copy of the folder: the copy goes on, the original stays as it was.
+    shutil.copytree(folder / "stopped", folder / "resumed")
+    original = (folder / "stopped" / "checkpoint.pt").read_bytes()
     interrupted = json.loads((folder / "resumed" / "config.json").read_text())
     resumed = train_promptable(config("resumed"), resume=True, log=lambda line: None)
+    assert (folder / "stopped" / "checkpoint.pt").read_bytes() == original
     return whole, resumed, interrupted, folder
 
 

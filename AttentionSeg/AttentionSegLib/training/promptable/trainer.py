@@ -292,7 +292,8 @@ def train_promptable(config: PromptableConfig, resume: bool = False, log=print) 
         # A resumed run keeps its settings; it may get more steps and another time limit or device.
         saved.steps = max(saved.steps, config.steps) if config.steps else saved.steps
         saved.minutes, saved.device = config.minutes, config.device
-        saved.collection, saved.data_root = config.collection, config.data_root
+        # Paths are this invocation's: a run folder may have been moved or copied since.
+        saved.collection, saved.data_root, saved.run_dir = config.collection, config.data_root, config.run_dir
         config = saved
     elif folder.exists() and any(folder.iterdir()):
         raise AttentionSegError(f"{folder}: the folder is not empty; use --resume to continue the run in it")
