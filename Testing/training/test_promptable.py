@@ -207,10 +207,10 @@ def tiny_runs(collection_file, tmp_path_factory):
     train_promptable(config("stopped", minutes=0.0), log=lambda line: None)
     # Resumed from a copy of the folder: the copy goes on, the original stays as it was.
     shutil.copytree(folder / "stopped", folder / "resumed")
-    original = (folder / "stopped" / "checkpoint.pt").read_bytes()
+    original = (folder / "stopped" / "checkpoints" / "last.pt").read_bytes()
     interrupted = json.loads((folder / "resumed" / "config.json").read_text())
     resumed = train_promptable(config("resumed"), resume=True, log=lambda line: None)
-    assert (folder / "stopped" / "checkpoint.pt").read_bytes() == original
+    assert (folder / "stopped" / "checkpoints" / "last.pt").read_bytes() == original
     return whole, resumed, interrupted, folder
 
 

@@ -22,7 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Train one promptable network (the object under points, boxes, scribbles and lassos) on every "
         "structure of a dataset collection (a JSON file naming datasets, the labels to use and their licences; "
         "AttentionSeg/Resources/Models/promptable-generalist.collection.json is the shipped one). RUN_DIR gets "
-        "model.pt (rewritten at every checkpoint), checkpoint.pt, config.json and log.jsonl.",
+        "model.pt (rewritten at every checkpoint), checkpoints/last.pt, config.json and log.jsonl.",
     )
     parser.add_argument("collection", type=Path, help="the collection file (JSON)")
     parser.add_argument("--data-root", type=Path, required=True, help="the folder the collection's paths start from")

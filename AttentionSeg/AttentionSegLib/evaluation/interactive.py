@@ -164,24 +164,23 @@ def _slice_prompt(tool, reference: np.ndarray, spacing: Sequence[float], kind: s
     """The robot's first prompt drawn on one slice: the object's box on it, through the slices
     (``box2d``), or a stroke along the object's row through its interior-most voxel there
     (``scribble``: every object voxel of that row, in order)."""
-    from AttentionSegLib.interactive.strokes import box_through_slice
+    from AttentionSegLib.interactive.strokes import on_slice, slice_box
 
     if reference.ndim == 2:  # one slice already: the prompt is drawn on the image
-        on_slice, axis, at = reference, None, None
+        section, axis, at = reference, None, None
     else:
         axis, at = slice_through(reference, spacing)
-        on_slice = np.take(reference, at, axis=axis)
+        section = np.take(reference, at, axis=axis)
     if kind == "box2d":
-        start, stop = bounding_box(on_slice)
+        start, stop = bounding_box(section)
         if axis is not None:
-            start, stop = box_through_slice(np.insert(start, axis, at), np.insert(stop, axis, at + 1), axis,
-                                            reference.shape)  # fmt: skip
+            start, stop = slice_box(start, stop, axis, at, reference.shape)
         return tool.set_box(start, stop)
     in_plane_spacing = list(spacing) if axis is None else [s for d, s in enumerate(spacing) if d != axis]
-    row, column = interior_point(on_slice, in_plane_spacing)
-    voxels = [(row, c) for c in np.flatnonzero(on_slice[row])]
+    row, column = interior_point(section, in_plane_spacing)
+    voxels = [(row, c) for c in np.flatnonzero(section[row])]
     if axis is not None:
-        voxels = [tuple(int(v) for v in np.insert(np.asarray(voxel), axis, at)) for voxel in voxels]
+        voxels = [on_slice(voxel, axis, at) for voxel in voxels]
     if not hasattr(tool, "add_scribble"):
         raise AttentionSegError(
             "an initial scribble needs an interactive model (an automatic model takes clicks and boxes)"

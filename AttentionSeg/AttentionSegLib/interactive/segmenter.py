@@ -74,14 +74,7 @@ def window_around(center: Sequence[float], patch: Sequence[int], shape: Sequence
 def object_center(prompts: ObjectPrompts, shape: Sequence[int]) -> np.ndarray:
     """Where the window goes: the centre of the box around the current mask, the positive clicks
     and the box prompt; the last click when there is nothing else; the image centre otherwise."""
-    corners = []
-    if prompts.previous_mask is not None:
-        box = bounding_box(prompts.previous_mask)
-        if box is not None:
-            corners += [box[0], tuple(v - 1 for v in box[1])]
-    corners += list(prompts.positive)
-    if prompts.box is not None:
-        corners += [prompts.box[0], tuple(v - 1 for v in prompts.box[1])]
+    corners = _object_corners(prompts, prompts.previous_mask)
     if not corners and prompts.negative:
         corners = [prompts.negative[-1]]
     if not corners:
@@ -244,17 +237,16 @@ class ObjectSegmenter:
         """One window centred on the object, zoomed out until the mask stays inside it."""
         shape = image.shape[1:]
         center = object_center(prompts, shape)
-        extent = _prompted_extent(prompts, current)
         patch = self.window.patch_size
-        levels = [level for level in self.zoom_levels if level >= object_zoom(extent, patch, self.zoom_levels)]
+        first = object_zoom(_prompted_extent(prompts, current), patch, self.zoom_levels)
+        levels = [level for level in self.zoom_levels if level >= first]
         for level in levels:
             working = zoomed_spacing(self.spacing, shape, level, patch)
-            region = window_around(center, self.window.extent(self.spacing, working), shape)
+            extent = self.window.extent(self.spacing, working)
+            region = window_around(center, extent, shape)
             crop_prompts = _crop_prompts(prompts, current, region)
             mask = self.window(image[(slice(None), *region)], crop_prompts, self.spacing, working)
-            if level == levels[-1] or not self._neighbours(
-                mask, region, shape, self.window.extent(self.spacing, working)
-            ):
+            if level == levels[-1] or not self._neighbours(mask, region, shape, extent):
                 break
         current[region] = mask
         return region, current[region]
@@ -274,16 +266,23 @@ class ObjectSegmenter:
         return found
 
 
+def _object_corners(prompts: ObjectPrompts, mask: np.ndarray | None) -> list[tuple[int, ...]]:
+    """The points that bound the object so far (inclusive voxel indices): the corners of the box
+    around ``mask``, the positive clicks and the corners of the box prompt."""
+    corners = []
+    for box in (bounding_box(mask) if mask is not None else None, prompts.box):
+        if box is not None:
+            corners += [tuple(box[0]), tuple(v - 1 for v in box[1])]
+    return corners + list(prompts.positive)
+
+
 def _prompted_extent(prompts: ObjectPrompts, mask: np.ndarray) -> np.ndarray:
     """The size (voxels, per axis) of the box around the mask so far, the clicks and the box prompt
     (1 for a lone click)."""
-    corners = [np.asarray(p) for p in (*prompts.positive, *prompts.negative)]
-    box = bounding_box(mask)
-    for start, stop in [b for b in (box, prompts.box) if b is not None]:
-        corners += [np.asarray(start), np.asarray(stop) - 1]
+    corners = _object_corners(prompts, mask) + list(prompts.negative)
     if not corners:
         return np.ones(mask.ndim)
-    points = np.stack(corners)
+    points = np.asarray(corners)
     return points.max(axis=0) - points.min(axis=0) + 1
 
 

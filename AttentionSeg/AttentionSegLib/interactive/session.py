@@ -143,7 +143,7 @@ class InteractiveSession:
         Raises:
             AttentionSegError: a mask not on the image grid, or an empty one.
         """
-        from AttentionSegLib.interactive.strokes import box_through_slice
+        from AttentionSegLib.interactive.strokes import box_through_slice, on_slice
         from AttentionSegLib.regions import interior_point
 
         if tuple(inside.shape) != self.shape or not inside.any():
@@ -153,13 +153,13 @@ class InteractiveSession:
         plane = tuple(slice(0, n) for n in self.shape)
         if len(self.shape) == 3:  # the slice's axis: where the contour is one voxel thick
             axis = int(np.argmin(stop - start))
-            on_slice = int(start[axis])
+            at = int(start[axis])
             start, stop = (np.asarray(v) for v in box_through_slice(start, stop, axis, self.shape))
-            plane = tuple(slice(on_slice, on_slice + 1) if d == axis else whole for d, whole in enumerate(plane))
+            plane = tuple(slice(at, at + 1) if d == axis else whole for d, whole in enumerate(plane))
             # The interior-most voxel of the contour within its slice (in 3D a one-voxel slab
             # would make every voxel equally near the border).
             in_plane = interior_point(inside[plane].squeeze(axis), np.delete(np.asarray(self.spacing), axis))
-            click = tuple(np.insert(np.asarray(in_plane), axis, on_slice))
+            click = on_slice(in_plane, axis, at)
         else:
             click = interior_point(inside, self.spacing)
         prompts = self._prompts_copy()

@@ -16,7 +16,7 @@ import numpy as np
 
 from AttentionSegLib.errors import AttentionSegError
 
-__all__ = ["stroke_voxels", "lasso_mask", "box_through_slice", "LASSO_PLANE_TOLERANCE"]
+__all__ = ["stroke_voxels", "lasso_mask", "box_through_slice", "slice_box", "on_slice", "LASSO_PLANE_TOLERANCE"]
 
 # How far (voxels) a lasso's points may lie off the slice they are drawn on: a slice view aligned
 # with the volume puts them on it up to rounding.
@@ -93,6 +93,19 @@ def box_through_slice(
     half = max(sides) // 2
     start[axis], stop[axis] = max(0, start[axis] - half), min(int(shape[axis]), start[axis] + 1 + half)
     return tuple(start), tuple(stop)
+
+
+def on_slice(voxel: Sequence[int], axis: int, index: int) -> tuple[int, ...]:
+    """A voxel of the slice ``index`` along ``axis`` (its in-plane indices) as a voxel of the volume."""
+    return tuple(int(v) for v in np.insert(np.asarray(voxel), axis, index))
+
+
+def slice_box(
+    start: Sequence[int], stop: Sequence[int], axis: int, index: int, shape: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A box drawn on the slice ``index`` along ``axis`` (in-plane corners, ``stop`` exclusive) as
+    the 3D box :func:`box_through_slice` reads it."""
+    return box_through_slice(on_slice(start, axis, index), on_slice(stop, axis, index + 1), axis, shape)
 
 
 def _as_points(points, shape, what: str, minimum: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from AttentionSegLib.interactive.prompts import ObjectPrompts, encode_prompts
 from AttentionSegLib.interactive.robot import bounding_box, next_click, random_interior_point
 from AttentionSegLib.interactive.segmenter import NetworkWindow, ObjectSegmenter
 from AttentionSegLib.interactive.session import InteractiveSession
-from AttentionSegLib.interactive.strokes import box_through_slice
+from AttentionSegLib.interactive.strokes import on_slice, slice_box
 from AttentionSegLib.regions import interior_point
 from AttentionSegLib.training.augmentation import epoch_seed
 from AttentionSegLib.training.experiment_planner import INTERACTIVE_VALIDATION_CLICKS as VALIDATION_CLICKS
@@ -143,7 +143,7 @@ def _slice_prompt(kind: str, target: np.ndarray, spacing, rng: np.random.Generat
         count = int(max(np.abs(np.subtract(*ends)).max(), 1)) + 1
         line = np.round(np.linspace(ends[0], ends[1], count)).astype(int)
         line = [tuple(v) for v in line if section[tuple(v)]] or [tuple(ends[0])]
-        prompts.positive.extend(tuple(int(v) for v in np.insert(np.asarray(p), axis, index)) for p in line)
+        prompts.positive.extend(on_slice(p, axis, index) for p in line)
         return prompts
     start, stop = bounding_box(section)
     if kind == "lasso":  # a contour a little outside the section: its box, and a click inside
@@ -151,11 +151,10 @@ def _slice_prompt(kind: str, target: np.ndarray, spacing, rng: np.random.Generat
         start = tuple(max(0, a - margin) for a in start)
         stop = tuple(min(n, b + margin) for b, n in zip(stop, section.shape))
         click = interior_point(section, in_plane)
-        prompts.positive.append(tuple(int(v) for v in np.insert(np.asarray(click), axis, index)))
+        prompts.positive.append(on_slice(click, axis, index))
     else:
         start, stop = _jittered(start, stop, simulation.box_jitter_voxels, section.shape, rng)
-    start3, stop3 = np.insert(np.asarray(start), axis, index), np.insert(np.asarray(stop), axis, index + 1)
-    prompts.box = box_through_slice(start3, stop3, axis, target.shape)
+    prompts.box = slice_box(start, stop, axis, index, target.shape)
     return prompts
 
 

@@ -36,7 +36,7 @@ from scipy import ndimage
 from AttentionSegLib.data.collection import Collection, CollectionCase, CollectionDataset
 from AttentionSegLib.data.preprocessing import Normalization
 from AttentionSegLib.interactive.segmenter import object_zoom, zoomed_spacing
-from AttentionSegLib.io.image import read_image
+from AttentionSegLib.io.image import check_same_grid, read_image
 from AttentionSegLib.io.label_map import read_label_image
 
 __all__ = ["LoadedCase", "ObjectSample", "load_case", "load_cases", "draw_sample", "NORMALIZATION"]
@@ -74,11 +74,10 @@ def load_case(dataset: CollectionDataset, case: CollectionCase) -> LoadedCase:
     label = read_label_image(case.label)
     array = image.array if image.has_channels else image.array[None]
     normalized = NORMALIZATION.apply(array[:1]).astype(np.float32)
+    check_same_grid(image, label, str(case.image), str(case.label))
     values = label.array.astype(np.int16)
     if dataset.labels is not None:
         values = np.where(np.isin(values, list(dataset.labels)), values, 0).astype(np.int16)
-    if values.shape != normalized.shape[1:]:
-        raise ValueError(f"{case.label}: label grid {values.shape} differs from the image's {normalized.shape[1:]}")
     found, counts = np.unique(values, return_counts=True)
     present = tuple(int(v) for v, n in zip(found, counts) if v != 0 and n >= _MIN_OBJECT_VOXELS)
     return LoadedCase(dataset.name, case.case_id, normalized, values, tuple(image.spacing_array_order), present)

@@ -10,7 +10,8 @@ is counted in steps. What both share is used from the same modules: the simulate
 prompt encoding, the loss, the robot user for validation, atomic checkpoints and the model file.
 
 Reproducible and resumable: step ``k`` draws its samples from ``(seed, k)`` alone and reseeds
-PyTorch from it; the run folder holds ``config.json`` (the run's settings), ``checkpoint.pt``
+PyTorch from it; the run folder (:class:`~AttentionSegLib.training.run_folder.RunFolder`, locked
+while a run trains in it) holds ``config.json`` (the run's settings), ``checkpoints/last.pt``
 (weights, optimiser, step; written atomically every ``checkpoint_minutes``), ``model.pt`` (the
 model file of the last checkpoint) and ``log.jsonl`` (one line per logged step). ``--resume``
 continues a stopped run from its checkpoint: the same steps as an uninterrupted run (CPU).
@@ -41,6 +42,7 @@ from AttentionSegLib.models import build_from_spec
 from AttentionSegLib.training.interactive import UserSimulation, simulate_prompts
 from AttentionSegLib.training.losses import build_loss
 from AttentionSegLib.training.promptable.samples import NORMALIZATION, LoadedCase, draw_sample, load_cases
+from AttentionSegLib.training.run_folder import RunFolder, RunLock
 
 __all__ = ["PromptableConfig", "train_promptable", "GENERALIST_SIMULATION", "network_spec"]
 
@@ -113,7 +115,7 @@ def network_spec(config: PromptableConfig) -> dict:
 class _Run:
     def __init__(self, config: PromptableConfig) -> None:
         self.config = config
-        self.folder = Path(config.run_dir)
+        self.folder = RunFolder(config.run_dir)
         self.collection: Collection = load_collection(config.collection, config.data_root).without(config.leave_out)
         self.device = resolve_device(config.device)
         self.encoding = PromptEncoding(config.click_radius_mm)
@@ -132,7 +134,7 @@ class _Run:
         for case in self.cases:
             by_dataset.setdefault(case.dataset, []).append(case)
         weights = {dataset.name: dataset.weight for dataset in self.collection.datasets}
-        self.datasets = [name for name in by_dataset]
+        self.datasets = list(by_dataset)
         self.by_dataset = by_dataset
         total = sum(weights[name] for name in self.datasets)
         self.weights = np.asarray([weights[name] / total for name in self.datasets])
@@ -185,15 +187,8 @@ class _Run:
         return float(loss.detach())
 
     # ---------------------------------------------------------------- files
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.folder / "checkpoint.pt"
-
-    @property
-    def model_path(self) -> Path:
-        return self.folder / "model.pt"
-
     def save(self, seconds: float) -> None:
+        self.folder.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(
             {
                 "format": "attentionseg-promptable-checkpoint",
@@ -202,17 +197,17 @@ class _Run:
                 "step": self.step,
                 "seconds": seconds,
             },
-            self.checkpoint_path,
+            self.folder.last_checkpoint,
         )
-        self.model_file(seconds).save(self.model_path)
+        self.model_file(seconds).save(self.folder.model_file)
 
     def restore(self) -> float:
         try:
-            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+            state = torch.load(self.folder.last_checkpoint, map_location=self.device, weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (OSError, RuntimeError, KeyError, ValueError) as error:
-            raise AttentionSegError(f"{self.checkpoint_path}: cannot resume ({str(error)[:160]})") from None
+            raise AttentionSegError(f"{self.folder.last_checkpoint}: cannot resume ({str(error)[:160]})") from None
         self.step = int(state["step"])
         return float(state.get("seconds", 0.0))
 
@@ -281,27 +276,37 @@ def train_promptable(config: PromptableConfig, resume: bool = False, log=print) 
 
     Raises:
         AttentionSegError: a bad collection, a folder that holds another run (without ``resume``),
-            or nothing to resume.
+            a folder another training is running in, or nothing to resume.
     """
-    folder = Path(config.run_dir)
-    config_file = folder / "config.json"
+    folder = RunFolder(config.run_dir)
     if resume:
-        if not config_file.is_file() or not (folder / "checkpoint.pt").is_file():
-            raise AttentionSegError(f"{folder}: nothing to resume (no config.json and checkpoint.pt)")
-        saved = PromptableConfig(**json.loads(config_file.read_text()))
+        if not folder.config_file.is_file() or not folder.can_resume():
+            checkpoint = folder.last_checkpoint.relative_to(folder.path).as_posix()
+            raise AttentionSegError(f"{folder.path}: nothing to resume (no config.json and {checkpoint})")
+        saved = PromptableConfig(**json.loads(folder.config_file.read_text()))
         # A resumed run keeps its settings; it may get more steps and another time limit or device.
         saved.steps = max(saved.steps, config.steps) if config.steps else saved.steps
         saved.minutes, saved.device = config.minutes, config.device
         # Paths are this invocation's: a run folder may have been moved or copied since.
         saved.collection, saved.data_root, saved.run_dir = config.collection, config.data_root, config.run_dir
         config = saved
-    elif folder.exists() and any(folder.iterdir()):
-        raise AttentionSegError(f"{folder}: the folder is not empty; use --resume to continue the run in it")
+    else:
+        folder.check_can_create()
+        if folder.holds_files_other_than():
+            raise AttentionSegError(f"{folder.path}: the folder is not empty; use --resume to continue the run in it")
     config.check()
+    lock = RunLock(folder).acquire()
+    try:
+        return _train(config, folder, resume, log)
+    finally:
+        lock.release()
+
+
+def _train(config: PromptableConfig, folder: RunFolder, resume: bool, log) -> Path:
     run = _Run(config)
     seconds_before = run.restore() if resume else 0.0
-    folder.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(json.dumps(asdict(config), indent=2))
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.config_file.write_text(json.dumps(asdict(config), indent=2))
     run.load(log)
     log(f"device {run.device}; step {run.step} of {config.steps}")
 
@@ -313,7 +318,7 @@ def train_promptable(config: PromptableConfig, resume: bool = False, log=print) 
     last_save = started
     losses: list[float] = []
     try:
-        with (folder / "log.jsonl").open("a") as log_file:
+        with (folder.path / "log.jsonl").open("a") as log_file:
             while run.step < config.steps and not run.stop_requested:
                 losses.append(run.train_step())
                 elapsed = time.perf_counter() - started
@@ -338,5 +343,5 @@ def train_promptable(config: PromptableConfig, resume: bool = False, log=print) 
             signal.signal(sig, handler)
     run.save(seconds_before + time.perf_counter() - started)
     finished = run.step >= config.steps
-    log(f"{'finished' if finished else 'stopped'} at step {run.step} of {config.steps}; model file {run.model_path}")
-    return run.model_path
+    log(f"{'finished' if finished else 'stopped'} at step {run.step} of {config.steps}; model file {folder.model_file}")
+    return folder.model_file
