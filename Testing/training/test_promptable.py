@@ -260,3 +260,27 @@ def test_interactive_eval_measures_the_generalist_on_its_held_out_cases_and_ever
     refused = attentionseg("interactive-eval", whole, other, "--clicks", "1")
     assert_bad_input(refused, "holds out no case of", "--split all")
     assert attentionseg("interactive-eval", whole, other, "--clicks", "1", "--split", "all").returncode == 0
+
+
+def test_sample_workers_change_nothing_but_speed_and_init_starts_from_a_models_weights(tiny_runs, collection_file):
+    whole, _, _, folder = tiny_runs
+    path, root = collection_file
+
+    def config(name, **changes):
+        settings = dict(steps=4, patch=32, channels=[4, 8, 8, 8, 8]) | changes
+        return PromptableConfig(str(path), str(root), str(folder / name), **settings)
+
+    pooled = load_model_file(train_promptable(config("pooled", workers=2), log=lambda line: None))
+    reference = load_model_file(whole)
+    for key, value in reference.state_dict.items():
+        assert torch.equal(value, pooled.state_dict[key]), key
+    # Started from the whole run's weights, one step at learning rate 0 leaves them as they were.
+    started = load_model_file(
+        train_promptable(config("init", steps=1, learning_rate=0.0, init=str(whole)), log=lambda line: None)
+    )
+    assert started.training["initialised_from"] == whole.name
+    for key, value in reference.state_dict.items():
+        assert torch.equal(value, started.state_dict[key]), key
+    with pytest.raises(AttentionSegError, match="is not this run's; --init needs the same network"):
+        train_promptable(config("other", channels=[4, 8, 8, 8, 16], init=str(whole)), log=lambda line: None)
+    assert not (folder / "other" / "model.pt").exists()

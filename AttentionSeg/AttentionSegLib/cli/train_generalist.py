@@ -34,6 +34,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--patch", type=int, default=64, help="the window, voxels per axis (a multiple of 16)")
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes drawing samples and simulating the user while the network trains (a GPU needs them; "
+        "the results do not depend on it)",
+    )
+    parser.add_argument(
+        "--init", type=Path, default=None, metavar="MODEL", help="start from this model file's weights (same network)"
+    )
     parser.add_argument("--resume", action="store_true", help="go on with the run in RUN_DIR from its checkpoint")
     parser.set_defaults(run=run)
 
@@ -51,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         patch=args.patch,
         batch_size=args.batch_size,
+        workers=args.workers,
+        init=str(args.init) if args.init else None,
     )
     if args.steps is not None:
         config.steps = args.steps

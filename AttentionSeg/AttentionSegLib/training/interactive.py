@@ -166,6 +166,7 @@ def simulate_prompts(
     encoding,
     rng: np.random.Generator,
     simulation: UserSimulation,
+    map_fn=map,
 ) -> torch.Tensor:
     """The prompt channels (B, 4, *patch) of a batch after the simulated user's initial prompt and
     correction rounds.
@@ -176,29 +177,45 @@ def simulate_prompts(
         targets: (B, *patch) bool object masks.
         spacing: mm of the patch grid, or one such spacing per sample.
         encoding: the :class:`~AttentionSegLib.interactive.prompts.PromptEncoding`.
+        map_fn: how the per-sample work (prompts, next clicks, encodings) is mapped over the batch:
+            ``map`` here, a process pool's ``map`` where the network is fast enough to wait on it.
+            Each sample draws from its own seed, so the result does not depend on it.
     """
-    shape = targets.shape[1:]
     per_sample = np.ndim(spacing) == 2
     spacings = [tuple(s) for s in spacing] if per_sample else [tuple(spacing)] * len(targets)
-    prompts = [initial_prompts(target, s, rng, simulation) for target, s in zip(targets, spacings)]
-
-    def encode() -> torch.Tensor:
-        channels = np.stack([encode_prompts(shape, s, prompt, encoding) for prompt, s in zip(prompts, spacings)])
-        return torch.from_numpy(channels).to(images.device)
-
+    seeds = rng.integers(2**63, size=len(targets))
     rounds = 0
     if rng.random() < simulation.correction_probability:
         rounds = int(rng.integers(1, simulation.max_correction_rounds + 1))
+    work = [(t, s, int(seed), simulation, encoding) for t, s, seed in zip(targets, spacings, seeds)]
+    prompts, channels = zip(*map_fn(_first_prompt_encoded, work))
     for _ in range(rounds):
-        predictions = predict(torch.cat([images, encode().to(images.dtype)], dim=1))
-        for prompt, prediction, target, sample_spacing in zip(prompts, predictions, targets, spacings):
-            if not target.any():
-                continue
-            click = next_click(prediction, target, sample_spacing)
-            prompt.previous_mask = prediction
-            if click is not None:
-                (prompt.positive if click.positive else prompt.negative).append(click.index)
-    return encode().to(images.dtype)
+        inputs = torch.cat([images, _stacked(channels, images)], dim=1)
+        work = [(p, m, t, s, encoding) for p, m, t, s in zip(prompts, predict(inputs), targets, spacings)]
+        prompts, channels = zip(*map_fn(_corrected_encoded, work))
+    return _stacked(channels, images)
+
+
+def _stacked(channels, images: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.stack(channels)).to(device=images.device, dtype=images.dtype)
+
+
+def _first_prompt_encoded(work) -> tuple[ObjectPrompts, np.ndarray]:
+    """One sample's initial prompt and its channels (a module function: it runs in pool workers)."""
+    target, spacing, seed, simulation, encoding = work
+    prompts = initial_prompts(target, spacing, np.random.default_rng(seed), simulation)
+    return prompts, encode_prompts(target.shape, spacing, prompts, encoding)
+
+
+def _corrected_encoded(work) -> tuple[ObjectPrompts, np.ndarray]:
+    """One sample's prompts after the user's next click on the network's ``prediction``."""
+    prompts, prediction, target, spacing, encoding = work
+    if target.any():
+        click = next_click(prediction, target, spacing)
+        prompts.previous_mask = prediction
+        if click is not None:
+            (prompts.positive if click.positive else prompts.negative).append(click.index)
+    return prompts, encode_prompts(target.shape, spacing, prompts, encoding)
 
 
 class InteractiveTrainer(Trainer):

@@ -15,11 +15,18 @@ while a run trains in it) holds ``config.json`` (the run's settings), ``checkpoi
 (weights, optimiser, step; written atomically every ``checkpoint_minutes``), ``model.pt`` (the
 model file of the last checkpoint) and ``log.jsonl`` (one line per logged step). ``--resume``
 continues a stopped run from its checkpoint: the same steps as an uninterrupted run (CPU).
+
+Fast on a GPU: with ``workers`` the samples of the next step are drawn in a pool of forked processes
+while the network trains on this one, and the simulated user's per-sample work (next clicks,
+encodings) is mapped over the same pool; every sample draws from its own seed, so the run does not
+depend on how many workers there are. ``init`` starts from another model file's weights (a longer
+run or a fine-tune continuing the shipped model).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import platform
 import signal
 import time
@@ -34,14 +41,20 @@ from AttentionSegLib import __version__
 from AttentionSegLib.data.collection import Collection, load_collection
 from AttentionSegLib.devices import autocast, resolve_device
 from AttentionSegLib.errors import AttentionSegError
-from AttentionSegLib.inference.model_file import ModelFile
+from AttentionSegLib.inference.model_file import ModelFile, load_model_file
 from AttentionSegLib.interactive.prompts import PromptEncoding
 from AttentionSegLib.interactive.segmenter import ZOOM_LEVELS
 from AttentionSegLib.io.atomic import atomic_torch_save
 from AttentionSegLib.models import build_from_spec
 from AttentionSegLib.training.interactive import UserSimulation, simulate_prompts
 from AttentionSegLib.training.losses import build_loss
-from AttentionSegLib.training.promptable.samples import NORMALIZATION, LoadedCase, draw_sample, load_cases
+from AttentionSegLib.training.promptable.samples import (
+    NORMALIZATION,
+    LoadedCase,
+    ObjectSample,
+    draw_sample,
+    load_cases,
+)
 from AttentionSegLib.training.run_folder import RunFolder, RunLock
 
 __all__ = ["PromptableConfig", "train_promptable", "GENERALIST_SIMULATION", "network_spec"]
@@ -71,6 +84,9 @@ class PromptableConfig:
         patch: the window, voxels per axis.
         channels: widths of the UNet's levels.
         batch_size, learning_rate, seed, device, click_radius_mm, checkpoint_minutes: as named.
+        workers: processes drawing samples and simulating the user (0: in this process); the
+            run's numbers do not depend on it.
+        init: a model file whose weights the run starts from (same network), or None.
         name: the model's name (its file's stem when shipped).
     """
 
@@ -88,9 +104,13 @@ class PromptableConfig:
     device: str = "auto"
     click_radius_mm: float = 2.0
     checkpoint_minutes: float = 5.0
+    workers: int = 0
+    init: str | None = None
     name: str = "promptable-generalist"
 
     def check(self) -> None:
+        if self.workers < 0:
+            raise AttentionSegError(f"workers ({self.workers}) must be 0 or more")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 32 or self.patch % 16:
             raise AttentionSegError(
                 f"steps ({self.steps}) and batch size ({self.batch_size}) must be positive and the patch "
@@ -112,27 +132,67 @@ def network_spec(config: PromptableConfig) -> dict:
     }
 
 
+# The cases a pool worker draws samples from: inherited when the pool forks, never pickled.
+_WORKER_CASES: list[LoadedCase] = []
+
+
+def _use_cases(cases: list[LoadedCase]) -> None:
+    global _WORKER_CASES
+    _WORKER_CASES = cases
+
+
+def _start_worker(cases: list[LoadedCase]) -> None:
+    _use_cases(cases)
+    torch.set_num_threads(1)  # the pool is the parallelism; threads per worker would oversubscribe
+
+
+def _draw_in_worker(work) -> ObjectSample:
+    case_index, patch, seed = work
+    return draw_sample(_WORKER_CASES[case_index], patch, np.random.default_rng(seed))
+
+
 class _Run:
-    def __init__(self, config: PromptableConfig) -> None:
+    def __init__(self, config: PromptableConfig, collection: Collection | None = None, initialise: bool = True):
         self.config = config
         self.folder = RunFolder(config.run_dir)
-        self.collection: Collection = load_collection(config.collection, config.data_root).without(config.leave_out)
+        if collection is None:
+            collection = load_collection(config.collection, config.data_root)
+        self.collection: Collection = collection.without(config.leave_out)
         self.device = resolve_device(config.device)
         self.encoding = PromptEncoding(config.click_radius_mm)
         torch.manual_seed(config.seed)
-        self.model = build_from_spec(network_spec(config)).to(self.device)
+        # On the CPU until the sample workers are forked (see start): a forked CUDA context is unusable.
+        self.model = build_from_spec(network_spec(config))
+        if config.init and initialise:
+            self._initialise(Path(config.init))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
         self.loss = build_loss("dice_ce", deep_supervision=False)
         self.step = 0
         self.stop_requested = False
+        self.pool = None
+        self.prefetched: tuple[int, multiprocessing.pool.AsyncResult] | None = None
+
+    def _initialise(self, path: Path) -> None:
+        model_file = load_model_file(path)
+        if model_file.network != network_spec(self.config):
+            raise AttentionSegError(
+                f"{path}: its network ({model_file.network['name']}, patch {model_file.patch_size}, "
+                f"options {model_file.network.get('options')}) is not this run's; --init needs the same network"
+            )
+        self.model.load_state_dict(model_file.state_dict)
 
     # ---------------------------------------------------------------- data
-    def load(self, log) -> None:
+    def load(self, log, cases: list[LoadedCase] | None = None) -> None:
         started = time.perf_counter()
-        self.cases: list[LoadedCase] = load_cases(self.collection)
-        by_dataset: dict[str, list[LoadedCase]] = {}
-        for case in self.cases:
-            by_dataset.setdefault(case.dataset, []).append(case)
+        if cases is None:
+            cases = load_cases(self.collection)
+        else:  # cases already in memory: keep those of the collection's (not left-out) datasets
+            names = {dataset.name for dataset in self.collection.datasets}
+            cases = [case for case in cases if case.dataset in names]
+        self.cases: list[LoadedCase] = cases
+        by_dataset: dict[str, list[int]] = {}
+        for index, case in enumerate(self.cases):
+            by_dataset.setdefault(case.dataset, []).append(index)
         weights = {dataset.name: dataset.weight for dataset in self.collection.datasets}
         self.datasets = list(by_dataset)
         self.by_dataset = by_dataset
@@ -141,12 +201,45 @@ class _Run:
         counts = {name: len(cases) for name, cases in by_dataset.items()}
         log(f"loaded {len(self.cases)} training cases {counts} in {time.perf_counter() - started:.0f} s")
 
-    def batch(self, rng: np.random.Generator):
-        samples = []
+    def start(self) -> None:
+        """Fork the sample workers, then move the network to its device."""
+        if self.config.workers > 0:
+            context = multiprocessing.get_context("fork")
+            self.pool = context.Pool(self.config.workers, initializer=_start_worker, initargs=(self.cases,))
+        else:
+            _use_cases(self.cases)
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool = None
+
+    def _batch_work(self, step: int) -> list[tuple[int, list[int], int]]:
+        """What the samples of ``step`` are: (case index, patch, seed) each, from ``(seed, step)``."""
+        rng = np.random.default_rng([self.config.seed, step, 0])
+        work = []
         for _ in range(self.config.batch_size):
             dataset = self.datasets[int(rng.choice(len(self.datasets), p=self.weights))]
             cases = self.by_dataset[dataset]
-            samples.append(draw_sample(cases[int(rng.integers(len(cases)))], [self.config.patch] * 3, rng))
+            work.append((cases[int(rng.integers(len(cases)))], [self.config.patch] * 3, int(rng.integers(2**63))))
+        return work
+
+    def samples(self, step: int) -> list[ObjectSample]:
+        if self.pool is None:
+            return [_draw_in_worker(work) for work in self._batch_work(step)]
+        if self.prefetched is not None and self.prefetched[0] == step:
+            pending = self.prefetched[1]
+        else:
+            pending = self.pool.map_async(_draw_in_worker, self._batch_work(step))
+        if step + 1 < self.config.steps:
+            self.prefetched = (step + 1, self.pool.map_async(_draw_in_worker, self._batch_work(step + 1)))
+        return pending.get()
+
+    def batch(self, step: int):
+        samples = self.samples(step)
         images = torch.from_numpy(np.stack([s.image for s in samples])).to(self.device)
         targets = np.stack([s.target for s in samples])
         return images, targets, [s.spacing for s in samples]
@@ -168,10 +261,19 @@ class _Run:
         return (logits[:, 1] > logits[:, 0]).cpu().numpy()
 
     def train_step(self) -> float:
-        rng = np.random.default_rng([self.config.seed, self.step])
         torch.manual_seed(self.config.seed * 1_000_003 + self.step)
-        images, targets, spacings = self.batch(rng)
-        prompts = simulate_prompts(self._predict, images, targets, spacings, self.encoding, rng, GENERALIST_SIMULATION)
+        images, targets, spacings = self.batch(self.step)
+        rng = np.random.default_rng([self.config.seed, self.step, 1])
+        prompts = simulate_prompts(
+            self._predict,
+            images,
+            targets,
+            spacings,
+            self.encoding,
+            rng,
+            GENERALIST_SIMULATION,
+            map_fn=map if self.pool is None else self.pool.map,
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         self.model.train()
@@ -247,6 +349,7 @@ class _Run:
                 "collection": Path(config.collection).name,
                 "datasets": datasets,
                 "left_out": list(config.leave_out),
+                "initialised_from": Path(config.init).name if config.init else None,
                 "steps": self.step,
                 "steps_planned": config.steps,
                 "training_seconds": round(seconds),
@@ -266,13 +369,22 @@ class _Run:
 def _portable_config(config: PromptableConfig) -> dict:
     """The settings without this machine's paths (the model card's command gives them)."""
     values = asdict(config)
-    for key in ("collection", "data_root", "run_dir"):
-        values[key] = Path(values[key]).name
+    for key in ("collection", "data_root", "run_dir", "init"):
+        if values[key]:
+            values[key] = Path(values[key]).name
     return values
 
 
-def train_promptable(config: PromptableConfig, resume: bool = False, log=print) -> Path:
+def train_promptable(
+    config: PromptableConfig,
+    resume: bool = False,
+    log=print,
+    data: tuple[Collection, list[LoadedCase]] | None = None,
+) -> Path:
     """Train (or go on training) the generalist; returns the run's model file.
+
+    ``data``: the collection and its training cases already in memory, where the collection's files
+    are not at hand (a packed copy sent to a lent GPU machine, ``bench/gpu_generalist.py``).
 
     Raises:
         AttentionSegError: a bad collection, a folder that holds another run (without ``resume``),
@@ -286,7 +398,7 @@ def train_promptable(config: PromptableConfig, resume: bool = False, log=print) 
         saved = PromptableConfig(**json.loads(folder.config_file.read_text()))
         # A resumed run keeps its settings; it may get more steps and another time limit or device.
         saved.steps = max(saved.steps, config.steps) if config.steps else saved.steps
-        saved.minutes, saved.device = config.minutes, config.device
+        saved.minutes, saved.device, saved.workers = config.minutes, config.device, config.workers
         # Paths are this invocation's: a run folder may have been moved or copied since.
         saved.collection, saved.data_root, saved.run_dir = config.collection, config.data_root, config.run_dir
         config = saved
@@ -297,18 +409,27 @@ def train_promptable(config: PromptableConfig, resume: bool = False, log=print) 
     config.check()
     lock = RunLock(folder).acquire()
     try:
-        return _train(config, folder, resume, log)
+        return _train(config, folder, resume, log, data)
     finally:
         lock.release()
 
 
-def _train(config: PromptableConfig, folder: RunFolder, resume: bool, log) -> Path:
-    run = _Run(config)
+def _train(config: PromptableConfig, folder: RunFolder, resume: bool, log, data) -> Path:
+    collection, cases = data if data is not None else (None, None)
+    run = _Run(config, collection, initialise=not resume)
+    run.load(log, cases)
+    run.start()
+    try:
+        return _train_steps(run, config, folder, resume, log)
+    finally:
+        run.stop()
+
+
+def _train_steps(run: _Run, config: PromptableConfig, folder: RunFolder, resume: bool, log) -> Path:
     seconds_before = run.restore() if resume else 0.0
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.config_file.write_text(json.dumps(asdict(config), indent=2))
-    run.load(log)
-    log(f"device {run.device}; step {run.step} of {config.steps}")
+    log(f"device {run.device}; step {run.step} of {config.steps}; {config.workers} sample workers")
 
     def request_stop(signum, frame):
         run.stop_requested = True
