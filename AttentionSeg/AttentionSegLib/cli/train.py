@@ -56,7 +56,14 @@ def _start_line(event: dict) -> str:
     return (
         f"training {event['model']} on {event['dataset']}: {event['n_train']} train / {event['n_val']} "
         f"validation cases, patch {'x'.join(map(str, event['patch_size']))}, batch {event['batch_size']}, "
-        f"device {event['device']}" + (f", resumed at epoch {event['start_epoch']}" if event["resumed"] else "")
+        f"device {event['device']}"
+        + (f", resumed at epoch {event['start_epoch']}" if event["resumed"] else "")
+        + (f", starting from {event['initialised_from']}" if event.get("initialised_from") else "")
+        + (
+            f" (new output channels for labels {event['new_label_channels']})"
+            if event.get("new_label_channels")
+            else ""
+        )
     )
 
 

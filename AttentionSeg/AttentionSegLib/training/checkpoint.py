@@ -11,11 +11,13 @@ the training so far.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -166,6 +168,7 @@ def build_model_file(
             "best_dice": {str(k): v for k, v in state.best_dice.items()},
             "recipe": {key: getattr(config, key) for key in _RECIPE_KEYS},
             **({"experiment_plan": experiment_plan} if experiment_plan else {}),
+            **({"initialised_from": base_summary(config.init)} if config.init else {}),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": {
                 "attentionseg": __version__,
@@ -176,6 +179,26 @@ def build_model_file(
         },
         state_dict={key: value.detach().cpu().clone() for key, value in network.state_dict().items()},
     )
+
+
+def base_summary(path: str) -> dict:
+    """What a fine-tune started from: the base model file's name, SHA-256 (when the file is still
+    there) and the dataset it was trained on."""
+    from AttentionSegLib.training.fine_tune import base_model
+
+    summary: dict = {"file": Path(path).name}
+    if Path(path).is_file():
+        base = base_model(path)
+        summary.update(sha256=_cached_digest(str(Path(path).resolve()), Path(path).stat().st_mtime_ns))
+        summary.update(dataset=base.training.get("dataset"), name=base.training.get("name"))
+    return summary
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_digest(path: str, mtime_ns: int) -> str:
+    from AttentionSegLib.training.fine_tune import file_digest
+
+    return file_digest(path)
 
 
 def _monai_version() -> str:

@@ -82,6 +82,8 @@ class TrainingConfig:
         interactive: train the interactive (click-conditioned) variant of the network
             (:mod:`AttentionSegLib.training.interactive`).
         click_radius_mm: interactive: a click's ball radius in mm; default from the target spacing.
+        init: a model file to start from (:mod:`AttentionSegLib.training.fine_tune`); the network,
+            grid and normalisation are then the model's.
         use_plan: fill the settings left at their default from the experiment plan
             (:mod:`AttentionSegLib.training.experiment_planner`), as ``attentionseg plan`` prints it.
     """
@@ -188,6 +190,15 @@ class TrainingConfig:
             metavar="MM",
         ),
     )
+    init: str | None = field(
+        default=None,
+        metadata=_flag(
+            "--init",
+            "start from this model file's weights (a fine-tune): its network, spacing, patch and normalisation "
+            "are kept; labels the model lacks get new output channels",
+            metavar="MODEL_FILE",
+        ),
+    )
     use_plan: bool = field(
         default=True,
         metadata=_flag(
@@ -211,7 +222,7 @@ class TrainingConfig:
         ]
         checks = [
             (bool(str(self.dataset).strip()), "choose a dataset definition (dataset.json)"),
-            (bool(self.model), "choose a network"),
+            (bool(self.model) or bool(self.init), "choose a network"),
             (bool(str(self.run_dir).strip()), "choose a run folder (--out)"),
             *[(value is None or value >= 1, f"{message}, got {value}") for _, value, message in positive_or_none],
             (_positive(self.learning_rate), f"learning rate must be positive, got {self.learning_rate}"),
@@ -323,13 +334,15 @@ class TrainingConfig:
             if hasattr(args, item.name):  # flags not given are absent (argparse.SUPPRESS)
                 value = getattr(args, item.name)
                 values[item.name] = str(value) if isinstance(value, Path) else value
+        required = (("dataset", "DATASET_JSON"), ("model", "--model"), ("run_dir", "--out"))
         missing = [
             flag
-            for name, flag in (("dataset", "DATASET_JSON"), ("model", "--model"), ("run_dir", "--out"))
-            if values.get(name) in (None, "")
+            for name, flag in required
+            if values.get(name) in (None, "") and not (name == "model" and values.get("init"))
         ]
         if missing:
             raise AttentionSegError(f"train: give {' and '.join(missing)} (or a --config file that has them)")
+        values.setdefault("model", "")  # --init: the model file's network
         return cls(**values)
 
     def arguments(self) -> list[str]:

@@ -367,16 +367,19 @@ def apply_plan(config, plan: ExperimentPlan):
     configuration and the settings applied (name -> :class:`PlannedValue`).
 
     A setting counts as left when it equals the schema's default (so ``--val-every 1`` reads as
-    unset); the network topology is not planned for ``--compact`` runs or when options are given.
+    unset); the network topology is not planned for ``--compact`` runs or when options are given,
+    and nothing of :data:`~AttentionSegLib.training.fine_tune.MODEL_SETTINGS` for a fine-tune.
     """
     from dataclasses import fields, replace
 
     from AttentionSegLib.training.config import field_default
+    from AttentionSegLib.training.fine_tune import MODEL_SETTINGS
 
     defaults = {item.name: field_default(item) for item in fields(config)}
+    kept = MODEL_SETTINGS if getattr(config, "init", None) else ()  # a fine-tune keeps its model's
     applied = {}
     for name, planned in plan.values.items():
-        if name not in defaults or getattr(config, name) != defaults[name]:
+        if name not in defaults or getattr(config, name) != defaults[name] or name in kept:
             continue
         if name == "options" and config.compact:
             continue

@@ -81,6 +81,10 @@ def settle_run_config(folder: RunFolder, config: TrainingConfig, resume: bool, i
         saved.device = config.device if config.device != "auto" else saved.device
         return RunConfig(saved.resolved())
     config.validate()
+    if config.init:
+        from AttentionSegLib.training.fine_tune import settings_from_model
+
+        config = settings_from_model(config)
     config.resolved()  # refuse an unknown network or bad values before reading the dataset
     # A new run needs an empty folder; a config.json there is the one it was started from
     # (``attentionseg train --config RUN_DIR/config.json``, as the Training module does).

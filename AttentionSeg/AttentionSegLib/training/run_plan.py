@@ -137,8 +137,15 @@ def plan_training(
     mirror_axes = resolve_mirror_axes(config, definition.spatial_dims)
     split = resolve_split(definition, f"fold:{config.fold}", config.n_folds, config.split_seed)
     label_values = sorted({0, *definition.labels})
+    base = None
+    if config.init:  # a fine-tune: the model's normalisation, not refitted (fine_tune's docstring)
+        from AttentionSegLib.training.fine_tune import base_model
+
+        base = base_model(config.init)
     clinical = None
-    if info.clinical_input and definition.clinical_variables:
+    if base is not None:
+        clinical = base.clinical_normalization
+    elif info.clinical_input and definition.clinical_variables:
         rows = [definition.case(case_id).clinical for case_id in split["train"]]
         clinical = ClinicalNormalization.fit(definition.clinical_variables, rows)
     target_spacing = (
@@ -149,7 +156,11 @@ def plan_training(
     kind = image_kind(definition)
     lookup = label_lookup(label_values)
     train_cases = load_cases(definition, split["train"], target_spacing, lookup, clinical)
-    normalization = _fit_and_apply_normalization(kind, train_cases)
+    if base is not None:
+        normalization = base.normalization
+        normalize_cases(train_cases, normalization)
+    else:
+        normalization = _fit_and_apply_normalization(kind, train_cases)
     val_cases = load_cases(definition, split["val"], target_spacing, lookup, clinical)
     normalize_cases(val_cases, normalization)
     median_shape = tuple(int(v) for v in np.median([case.image.shape[1:] for case in train_cases], axis=0))
@@ -193,6 +204,10 @@ def plan_training(
         foreground_oversampling=1.0 if config.interactive else oversampling,
         prompt_encoding=prompt_encoding,
     )
+    if base is not None:
+        from AttentionSegLib.training.fine_tune import check_dataset_fits
+
+        check_dataset_fits(base, plan, config.init)
     return plan, train_cases, val_cases
 
 

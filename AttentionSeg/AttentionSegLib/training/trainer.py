@@ -252,11 +252,16 @@ class Trainer:
             )
 
     def _build_model(self) -> None:
-        """The network (initialised from the seed) on the device, its optimiser, gradient scaler
-        (float16 autocast only) and loss."""
+        """The network (initialised from the seed, or from the ``--init`` model's weights) on the
+        device, its optimiser, gradient scaler (float16 autocast only) and loss."""
         spec, config = self.plan.network, self.config
         torch.manual_seed(config.seed)
         network = build_from_spec(spec)
+        self.new_label_channels: list[int] = []
+        if config.init and not self.resume:
+            from AttentionSegLib.training.fine_tune import base_model, load_base_weights
+
+            self.new_label_channels = load_base_weights(network, base_model(config.init), self.plan, config.init)
         self.model = (SliceWise(network) if self.plan.slice_wise else network).to(self.device)
         self.optimizer = build_optimizer(config, self.model.parameters())
         use_scaler = self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
@@ -303,6 +308,8 @@ class Trainer:
             batch_size=config.batch_size,
             iterations_per_epoch=self.iterations,
             world_size=self.ranks.world_size,
+            initialised_from=config.init,
+            new_label_channels=self.new_label_channels,
         )
 
     def _install_signal_handlers(self) -> dict:
@@ -515,7 +522,13 @@ def train(
     """Run a training to the end; see :class:`Trainer` (and, for ``config.interactive``,
     :class:`~AttentionSegLib.training.interactive.InteractiveTrainer`)."""
     trainer_class = Trainer
-    if config.interactive or (resume and saved_config_is_interactive(config)):
+    if config.init and not resume:
+        from AttentionSegLib.training.fine_tune import base_model
+
+        interactive = base_model(config.init).is_interactive
+    else:
+        interactive = config.interactive or (resume and saved_config_is_interactive(config))
+    if interactive:
         from AttentionSegLib.training.interactive import InteractiveTrainer
 
         trainer_class = InteractiveTrainer
