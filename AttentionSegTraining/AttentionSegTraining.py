@@ -82,6 +82,8 @@ class AttentionSegTrainingParameterNode:
     seed: Annotated[int, WithinRange(0, 999999)] = 0
     network: Annotated[str, Choice(_RegisteredNetworkNames())] = "axunet"
     interactive: bool = False
+    # A model file to fine-tune (attentionseg train --init); empty: train from scratch.
+    initModel: pathlib.Path
     # 0 (or empty text) leaves the value to the network's recipe; time limit 0 is none.
     epochs: Annotated[int, WithinRange(0, 100000)] = 0
     timeLimitMinutes: Annotated[int, WithinRange(0, 100000)] = 0
@@ -286,6 +288,7 @@ class AttentionSegTrainingLogic(ScriptedLoadableModuleLogic):
             seed=parameterNode.seed,
             device=parameterNode.device,
             interactive=parameterNode.interactive,
+            init=parameterNode.initModel,
             extra_options=parameterNode.extraArguments,
         )
 

@@ -228,6 +228,15 @@ def test_the_form_fields_are_the_schema_fields_the_form_sets():
     assert set(FORM_FIELDS) == parameters | {"split_seed"} and set(FORM_FIELDS) <= schema
 
 
+def test_start_from_model_makes_a_fine_tune_whose_network_is_the_model_files(dataset, tmp_path):
+    model_file = tmp_path / "models" / "liver.pt"
+    config = config_from_form(dataset, "axunet", "", interactive=True, init=model_file)
+    assert (config.init, config.model, config.interactive) == (str(model_file.resolve()), "", False)
+    assert Path(config.run_dir).name.startswith("Dataset001_Liver-liver-tuned-")
+    assert config_from_form(dataset, "unet", "", init=".").init is None  # an empty path field
+    assert "--init" in config.arguments() and "--model" not in config.arguments()
+
+
 def test_the_form_seed_also_seeds_the_split_so_the_folds_shown_are_the_folds_trained(dataset):
     config = config_from_form(dataset, "unet", "", seed=7)
     assert (config.seed, config.split_seed) == (7, 7)

@@ -119,3 +119,16 @@ def test_what_cannot_continue_is_refused_in_one_line_and_writes_nothing(bases, t
     plan, _, _ = plan_training(settled, load_dataset(two))
     with pytest.raises(AttentionSegError, match=r"reads 1 image channel\(s\) \(.*\), the dataset has 2"):
         check_dataset_fits(base, dataclasses.replace(plan, channel_names=("t1", "t2")), automatic)
+
+
+def test_the_web_pages_training_panel_fine_tunes_the_model_it_names(bases, tmp_path):
+    from AttentionSegLib.web.panels.training import run_config
+
+    root, two, three, models = bases
+    # The network and interactive choices of the panel give way to the model file's.
+    config = run_config(str(two), "segresnet", str(tmp_path / "run"), 0, True, "cpu", str(models["automatic"]))
+    assert (config.model, config.interactive, config.init) == ("", False, str(models["automatic"]))
+    tuned = load_model_file(train(dataclasses.replace(config, epochs=1, iterations_per_epoch=1))["model_file"])
+    assert tuned.network["name"] == "unet" and tuned.training["initialised_from"]["file"] == "model.pt"
+    with pytest.raises(AttentionSegError, match="dataset definition"):
+        run_config("", "unet", str(tmp_path / "other"), 0, False, "cpu", None)

@@ -53,6 +53,7 @@ FORM_FIELDS = (
     "seed",
     "device",
     "interactive",
+    "init",
 )
 _FLAGS = {item.name: item.metadata["flag"] or "DATASET_JSON" for item in fields(TrainingConfig)}
 
@@ -123,13 +124,15 @@ def config_from_form(
     seed: int = 0,
     device: str = "auto",
     interactive: bool = False,
+    init: str | os.PathLike | None = None,
     extra_options: str = "",
 ) -> TrainingConfig:
     """The configuration the form describes (not yet validated: the Training logic does that).
 
     0 (or empty text) means the recipe's default; an empty run folder (or ``.``) a new folder from
-    :func:`default_run_folder`; ``extra_options`` is one line of further ``attentionseg train``
-    flags (see :func:`parse_extra_options`). Paths become absolute.
+    :func:`default_run_folder`; ``init`` (empty or ``.``: none) a model file to fine-tune, whose
+    network then replaces ``model`` and ``interactive``; ``extra_options`` is one line of further
+    ``attentionseg train`` flags (see :func:`parse_extra_options`). Paths become absolute.
 
     Raises:
         AttentionSegError: no dataset definition, a bad patch size or bad extra options.
@@ -138,11 +141,20 @@ def config_from_form(
         raise AttentionSegError("choose a dataset definition (dataset.json)")
     extra = parse_extra_options(extra_options)
     has_run_dir = run_dir is not None and str(run_dir).strip() not in ("", ".")
+    if init is not None and str(init).strip() not in ("", "."):
+        init = str(Path(init).expanduser().resolve())
+        model, interactive = "", False  # the model file's network (fine_tune.settings_from_model)
+    else:
+        init = None
     patch = parse_patch_size(patch_size)
     config = TrainingConfig(
         dataset=str(Path(dataset).expanduser().resolve()),
         model=model,
-        run_dir=str(Path(run_dir).expanduser().resolve() if has_run_dir else default_run_folder(dataset, model)),
+        run_dir=str(
+            Path(run_dir).expanduser().resolve()
+            if has_run_dir
+            else default_run_folder(dataset, model or f"{Path(init).stem}-tuned")
+        ),
         epochs=epochs or None,
         time_limit_min=float(time_limit_min) if time_limit_min else None,
         patch_size=list(patch) if patch else None,
@@ -154,5 +166,6 @@ def config_from_form(
         seed=seed,
         device=device,
         interactive=bool(interactive),
+        init=init,
     )
     return replace(config, **extra)

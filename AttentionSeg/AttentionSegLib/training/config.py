@@ -351,7 +351,7 @@ class TrainingConfig:
         arguments = [str(self.dataset)]
         for item in fields(self):
             value, flag = getattr(self, item.name), item.metadata["flag"]
-            if flag is None or value == defaults[item.name]:
+            if flag is None or value == defaults[item.name] or value == "":  # "": unset (--model with --init)
                 continue
             if isinstance(value, bool):
                 arguments.append(flag)

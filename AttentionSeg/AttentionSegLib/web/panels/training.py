@@ -13,7 +13,27 @@ from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.evaluation.report import format_value
 from AttentionSegLib.web.panels.panel import Panel, guarded
 
-__all__ = ["TrainingPanel"]
+__all__ = ["TrainingPanel", "FROM_SCRATCH", "run_config"]
+
+FROM_SCRATCH = "(from scratch)"
+
+
+def run_config(dataset: str, model: str, out: str, minutes, interactive: bool, device: str, init: str | None):
+    """The run the panel describes; ``init`` (a model file) makes it a fine-tune of that model,
+    whose network then replaces ``model`` and ``interactive`` (as the Training module's form)."""
+    from AttentionSegLib.training.config import TrainingConfig
+
+    if not dataset:
+        raise AttentionSegError("give the dataset definition (dataset.json) to train on")
+    return TrainingConfig(
+        dataset=dataset,
+        model="" if init else model,
+        run_dir=out,
+        time_limit_min=float(minutes) if minutes else None,
+        interactive=False if init else bool(interactive),
+        device=device,
+        init=init,
+    )
 
 
 class TrainingPanel(Panel):
@@ -28,6 +48,7 @@ class TrainingPanel(Panel):
             "as_train_dataset": "",
             "as_train_model": "unet",
             "as_train_interactive": False,
+            "as_train_init": FROM_SCRATCH,
             "as_train_minutes": 10.0,
             "as_train_out": "",
             "as_train_status": "",
@@ -44,6 +65,13 @@ class TrainingPanel(Panel):
             label="Network", items=("as_networks", list(list_models())), v_model=("as_train_model",), density="compact"
         )
         v3.VCheckbox(label="Interactive (click-conditioned)", v_model=("as_train_interactive",), density="compact")
+        v3.VSelect(
+            label="Start from model (fine-tune: its network, spacing and normalisation are kept)",
+            items=(f"['{FROM_SCRATCH}'].concat(as_models)",),
+            v_model=("as_train_init",),
+            density="compact",
+            classes="as-train-init",
+        )
         v3.VTextField(
             label="Time limit (minutes)", v_model_number=("as_train_minutes",), type="number", density="compact"
         )
@@ -69,19 +97,20 @@ class TrainingPanel(Panel):
 
     @guarded
     def _start(self) -> None:
-        from AttentionSegLib.training.config import TrainingConfig
-
         state = self.state
-        if not state.as_train_dataset:
-            raise AttentionSegError("give the dataset definition (dataset.json) to train on")
-        out = state.as_train_out or str(self.workspace.folder / "runs" / f"{state.as_train_model}-{int(time.time())}")
-        config = TrainingConfig(
-            dataset=state.as_train_dataset,
-            model=state.as_train_model,
-            run_dir=out,
-            time_limit_min=float(state.as_train_minutes) if state.as_train_minutes else None,
-            interactive=bool(state.as_train_interactive),
-            device=state.as_device,
+        init = None
+        if state.as_train_init and state.as_train_init != FROM_SCRATCH:
+            init = str(self.workspace.model_file(state.as_train_init))
+        name = f"{state.as_train_init}-tuned" if init else state.as_train_model
+        out = state.as_train_out or str(self.workspace.folder / "runs" / f"{name}-{int(time.time())}")
+        config = run_config(
+            state.as_train_dataset,
+            state.as_train_model,
+            out,
+            state.as_train_minutes,
+            state.as_train_interactive,
+            state.as_device,
+            init,
         )
         self._logic().start(config)
         with state:
