@@ -47,6 +47,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--clinical", type=json_value, metavar="JSON", help="clinical values: a JSON object by name, or a list"
     )
+    parser.add_argument(
+        "--uncertainty",
+        type=Path,
+        metavar="FILE",
+        help="also write where the segmentation is likely wrong: a float image on the input's grid, 0 (sure) to 1",
+    )
+    parser.add_argument(
+        "--uncertainty-method",
+        choices=("entropy", "tta"),
+        default=None,
+        help="entropy of the class probabilities (default), or the disagreement of the mirrored copies (needs --tta)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument(
         "--progress", action="store_true", help="print progress events (JSON lines) on stderr, for programs"
@@ -87,12 +99,19 @@ def _check_arguments(args: argparse.Namespace) -> tuple[Path | None, Path | None
         raise AttentionSegError(
             f"{seg_out}: a DICOM SEG references a DICOM series; {args.images[0]} is a file, not a series folder"
         )
+    if args.uncertainty is not None and (not image_suffix(args.uncertainty) or args.uncertainty.suffix == ".png"):
+        raise AttentionSegError(f"{args.uncertainty}: an uncertainty map is a float image (.nii.gz, .nrrd or .mha)")
+    if args.uncertainty_method and args.uncertainty is None:
+        raise AttentionSegError("--uncertainty-method: give --uncertainty FILE too")
     if label_out is not None and not image_suffix(label_out):
         raise AttentionSegError(f"{label_out}: unknown ending (use .nii.gz, .nrrd, .seg.nrrd, .mha, .png or .dcm)")
     if label_out is not None and seg_out is not None and label_out.resolve() == seg_out.resolve():
         raise AttentionSegError(f"{label_out}: --out and --dicom-seg name the same file")
     inputs = [*args.images, args.model] + ([args.ref] if args.ref else [])
-    for output in (label_out, seg_out, args.json):
+    outputs = [output for output in (label_out, seg_out, args.json, args.uncertainty) if output is not None]
+    if len({output.resolve() for output in outputs}) < len(outputs):
+        raise AttentionSegError(f"{outputs[-1]}: two outputs name the same file")
+    for output in outputs:
         check_output_path(output, inputs, args.overwrite)
     return label_out, seg_out
 
@@ -144,7 +163,12 @@ def run(args: argparse.Namespace) -> int:
     bar = _ProgressEvents() if args.progress else ProgressBar("segmenting")
     try:
         names = [str(path) for path in args.images]
-        prediction = predictor.predict(images, clinical=args.clinical, progress=bar, names=names)
+        method = None
+        if args.uncertainty is not None:
+            from AttentionSegLib.inference.uncertainty import DEFAULT_METHOD
+
+            method = args.uncertainty_method or DEFAULT_METHOD
+        prediction = predictor.predict(images, clinical=args.clinical, progress=bar, names=names, uncertainty=method)
     finally:
         bar.close()
     model_file = predictor.model_file
@@ -168,6 +192,11 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
         print(f"wrote DICOM SEG {seg_out} (references series {series.series_uid}; {timing})", file=sys.stderr)
+    if args.uncertainty is not None:
+        from AttentionSegLib.io.image import write_image
+
+        write_image(prediction.uncertainty, args.uncertainty, overwrite=args.overwrite)
+        print(f"wrote uncertainty map {args.uncertainty} ({method}; 0 sure to 1 likely wrong)", file=sys.stderr)
     report = None
     if reference is not None:
         report = evaluate_label_maps(
@@ -189,6 +218,7 @@ def _write_json_report(args: argparse.Namespace, prediction, labels: list[dict],
         "output": str(args.out) if args.out else None,
         "dicom_seg": str(args.dicom_seg) if args.dicom_seg else None,
         "reference": str(args.ref) if args.ref else None,
+        "uncertainty": str(args.uncertainty) if args.uncertainty else None,
         "device": prediction.device,
         "seconds": prediction.seconds,
         "labels": labels,

@@ -64,6 +64,7 @@ class Prediction:
     label_image: Image
     seconds: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
+    uncertainty: Image | None = None  # 0 (sure) to 1 (likely wrong), on the input grid, when asked for
 
 
 def keep_largest_components(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
@@ -211,17 +212,21 @@ class Predictor:
         progress: Callable[[float], None] | None = None,
         cancel: Callable[[], bool] | None = None,
         names: Sequence[str] | None = None,
+        uncertainty: str | None = None,
     ) -> Prediction:
         """Segment ``images`` (one per model channel, or one holding all channels).
 
         Returns a :class:`Prediction` whose label image holds the model's label values on the
-        grid of the first image.
+        grid of the first image; with ``uncertainty`` (a method of
+        :mod:`~AttentionSegLib.inference.uncertainty`), also the map of where it is likely wrong.
 
         Raises:
             AttentionSegError: an interactive model (it segments the object under clicks, not the
-                whole image), or inputs that do not fit the model.
+                whole image), inputs that do not fit the model, or an uncertainty method that
+                cannot run (``tta`` without mirrored copies; a volume segmented in slabs).
         """
         self.model_file.check_automatic(self.source)
+        self._check_uncertainty(uncertainty)
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         image = self.stack_channels(images, names)
@@ -230,7 +235,13 @@ class Predictor:
         clinical_vector = self.clinical_vector(clinical)
         array, shape = self.preprocess(image)
         seconds["preprocess"] = time.perf_counter() - started
+        uncertainty_map = None
         if memory.slabs > 1:
+            if uncertainty:
+                raise AttentionSegError(
+                    f"{what}: too large for an uncertainty map in the memory available (segmented in "
+                    f"{memory.slabs} slabs); segment it without --uncertainty, or on a machine with more memory"
+                )
             started = time.perf_counter()
             classes = self._classes_in_slabs(array, shape, clinical_vector, memory.slabs, progress, cancel)
             seconds["network"] = time.perf_counter() - started
@@ -242,7 +253,9 @@ class Predictor:
                     started = time.perf_counter()
                     tensor = torch.from_numpy(array)[None].to(self.device)
                     stitch = torch.device("cpu") if memory.stitch_on_host else None
-                    logits = self.segmenter.logits(tensor, clinical_vector, progress, cancel, output_device=stitch)
+                    logits = self.segmenter.logits(
+                        tensor, clinical_vector, progress, cancel, output_device=stitch, spread=uncertainty == "tta"
+                    )
                     seconds["network"] = time.perf_counter() - started
                     break
                 except RuntimeError as error:
@@ -250,13 +263,39 @@ class Predictor:
                         raise
                     self._fall_back_to_cpu()
             started = time.perf_counter()
+            if uncertainty:
+                uncertainty_map, logits = self._uncertainty_map(logits, uncertainty, shape)
             classes = self.segmenter.classes(logits, shape)
             del logits
         labels = self._class_to_value[classes]
         if self.keep_largest:
             labels = keep_largest_components(labels, [v for v in self.label_values.tolist() if v])
         seconds["postprocess"] = time.perf_counter() - started
-        return Prediction(image.with_array(labels, has_channels=False), seconds, str(self.device))
+        uncertainty_image = None
+        if uncertainty_map is not None:
+            uncertainty_image = image.with_array(uncertainty_map, has_channels=False)
+        return Prediction(image.with_array(labels, has_channels=False), seconds, str(self.device), uncertainty_image)
+
+    def _check_uncertainty(self, method: str | None) -> None:
+        from AttentionSegLib.inference.uncertainty import UNCERTAINTY_METHODS
+
+        if method is None:
+            return
+        if method not in UNCERTAINTY_METHODS:
+            raise AttentionSegError(f"uncertainty method {method!r}: choose one of {', '.join(UNCERTAINTY_METHODS)}")
+        if method == "tta" and not self.segmenter.mirror_axes:
+            reason = "give --tta" if not self.tta else "the model mirrors no axis"
+            raise AttentionSegError(f"the tta uncertainty compares mirrored copies: {reason} (or use entropy)")
+
+    def _uncertainty_map(self, logits: torch.Tensor, method: str, shape) -> tuple[np.ndarray, torch.Tensor]:
+        """(the map on the input grid, float32 0-1; the class logits without the spread channel)."""
+        from AttentionSegLib.inference.uncertainty import normalized_entropy, to_grid
+
+        if method == "tta":
+            values, logits = logits[-1], logits[:-1]
+        else:
+            values = normalized_entropy(logits, self.sigmoid)
+        return to_grid(values, shape).cpu().numpy().astype(np.float32), logits
 
     def _classes_in_slabs(self, array, shape, clinical_vector, slabs, progress, cancel) -> np.ndarray:
         """Class indices on the input grid, made slab by slab along the first axis: each slab's

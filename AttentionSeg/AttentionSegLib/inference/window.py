@@ -78,13 +78,20 @@ class WindowSegmenter:
         self.mirror_axes = tuple(int(axis) for axis in mirror_axes)
         self.sigmoid = sigmoid
 
-    def window_function(self, clinical: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Window batch -> logits (float32), averaged over the mirrored copies."""
+    def window_function(
+        self, clinical: torch.Tensor | None, spread: bool = False
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Window batch -> logits (float32), averaged over the mirrored copies; with ``spread``, one
+        more channel after them: the copies' disagreement
+        (:func:`~AttentionSegLib.inference.uncertainty.mirror_spread`), blended like the logits."""
+        from AttentionSegLib.inference.uncertainty import mirror_spread
+
         spatial_axes = [2 + axis for axis in self.mirror_axes]
         flips = [axes for n in range(len(spatial_axes) + 1) for axes in itertools.combinations(spatial_axes, n)]
 
         def run(window: torch.Tensor) -> torch.Tensor:
             arguments = (clinical.to(window.device).expand(window.shape[0], -1),) if clinical is not None else ()
+            copies = []
             total = None
             for axes in flips:
                 flipped = window.flip(axes) if axes else window
@@ -93,7 +100,12 @@ class WindowSegmenter:
                 logits = logits.float()
                 logits = logits.flip(axes) if axes else logits
                 total = logits if total is None else total + logits
-            return total / len(flips)
+                if spread:
+                    copies.append(logits)
+            mean = total / len(flips)
+            if not spread:
+                return mean
+            return torch.cat([mean, mirror_spread(copies, self.sigmoid)[:, None]], dim=1)
 
         return run
 
@@ -105,8 +117,10 @@ class WindowSegmenter:
         progress: Callable[[float], None] | None = None,
         cancel: Callable[[], bool] | None = None,
         output_device: torch.device | None = None,
+        spread: bool = False,
     ) -> torch.Tensor:
-        """(K, *grid) logits of a (1, C, *grid) image, blended over overlapping windows.
+        """(K, *grid) logits of a (1, C, *grid) image, blended over overlapping windows (and with
+        ``spread``, the mirrored copies' disagreement as a last channel, see :meth:`window_function`).
 
         ``progress(fraction)`` is called after every batch of windows and ``cancel()`` asked
         before each. ``output_device`` stitches the logits there (the host, when they do not fit
@@ -117,7 +131,7 @@ class WindowSegmenter:
         """
         from monai.inferers import sliding_window_inference
 
-        window_function = self.window_function(clinical)
+        window_function = self.window_function(clinical, spread)
         windows = window_count(image.shape[2:], self.patch_size, self.overlap)
         total = math.ceil(windows / self.windows_per_batch)
         done = 0

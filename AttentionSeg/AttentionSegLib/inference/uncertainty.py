@@ -1,0 +1,66 @@
+"""Where a segmentation is likely wrong: a map on the input's grid, 0 (sure) to 1 (unsure).
+
+Two methods, both from the one sliding-window pass that makes the segmentation (no extra network
+runs beyond the mirrored copies that ``--tta`` already makes):
+
+- ``entropy``: the entropy of the blended class probabilities (softmax of the window-blended, and
+  with ``--tta`` mirror-averaged, logits; for one sigmoid output the binary entropy), divided by
+  its maximum ``log K`` so that it lies in [0, 1]. It is high where the network hesitates between
+  classes: boundaries, but also low-contrast or unusual tissue inside and outside the structures.
+- ``tta``: the disagreement of the mirrored copies: the mean, over the copies, of the total
+  variation distance between a copy's class probabilities and their mean (0 when all copies agree,
+  at most 1). It needs ``--tta``: without mirrored copies there is nothing to disagree.
+
+The default is the one measured better on held-out hippocampus (``bench/bench_uncertainty.py``;
+figures in ``bench/RESULTS.md``): see :data:`DEFAULT_METHOD`. Dropout at test time does not apply
+(our networks have no dropout at inference), and an ensemble of checkpoints would need several
+model files per model; both are left out.
+
+The map is computed on the model's grid and brought to the input's grid by linear interpolation,
+so it keeps the input's spacing, origin and direction, like the label image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["UNCERTAINTY_METHODS", "DEFAULT_METHOD", "normalized_entropy", "mirror_spread", "to_grid"]
+
+UNCERTAINTY_METHODS = ("entropy", "tta")
+DEFAULT_METHOD = "entropy"
+
+
+def class_probabilities(logits: torch.Tensor, sigmoid: bool) -> torch.Tensor:
+    """(K, ...) probabilities of (C, ...) logits: softmax over classes, or (1 - p, p) for one sigmoid output."""
+    if sigmoid:
+        p = torch.sigmoid(logits[:1].float())
+        return torch.cat([1 - p, p])
+    return torch.softmax(logits.float(), dim=0)
+
+
+def normalized_entropy(logits: torch.Tensor, sigmoid: bool) -> torch.Tensor:
+    """(...) entropy of the class probabilities of (C, ...) logits over ``log K``: 0 to 1."""
+    probabilities = class_probabilities(logits, sigmoid)
+    entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(dim=0)
+    return (entropy / math.log(probabilities.shape[0])).clamp_(0.0, 1.0)
+
+
+def mirror_spread(copies: list[torch.Tensor], sigmoid: bool) -> torch.Tensor:
+    """(B, ...) disagreement of mirrored copies' (B, C, ...) logits (already flipped back): the mean
+    total variation distance between each copy's probabilities and their mean, 0 to 1."""
+    probabilities = [class_probabilities(c.movedim(1, 0), sigmoid).movedim(0, 1) for c in copies]
+    mean = sum(probabilities) / len(probabilities)
+    return sum(0.5 * (p - mean).abs().sum(dim=1) for p in probabilities) / len(probabilities)
+
+
+def to_grid(values: torch.Tensor, shape) -> torch.Tensor:
+    """A (...) map on the model's grid, linearly interpolated onto a grid of ``shape`` (the
+    voxel-centre mapping of :func:`~AttentionSegLib.inference.window.logits_to_classes`)."""
+    shape = tuple(int(v) for v in shape)
+    if tuple(values.shape) == shape:
+        return values.float()
+    mode = "trilinear" if len(shape) == 3 else "bilinear"
+    return F.interpolate(values.float()[None, None], size=shape, mode=mode, align_corners=False)[0, 0].clamp_(0, 1)
