@@ -66,6 +66,7 @@ class AttentionSegParameterNode:
     modelsFolder: pathlib.Path
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     tta: bool = False
+    uncertainty: bool = False
     overwriteOthers: bool = False
     clickSegmentation: slicer.vtkMRMLSegmentationNode
     correctedSegmentation: slicer.vtkMRMLSegmentationNode
@@ -85,6 +86,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._worstErrors = []
+        self._likelyWrong = []
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -102,6 +104,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.ui.worstErrorsTableView.connect("selectionChanged()", self.onWorstErrorSelected)
+        self.ui.likelyWrongTableView.connect("selectionChanged()", self.onLikelyWrongSelected)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrection)
         self.ui.computeMetricsButton.connect("clicked(bool)", self.onComputeMetrics)
@@ -190,7 +193,11 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
             self.logic.startSegmentation(
-                self.inputVolumes(), self._firstModel(), self.ui.deviceComboBox.currentText, self.ui.ttaCheckBox.checked
+                self.inputVolumes(),
+                self._firstModel(),
+                self.ui.deviceComboBox.currentText,
+                self.ui.ttaCheckBox.checked,
+                self.ui.uncertaintyCheckBox.checked,
             )
             self.ui.progressBar.value = 0
             self.ui.cancelButton.enabled = True
@@ -211,6 +218,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentationSelector.setCurrentNode(node)
             self.ui.originalSegmentationSelector.setCurrentNode(node)
             self.ui.clickSegmentationSelector.setCurrentNode(node)
+            self.showUncertainty(self.logic.segmentationUncertainty())
         elif state == "failed":
             slicer.util.errorDisplay(f"Segmentation failed: {message}")
 
@@ -234,6 +242,21 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._worstErrors = result["maps"].worst_errors
             self.ui.worstErrorsTableView.setMRMLTableNode(result["maps"].worst_table)
             self.ui.segmentStatusLabel.text = f"Compared {len(result['segmentations'])} model(s)."
+
+    def showUncertainty(self, uncertainty):
+        """Lay the uncertainty map over the slices (the segmentation stays on top) and list its regions."""
+        self._likelyWrong = uncertainty.regions if uncertainty is not None else []
+        self.ui.likelyWrongTableView.setMRMLTableNode(uncertainty.table if uncertainty is not None else None)
+        if uncertainty is not None:
+            slicer.util.setSliceViewerLayers(foreground=uncertainty.volume, foregroundOpacity=0.6)
+
+    def onLikelyWrongSelected(self, *unused):
+        """Centre the slice views on the selected doubtful region."""
+        regions = self._likelyWrong
+        rows = self.ui.likelyWrongTableView.selectionModel().selectedRows() if regions else []
+        if rows and rows[0].row() < len(regions):
+            r, a, s = regions[rows[0].row()]["ras"]
+            slicer.modules.markups.logic().JumpSlicesToLocation(r, a, s, True)
 
     def onWorstErrorSelected(self, *unused):
         """Centre the slice views on the selected error (the Logic gives its RAS centre)."""
@@ -489,12 +512,18 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
 
         return [str(path) for path in list_registered_models(shipped_models_folder())]
 
-    def startSegmentation(self, volumeNodes, modelFile, device="auto", tta=False):
+    def startSegmentation(self, volumeNodes, modelFile, device="auto", tta=False, uncertainty=False):
+        """Segment in the background; with ``uncertainty`` the map of where it is likely wrong comes too."""
         from AttentionSegLib.slicer.background import BackgroundSegmentation
 
         if self._runner is None or self._runner.scene is not slicer.mrmlScene:
             self._runner = BackgroundSegmentation(slicer.mrmlScene)
-        self._runner.start(volumeNodes, modelFile, device=device, tta=tta)
+        self._runner.start(volumeNodes, modelFile, device=device, tta=tta, uncertainty=uncertainty)
+
+    def segmentationUncertainty(self):
+        """The last finished segmentation's uncertainty nodes (volume, colours, "Likely wrong" table,
+        regions), or None when it was not asked for."""
+        return self._runner.uncertainty if self._runner is not None else None
 
     def pollSegmentation(self):
         """(state, fraction, message, segmentation node or None)."""

@@ -319,6 +319,36 @@ def test_background_run_adds_the_node_when_done_and_cancel_leaves_the_scene(trai
         runner.start(volume, folder / "missing.pt")
 
 
+def test_a_background_run_with_uncertainty_adds_the_map_and_the_likely_wrong_table(trained_models, scene_and_case):
+    from AttentionSegLib.inference.uncertainty import LIKELY_WRONG_THRESHOLD
+    from AttentionSegLib.slicer.mrml import image_from_volume_node
+
+    _, (good, short) = trained_models
+    wiring, volume, _, _, _ = scene_and_case
+    runner = BackgroundSegmentation(wiring.scene)
+    runner.start(volume, short, device="cpu", uncertainty=True)  # the 2-epoch model: doubtful regions
+    assert runner.wait(timeout_s=120) == "done", runner.message
+    nodes = runner.uncertainty
+    mapped = image_from_volume_node(nodes.volume)
+    source = image_from_volume_node(volume)
+    # The map has the volume's grid (oblique, anisotropic) and equals the engine's own map.
+    assert mapped.array.shape == source.array.shape
+    for attribute in ("spacing", "origin", "direction"):
+        assert np.allclose(getattr(mapped, attribute), getattr(source, attribute))
+    engine = Predictor(short, device="cpu").predict(source, uncertainty="entropy").uncertainty.array
+    np.testing.assert_allclose(mapped.array, engine, atol=1e-5)
+    # The table: one row per region above the threshold, largest first, centres inside their region.
+    table = nodes.table.GetTable()
+    assert table.GetNumberOfRows() == len(nodes.regions) > 0
+    volumes = [table.GetValueByName(row, "Volume (mL)").ToDouble() for row in range(table.GetNumberOfRows())]
+    assert volumes == sorted(volumes, reverse=True)
+    for region in nodes.regions:
+        assert mapped.array[region["index"]] >= LIKELY_WRONG_THRESHOLD and region["mean"] >= LIKELY_WRONG_THRESHOLD
+    # Without it, nothing more than the segmentation.
+    runner.start(volume, short, device="cpu")
+    assert runner.wait(timeout_s=120) == "done" and runner.uncertainty is None
+
+
 def test_cancel_at_every_moment_of_segment_and_compare_leaves_the_scene_as_it_was(trained_models, scene_and_case):
     """The cancel point walks through every check the Logic makes (k = 1, 2, ... until the run
     finishes): each cancelled run leaves the scene's nodes as they were."""

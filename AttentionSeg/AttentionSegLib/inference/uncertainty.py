@@ -24,13 +24,27 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["UNCERTAINTY_METHODS", "DEFAULT_METHOD", "normalized_entropy", "mirror_spread", "to_grid"]
+from AttentionSegLib.io.image import Image
+
+__all__ = [
+    "UNCERTAINTY_METHODS",
+    "DEFAULT_METHOD",
+    "LIKELY_WRONG_THRESHOLD",
+    "normalized_entropy",
+    "mirror_spread",
+    "to_grid",
+    "likely_wrong_regions",
+]
 
 UNCERTAINTY_METHODS = ("entropy", "tta")
 DEFAULT_METHOD = "entropy"
+# A voxel is "likely wrong" from here: for two classes, entropy 0.5 is a probability of about 0.89
+# for the chosen class; listing regions above it points the reader at the doubtful ones first.
+LIKELY_WRONG_THRESHOLD = 0.5
 
 
 def class_probabilities(logits: torch.Tensor, sigmoid: bool) -> torch.Tensor:
@@ -64,3 +78,31 @@ def to_grid(values: torch.Tensor, shape) -> torch.Tensor:
         return values.float()
     mode = "trilinear" if len(shape) == 3 else "bilinear"
     return F.interpolate(values.float()[None, None], size=shape, mode=mode, align_corners=False)[0, 0].clamp_(0, 1)
+
+
+def likely_wrong_regions(uncertainty: Image, threshold: float = LIKELY_WRONG_THRESHOLD, limit: int = 20) -> list[dict]:
+    """The connected regions of ``uncertainty >= threshold``, largest first: ``{"voxels",
+    "volume_ml", "mean", "index" (an interior voxel), "ras" (mm)}`` (the "Likely wrong" table)."""
+    from scipy import ndimage
+
+    from AttentionSegLib.evaluation.consensus import ras_of_index
+    from AttentionSegLib.regions import connected_regions
+
+    values = np.asarray(uncertainty.array)
+    components = connected_regions(values >= threshold, uncertainty.spacing_array_order, limit=limit)
+    rows = []
+    for region in components:
+        box = tuple(slice(a, b) for a, b in region["bounding_box"])
+        # The region itself within its box (another region may reach into the box).
+        pieces, _ = ndimage.label(values[box] >= threshold, ndimage.generate_binary_structure(values.ndim, values.ndim))
+        local = tuple(i - a for i, (a, _) in zip(region["index"], region["bounding_box"]))
+        rows.append(
+            {
+                "voxels": region["voxels"],
+                "volume_ml": region["volume_ml"],
+                "mean": float(values[box][pieces == pieces[local]].mean()),
+                "index": region["index"],
+                "ras": ras_of_index(uncertainty, region["index"]),
+            }
+        )
+    return rows

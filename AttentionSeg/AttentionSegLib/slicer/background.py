@@ -4,7 +4,8 @@
 ``attentionseg segment --progress`` there with the modules' process runner
 (:mod:`~AttentionSegLib.slicer.process`: a process tree of its own, Slicer's Python inside the
 application), follows the ``progress`` events it prints, and only when the process has finished
-reads the label image back and adds the segmentation node. Cancelling kills the process tree and
+reads the label image back and adds the segmentation node (and, when asked for, the uncertainty
+map with its "Likely wrong" table, :mod:`~AttentionSegLib.slicer.uncertainty_maps`). Cancelling kills the process tree and
 deletes the folder: the scene is exactly as before. The process factory is injectable (the same
 contract as the training logic's) so tests can drive the runner.
 """
@@ -52,14 +53,24 @@ class BackgroundSegmentation:
         self.state = "idle"  # idle, running, done, failed, cancelled
         self.message = ""
         self.result = None  # the segmentation node, once done
+        self.uncertainty = None  # its UncertaintyNodes, once done, when asked for
         self._job: dict = {}
         self._events: EventFollower | None = None
         self._fraction = 0.0
 
     # ----------------------------------------------------------------------------- control
-    def start(self, volume_nodes, model_file: str | Path, device: str = "auto", tta: bool = False, name=None) -> None:
-        """Start segmenting; returns at once. Raises :class:`AttentionSegError` for bad input
-        (missing model file, no volume) before any process starts."""
+    def start(
+        self,
+        volume_nodes,
+        model_file: str | Path,
+        device: str = "auto",
+        tta: bool = False,
+        name=None,
+        uncertainty: bool = False,
+    ) -> None:
+        """Start segmenting; returns at once. With ``uncertainty``, the map of where the segmentation
+        is likely wrong comes too (the default method). Raises :class:`AttentionSegError` for bad
+        input (missing model file, no volume) before any process starts."""
         from AttentionSegLib.inference.model_file import load_model_file
 
         if self.state == "running":
@@ -73,11 +84,13 @@ class BackgroundSegmentation:
             output = folder / "labels.nrrd"
             command = engine_command("segment", *map(str, input_files), "--model", str(Path(model_file).resolve()))
             command += ["--out", str(output), "--device", device, "--progress"] + (["--tta"] if tta else [])
+            if uncertainty:
+                command += ["--uncertainty", str(folder / "uncertainty.nrrd")]
             self.process = self.process_factory(command, engine_environment(), folder / LOG_FILE_NAME)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        self.folder, self.state, self.message, self.result = folder, "running", "", None
+        self.folder, self.state, self.message, self.result, self.uncertainty = folder, "running", "", None, None
         self._events, self._fraction = EventFollower(folder / LOG_FILE_NAME), 0.0
         self._job = {
             "reference": nodes[0],
@@ -85,6 +98,7 @@ class BackgroundSegmentation:
             "model": model,
             "name": name or model_display_name(model_file),
             "output": output,
+            "uncertainty": folder / "uncertainty.nrrd" if uncertainty else None,
         }
 
     def cancel(self) -> None:
@@ -111,6 +125,12 @@ class BackgroundSegmentation:
             self.result = segmentation_node_for_model(
                 self.scene, label_image, self._job["model"], self._job["name"], self._job["reference"]
             )
+            if self._job["uncertainty"] is not None:
+                from AttentionSegLib.slicer.uncertainty_maps import add_uncertainty_map
+
+                values = read_image(self._job["uncertainty"]).array
+                grid = on_volume_grid(values, self._job["volume_image"])
+                self.uncertainty = add_uncertainty_map(self.scene, grid, self._job["name"])
         except AttentionSegError as error:
             self._finish("failed", str(error))
             return self.state
