@@ -5,8 +5,8 @@
 (:mod:`~AttentionSegLib.slicer.process`: a process tree of its own, Slicer's Python inside the
 application), follows the ``progress`` events it prints, and only when the process has finished
 reads the label image back and adds the segmentation node (and, when asked for, the uncertainty
-map with its "Likely wrong" table, :mod:`~AttentionSegLib.slicer.uncertainty_maps`). Cancelling kills the process tree and
-deletes the folder: the scene is exactly as before. The process factory is injectable (the same
+map with its "Likely wrong" table, :mod:`~AttentionSegLib.slicer.uncertainty_maps`). Cancelling
+kills the process tree and deletes the folder: the scene is exactly as before. The process factory is injectable (the same
 contract as the training logic's) so tests can drive the runner.
 """
 
