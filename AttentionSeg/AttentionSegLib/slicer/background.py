@@ -6,8 +6,8 @@
 application), follows the ``progress`` events it prints, and only when the process has finished
 reads the label image back and adds the segmentation node (and, when asked for, the uncertainty
 map with its "Likely wrong" table, :mod:`~AttentionSegLib.slicer.uncertainty_maps`). Cancelling
-kills the process tree and deletes the folder: the scene is exactly as before. The process factory is injectable (the same
-contract as the training logic's) so tests can drive the runner.
+kills the process tree and deletes the folder: the scene is exactly as before. The process
+factory is injectable (the same contract as the training logic's) so tests can drive the runner.
 """
 
 from __future__ import annotations
