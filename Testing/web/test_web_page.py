@@ -98,11 +98,12 @@ def served(tmp_path_factory, trained_models, interactive_model):
     """A server whose models folder holds an automatic and an interactive model, the held-out
     case's files, and a browser page on it."""
     folder = tmp_path_factory.mktemp("web")
-    dataset, (good, _) = trained_models
+    dataset, (good, short) = trained_models
     _, summary = interactive_model
     models = folder / "models"
     models.mkdir()
     shutil.copy(good, models / "automatic.pt")
+    shutil.copy(short, models / "unsure.pt")  # two epochs: regions it doubts
     shutil.copy(summary["model_file"], models / "clicks.pt")
     definition = load_dataset(dataset)
     case = definition.case(load_model_file(good).training["val_cases"][0])
@@ -567,6 +568,25 @@ def test_a_click_with_the_shipped_generalist_segments_a_structure_no_model_was_t
     wait_for(lambda: segment_voxels(page).get("object 1") == 0, 60, "undo of the click", page)
     click_mode(page, "off")
     choose_model(page, "automatic")  # as the page's other tests expect it
+
+
+def test_segment_shows_where_the_model_is_unsure_and_goes_to_a_doubtful_region(served):
+    page, case = served["page"], served["case"]
+    open_page(served)
+    load_volume(page, case.images[0])
+    open_panel(page, "Models")
+    page.locator(".as-uncertainty input").check()
+    choose_model(page, "unsure")
+    page.locator(".as-segment").click()
+    page.wait_for_selector(".as-likely-wrong-row", timeout=120000)
+    rows = page.locator(".as-likely-wrong-row").all_inner_texts()
+    volumes = [float(row.split(" mL")[0]) for row in rows]
+    assert volumes == sorted(volumes, reverse=True) and all(0.5 <= float(r.split("mean ")[1][:4]) <= 1 for r in rows)
+    page.locator(".as-likely-wrong-go").first.click()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(served["shots"] / "web-uncertainty.png"))
+    assert not page.locator(".as-error").is_visible() or not page.locator(".as-error").inner_text().strip()
+    page.locator(".as-uncertainty input").uncheck()
 
 
 def test_bad_uploads_show_one_line_and_the_server_keeps_working(served, tmp_path):

@@ -220,9 +220,16 @@ class Workspace:
         return self.reference
 
     # --------------------------------------------------------------------------- segment
-    def start_segmentation(self, model: str, device: str = "auto") -> None:
-        """Start the model on the volume in a separate process (see :meth:`poll_segmentation`)."""
-        self.background.start(self._require_volume(), self.model_file(model), device=device)
+    def start_segmentation(self, model: str, device: str = "auto", uncertainty: bool = False) -> None:
+        """Start the model on the volume in a separate process (see :meth:`poll_segmentation`);
+        with ``uncertainty`` the map of where it is likely wrong comes too (:attr:`uncertainty`)."""
+        self.background.start(self._require_volume(), self.model_file(model), device=device, uncertainty=uncertainty)
+
+    @property
+    def uncertainty(self):
+        """The last segmentation's uncertainty nodes and regions
+        (:class:`~AttentionSegLib.slicer.uncertainty_maps.UncertaintyNodes`), or None."""
+        return self.background.uncertainty
 
     def poll_segmentation(self) -> tuple[str, float, str]:
         """``(state, fraction done, message)``; once done the model's segmentation becomes the
