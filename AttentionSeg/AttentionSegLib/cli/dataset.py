@@ -1,4 +1,4 @@
-"""``attentionseg dataset info | validate | split | fingerprint``: dataset definitions (MSD or nnU-Net v2)."""
+"""``attentionseg dataset info | validate | split | fingerprint | rank``: dataset definitions (MSD or nnU-Net v2)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from AttentionSegLib.cli.common import EXIT_OK, EXIT_PROBLEMS
+from AttentionSegLib.cli.common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    add_inference_options,
+    check_output_path,
+    predictor_from_arguments,
+)
 from AttentionSegLib.cli.progress_bar import ProgressBar
 from AttentionSegLib.errors import AttentionSegError
 
@@ -47,6 +53,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     fingerprint.add_argument("--json", action="store_true", help="print the whole fingerprint as JSON")
     fingerprint.add_argument("--no-cache", action="store_true", help="recompute; neither read nor write the cache")
     fingerprint.set_defaults(run=run_fingerprint)
+    rank = actions.add_parser(
+        "rank",
+        help="rank the cases without labels by the expected benefit of annotating them (which case next)",
+        description="Segments each case without labels (with --all, every case) with MODEL_FILE and ranks them "
+        "by the expected wrong volume: the sum of the model's uncertainty (0-1 per voxel) near the predicted "
+        "structures, in mL. The first case is the one to annotate next; equal scores keep a seeded order.",
+    )
+    rank.add_argument("model", type=Path, metavar="MODEL_FILE")
+    rank.add_argument("dataset_json", type=Path)
+    rank.add_argument("--all", action="store_true", help="rank the annotated cases too")
+    rank.add_argument("--seed", type=int, default=0, help="order of equal scores (default 0)")
+    rank.add_argument("--limit", type=int, default=None, metavar="N", help="print the first N only")
+    rank.add_argument("--json", type=Path, metavar="FILE", help="write the whole ranking as JSON")
+    add_inference_options(rank)
+    rank.set_defaults(run=run_rank)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -123,6 +144,42 @@ def run_fingerprint(args: argparse.Namespace) -> int:
         print(json.dumps(json_safe(fingerprint.to_dict()), indent=1))
     else:
         print(format_fingerprint(fingerprint))
+    return EXIT_OK
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.inference.case_ranking import cases_to_rank, rank_cases
+
+    definition = load_dataset(args.dataset_json)
+    cases = cases_to_rank(definition, args.all)
+    if not cases:
+        raise AttentionSegError(
+            f"{definition.path}: no case without labels to rank (MSD 'test' or nnU-Net imagesTs); "
+            "--all ranks every case"
+        )
+    if args.json is not None:
+        check_output_path(args.json, [args.dataset_json, args.model], overwrite=True)
+    predictor = predictor_from_arguments(args.model, args)
+    bar = ProgressBar("ranking")
+    try:
+        ranked = rank_cases(predictor, definition, cases, args.seed, progress=lambda d, n: bar(d / n, f"{d}/{n}"))
+    finally:
+        bar.close()
+    print(f"{'rank':>4}  {'case':<24} {'expected wrong (mL)':>20} {'mean uncertainty':>17} {'structure (mL)':>15}")
+    for position, row in enumerate(ranked[: args.limit] if args.limit else ranked, start=1):
+        print(
+            f"{position:>4}  {row.case_id:<24} {row.expected_wrong_ml:>20.3f} {row.mean_uncertainty:>17.3f} "
+            f"{row.structure_ml:>15.2f}"
+        )
+    if args.json is not None:
+        from dataclasses import asdict
+
+        from AttentionSegLib.io.atomic import write_text_atomic
+
+        document = {"model": str(args.model), "dataset": str(definition.path), "seed": args.seed}
+        document["ranking"] = [asdict(row) for row in ranked]
+        write_text_atomic(args.json, json.dumps(document, indent=2))
     return EXIT_OK
 
 
