@@ -51,7 +51,8 @@ def test_an_update_becomes_the_next_version_and_rollback_returns_to_the_first(mo
     model, dataset, case_id = model_and_dataset
     original = model.read_bytes()
     assert new_cases(model, dataset) == [case_id]
-    result = attentionseg("update-model", model, dataset, "--minutes", "0.2", "--device", "cpu", "--out", tmp_path / "u")
+    run = tmp_path / "update"
+    result = attentionseg("update-model", model, dataset, "--minutes", "0.2", "--device", "cpu", "--out", run)
     assert result.returncode == 0, result.stderr
     assert "version 2 (from version 1, 1 case(s) added) is now current" in result.stderr
     updated = load_model_file(model)
