@@ -638,3 +638,40 @@ def test_a_real_short_training_run_through_the_logic(scene, tmp_path):
     assert "Dice organ" in logic.curves.column_names and "mean Dice" in logic.curves.column_names
     run_dir = Path(config.run_dir)
     assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "config.json").is_file()
+
+
+@pytest.mark.skipif(not _has_train_command(), reason="`attentionseg train` is not there yet")
+def test_start_from_model_and_update_model_run_through_the_logic(scene, tmp_path):
+    from AttentionSegLib.data.corrections import add_training_case
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
+    from AttentionSegLib.inference.model_file import load_model_file
+    from AttentionSegLib.inference.model_versions import list_versions
+
+    dataset = _phantom_dataset(tmp_path / "Dataset901_Phantom")
+    models = tmp_path / "models"
+    logic = TrainingLogic(scene, models_folder=models)
+    base = TrainingConfig(
+        str(dataset), "unet", str(tmp_path / "runs" / "base"), epochs=1, patch_size=[32, 32, 32], batch_size=2,
+        device="cpu", compact=True, iterations_per_epoch=2,
+    )  # fmt: skip
+    logic.start(base)
+    assert logic.wait(timeout_s=300, poll_interval_s=0.2) == "finished", logic.message
+    model = logic.registered_model
+    # The Training form's "Start from model": the network is the model file's, whatever the form's.
+    tuned = config_from_form(dataset, "axunet", tmp_path / "runs" / "tuned", epochs=1, device="cpu", init=model)
+    logic.start(tuned)
+    assert logic.wait(timeout_s=300, poll_interval_s=0.2) == "finished", f"{logic.message}\n{logic.log_text()}"
+    assert load_model_file(logic.registered_model).training["initialised_from"]["file"] == model.name
+    # A correction saved into the dataset, then "Update model": the model's next version, not a new model.
+    definition = load_dataset(dataset)
+    case = definition.cases[0]
+    image = read_case_image(case, definition)
+    label = read_case_label(case, definition, image.channel(0))
+    add_training_case(dataset, image, image.channel(0).with_array(label, has_channels=False))
+    registered = sorted(models.glob("*.pt"))
+    logic.start_update(model, dataset, minutes=0.2, device="cpu")
+    assert logic.wait(timeout_s=300, poll_interval_s=0.2) == "finished", f"{logic.message}\n{logic.log_text()}"
+    assert "version 2 is current" in logic.message and logic.registered_model == model
+    assert sorted(models.glob("*.pt")) == registered  # no new registered model
+    assert [v.current for v in list_versions(model)] == [False, True]

@@ -110,6 +110,7 @@ class TrainingLogic:
         self.events: list[dict] = []
         self.registered_model: Path | None = None
         self.run: _Run | None = None
+        self._update: dict | None = None  # a model update (start_update): kept as a version, not registered
 
     # Commands
 
@@ -123,7 +124,12 @@ class TrainingLogic:
                 or the trainer cannot be started.
         """
         self._check_idle()
+        self._update = None
         config = _with_absolute_paths(config).validate()
+        if config.init:  # a fine-tune: the model file's network (refused here if it contradicts)
+            from AttentionSegLib.training.fine_tune import settings_from_model
+
+            config = settings_from_model(config)
         config.resolved()  # an unknown network or recipe value is refused here, not in the process
         folder = RunFolder(config.run_dir)
         if not Path(config.dataset).is_file():
@@ -134,6 +140,17 @@ class TrainingLogic:
         folder.path.mkdir(parents=True, exist_ok=True)
         config.save(folder.config_file)
         self._launch(config, resume=False)
+
+    def start_update(self, model: str | os.PathLike, dataset_json: str | os.PathLike, minutes: float, device: str):
+        """Update ``model`` from the corrections saved into ``dataset_json``
+        (:mod:`~AttentionSegLib.training.update_model`): the fine-tune runs as any run (progress,
+        stop), and when it finishes its model becomes ``model``'s next version instead of a new
+        registered model. Raises :class:`AttentionSegError` when there is no new case."""
+        from AttentionSegLib.training.update_model import update_config
+
+        config, added = update_config(model, dataset_json, None, minutes, device)
+        self.start(config)
+        self._update = {"model": Path(model), "added": added, "dataset": str(dataset_json), "minutes": minutes}
 
     def resume(self, config: TrainingConfig | None = None) -> None:
         """Continue the run in ``config.run_dir`` (default: the last run) from its last checkpoint,
@@ -346,6 +363,9 @@ class TrainingLogic:
         folder = self.run.folder
         reported = Path(end["model_file"]) if end.get("model_file") else None
         model_file = reported if reported is not None and reported.is_file() else folder.model_file
+        if self._update is not None:
+            self._keep_version(model_file)
+            return
         try:
             self.registered_model = register_model(model_file, self.models_folder, folder.path.name)
         except AttentionSegError as error:
@@ -357,6 +377,22 @@ class TrainingLogic:
         self.message = (
             f"Finished ({end.get('reason', 'done')}): {end.get('epochs_done', '?')} epochs{best_text}. "
             f"Model registered as {self.registered_model.name}."
+        )
+
+    def _keep_version(self, model_file: Path) -> None:
+        from AttentionSegLib.training.update_model import finish_update
+
+        update, self._update = self._update, None
+        try:
+            version = finish_update(update["model"], model_file, update["added"], update["dataset"], update["minutes"])
+        except AttentionSegError as error:
+            self.state, self.message = self.FAILED, f"The update finished but was not kept: {error}"
+            return
+        self.registered_model = update["model"]
+        self.state = self.FINISHED
+        self.message = (
+            f"Model updated: {update['model'].name} version {version.version} is current "
+            f"({len(version.cases_added)} case(s) added)."
         )
 
     def _last_log_line(self) -> str:
