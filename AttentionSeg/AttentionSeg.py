@@ -98,6 +98,9 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(300)
         self.pollTimer.connect("timeout()", self.onPoll)
+        self.updateTimer = qt.QTimer()
+        self.updateTimer.setInterval(1000)
+        self.updateTimer.connect("timeout()", self.onPollModelUpdate)
 
         self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
         self.ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.refreshModels)
@@ -107,6 +110,9 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.likelyWrongTableView.connect("selectionChanged()", self.onLikelyWrongSelected)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrection)
+        self.ui.updateModelButton.connect("clicked(bool)", self.onUpdateModel)
+        self.ui.rollbackModelButton.connect("clicked(bool)", self.onRollbackModel)
+        self.ui.nextCaseButton.connect("clicked(bool)", self.onNextCase)
         self.ui.computeMetricsButton.connect("clicked(bool)", self.onComputeMetrics)
         self.ui.loadReferenceButton.connect("clicked(bool)", self.onLoadReference)
         self.ui.newObjectButton.connect("clicked(bool)", self.onNewObject)
@@ -395,6 +401,47 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
 
     # -------------------------------------------------------------------------------- metrics
+    def onUpdateModel(self):
+        if not requireDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot update the model.", waitCursor=True):
+            model = self._firstModel()
+            self.logic.startModelUpdate(
+                model, self.ui.datasetPathLineEdit.currentPath, device=self.ui.deviceComboBox.currentText
+            )
+            self.ui.updateModelButton.enabled = False
+            self.ui.correctionStatusLabel.text = f"Updating {pathlib.Path(model).name} from the saved corrections..."
+            self.updateTimer.start()
+
+    def onPollModelUpdate(self):
+        state, message = self.logic.pollModelUpdate()
+        if state in ("running", "stopping"):
+            self.ui.correctionStatusLabel.text = message or "Updating the model..."
+            return
+        self.updateTimer.stop()
+        self.ui.updateModelButton.enabled = True
+        self.ui.correctionStatusLabel.text = message
+        if state == "finished":
+            self.refreshModels()  # the model file is its new version now
+        elif state == "failed":
+            slicer.util.errorDisplay(message)
+
+    def onRollbackModel(self):
+        with slicer.util.tryWithErrorDisplay("Cannot roll the model back.", waitCursor=True):
+            model = self._firstModel()
+            version = self.logic.rollbackModel(model)
+            self.ui.correctionStatusLabel.text = f"{pathlib.Path(model).name}: version {version} is current again."
+
+    def onNextCase(self):
+        if not requireDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot choose the next case.", waitCursor=True):
+            caseId, nodes, score = self.logic.nextCase(
+                self._firstModel(), self.ui.datasetPathLineEdit.currentPath, self.ui.deviceComboBox.currentText
+            )
+            slicer.util.setSliceViewerLayers(background=nodes[0], fit=True)
+            self.ui.correctionStatusLabel.text = f"Next case: {caseId} (expected wrong volume {score:.2f} mL)."
+
     def onLoadReference(self):
         if not requireDependencies():
             return
@@ -621,6 +668,42 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         return self.jobs().corrections.save_correction(
             volumeNodes, correctedSegmentationNode, datasetJson, originalSegmentationNode
         )
+
+    def startModelUpdate(self, modelFile, datasetJson, minutes=5.0, device="auto"):
+        """Fine-tune ``modelFile`` on the dataset with its saved corrections, in the background; when
+        done the model file is its next version (``AttentionSegLib.training.update_model``)."""
+        from AttentionSegLib.slicer.training_logic import TrainingLogic
+
+        if not datasetJson:
+            raise ValueError("Choose the dataset definition (dataset.json) the corrections were saved into.")
+        self._updater = TrainingLogic(slicer.mrmlScene)
+        self._updater.start_update(modelFile, datasetJson, minutes, device)
+
+    def pollModelUpdate(self):
+        """(state, message) of the running update: running, finished, failed or stopped."""
+        updater = getattr(self, "_updater", None)
+        if updater is None:
+            return "idle", ""
+        updater.poll()
+        return updater.state, updater.message or updater.status_text()
+
+    def rollbackModel(self, modelFile):
+        """Make the model's previous version current again; returns that version's number."""
+        from AttentionSegLib.inference.model_versions import rollback
+
+        return rollback(modelFile).version
+
+    def nextCase(self, modelFile, datasetJson, device="auto"):
+        """The dataset's case without labels where the model is least sure (``attentionseg dataset
+        rank``), loaded: (case id, its volume nodes, expected wrong volume in mL)."""
+        from AttentionSegLib.slicer.next_case import load_next_case
+
+        if not datasetJson:
+            raise ValueError("Choose the dataset definition (dataset.json) whose cases to rank.")
+        top, nodes = load_next_case(
+            slicer.mrmlScene, self.jobs().segment.predictors.get(modelFile, device), datasetJson
+        )
+        return top.case_id, nodes, top.expected_wrong_ml
 
     def loadReference(self, path, volumeNode):
         """A reference segmentation from a label map file or a DICOM SEG, on ``volumeNode``'s grid."""

@@ -75,3 +75,18 @@ def test_the_command_prints_and_writes_the_ranking_and_refuses_a_dataset_without
     assert [row["case_id"] for row in ranking][0] == "degraded"
     plain, _ = trained_models
     assert_bad_input(attentionseg("dataset", "rank", model, plain), "no case without labels to rank", "--all")
+
+
+def test_next_case_loads_the_top_case_into_the_scene_with_its_geometry(with_test_cases):
+    pytest.importorskip("slicer")
+    from AttentionSegLib.slicer.mrml import StandaloneScene, image_from_volume_node
+    from AttentionSegLib.slicer.next_case import load_next_case
+
+    dataset, model = with_test_cases
+    wiring = StandaloneScene()
+    top, nodes = load_next_case(wiring.scene, Predictor(model, device="cpu"), dataset)
+    assert top.case_id == "degraded" and len(nodes) == 1 and nodes[0].GetName() == "degraded_0000"
+    loaded, source = image_from_volume_node(nodes[0]), read_image(dataset.parent / "imagesTs" / "degraded_0000.nii.gz")
+    np.testing.assert_allclose(loaded.array, source.array)
+    for attribute in ("spacing", "origin", "direction"):
+        assert np.allclose(getattr(loaded, attribute), getattr(source, attribute))
