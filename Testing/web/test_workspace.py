@@ -151,6 +151,32 @@ def test_a_correction_becomes_a_training_case(workspace, trained_models, tmp_pat
     np.testing.assert_array_equal(read_image(result["label_file"]).array, read_image(label_path).array)
 
 
+def test_a_saved_correction_updates_the_model_rollback_and_next_case(workspace, trained_models, tmp_path):
+    from AttentionSegLib.inference.model_versions import list_versions
+
+    space, _ = workspace
+    dataset, (good, _) = trained_models
+    copy = tmp_path / "dataset"
+    shutil.copytree(dataset.parent, copy)
+    image_path, label_path = held_out_case(dataset, good)
+    space.load_volume(image_path)
+    space.load_reference(label_path)
+    space.segmentation = space.reference
+    space.save_correction(copy / "dataset.json")
+    before = space.model_file("automatic").read_bytes()
+    space.start_model_update("automatic", str(copy / "dataset.json"), device="cpu", minutes=0.2)
+    assert space.updater.wait(timeout_s=300, poll_interval_s=0.2) == "finished", space.updater.message
+    assert "version 2 is current" in space.updater.message
+    assert [v.current for v in list_versions(space.model_file("automatic"))] == [False, True]
+    assert space.rollback_model("automatic") == 1 and space.model_file("automatic").read_bytes() == before
+    with pytest.raises(AttentionSegError, match="no case without labels"):
+        space.next_case("automatic", str(copy / "dataset.json"))
+    (copy / "imagesTs").mkdir()
+    shutil.copy(image_path, copy / "imagesTs" / "waiting_0000.nii.gz")
+    top, path = space.next_case("automatic", str(copy / "dataset.json"), "cpu")
+    assert top.case_id == "waiting" and path == copy / "imagesTs" / "waiting_0000.nii.gz"
+
+
 def _zipped(files: dict[str, bytes]) -> bytes:
     import io
     import zipfile

@@ -88,6 +88,7 @@ class Workspace:
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self.jobs = SegmentationJobs.for_scene(scene)
         self.background = BackgroundSegmentation(scene)
+        self.updater = None  # the TrainingLogic of a running or finished model update
         self.volume = None
         self.reference = None
         self.segmentation = None  # the working segmentation: a model's output, clicks and edits
@@ -241,6 +242,40 @@ class Workspace:
 
     def cancel(self) -> None:
         self.background.cancel()
+
+    # ------------------------------------------------------------- learning from corrections
+    def start_model_update(self, model: str, dataset_json: str, device: str = "auto", minutes: float = 5.0) -> None:
+        """Fine-tune the model on the dataset with its saved corrections, in a separate process
+        (:attr:`updater`); when done the model file is its next version."""
+        from AttentionSegLib.slicer.training_logic import TrainingLogic
+
+        if not dataset_json:
+            raise AttentionSegError("give the dataset definition (dataset.json) the corrections were saved into")
+        if self.updater is not None and self.updater.is_running:
+            raise AttentionSegError("a model update is running already")
+        self.updater = TrainingLogic(self.scene)
+        self.updater.start_update(self.model_file(model), dataset_json, minutes, device)
+
+    def rollback_model(self, model: str) -> int:
+        """Make the model's previous version current again; returns its number."""
+        from AttentionSegLib.inference.model_versions import rollback
+
+        return rollback(self.model_file(model)).version
+
+    def next_case(self, model: str, dataset_json: str, device: str = "auto"):
+        """``(ranked case, its first image file)``: the dataset's case without labels the model is
+        least sure of (:mod:`~AttentionSegLib.inference.case_ranking`); the page then loads it."""
+        from AttentionSegLib.data.dataset import load_dataset
+        from AttentionSegLib.inference.case_ranking import cases_to_rank, rank_cases
+
+        if not dataset_json:
+            raise AttentionSegError("give the dataset definition (dataset.json) whose cases to rank")
+        definition = load_dataset(dataset_json)
+        cases = cases_to_rank(definition, include_annotated=False)
+        if not cases:
+            raise AttentionSegError(f"{definition.path}: no case without labels to rank (MSD 'test' or imagesTs)")
+        top = rank_cases(self.jobs.segment.predictors.get(self.model_file(model), device), definition, cases)[0]
+        return top, definition.case(top.case_id).images[0]
 
     def compare(self, models: list[str], device: str = "auto", progress=None, cancel=None) -> dict:
         """Every chosen model on the volume (the Logic's compare): returns its result, whose

@@ -135,8 +135,8 @@ class TrainingPanel(Panel):
         self.training.poll()
         running = self.training.is_running
         with self.state:
-            self.state.as_train_status = self.training.status_text
-            self.state.as_train_progress = self.training.progress
+            self.state.as_train_status = self.training.status_text()
+            self.state.as_train_progress = self.training.progress()
             self.state.as_train_curve = _curve_points(self.training.curves)
             finished = self.state.as_train_running and not running
             if finished:
