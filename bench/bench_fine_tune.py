@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Fine-tuning against training from scratch, and forgetting, on one dataset (hippocampus):
+
+- start: a UNet trained ``--minutes`` on ``--first`` cases;
+- scratch: the same budget from scratch on ``--more`` other cases;
+- fine-tune: start, then ``--minutes`` more on those other cases (``attentionseg train --init``);
+- update: start, then ``--minutes`` more on the first and the other cases together (what
+  ``attentionseg update-model`` does: the old cases replayed).
+
+Mean Dice (over labels, then cases) on ``--test`` held-out cases for each, and on the start's own
+cases for start, fine-tune and update (a drop there is forgetting). Subsets are dataset.json files
+with absolute paths in OUT_DIR (outside the repository); runs go there too.
+
+    python bench/bench_fine_tune.py ../shared/data/hippocampus/dataset.json OUT_DIR [--minutes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "AttentionSeg"))
+
+from AttentionSegLib.data.dataset import load_dataset  # noqa: E402
+from AttentionSegLib.data.preprocessing import read_case_image, read_case_label  # noqa: E402
+from AttentionSegLib.evaluation.metrics import dice_per_label  # noqa: E402
+from AttentionSegLib.inference.predictor import Predictor  # noqa: E402
+from AttentionSegLib.training.config import TrainingConfig  # noqa: E402
+from AttentionSegLib.training.trainer import train  # noqa: E402
+
+
+def subset(source: dict, root: Path, case_indices: list[int], path: Path) -> Path:
+    """A dataset.json of some of ``source``'s training entries, paths made absolute."""
+    entries = [source["training"][i] for i in case_indices]
+    definition = {key: value for key, value in source.items() if key not in ("training", "test", "numTest")}
+    definition["training"] = [{k: str((root / v).resolve()) for k, v in entry.items()} for entry in entries]
+    definition["numTraining"] = len(entries)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(definition, indent=1))
+    return path
+
+
+def mean_dice(model: Path, dataset: Path) -> float:
+    predictor = Predictor(model, device="cpu")
+    definition = load_dataset(dataset)
+    values = [v for v in definition.labels if v != 0]
+    scores = []
+    for case in definition.cases:
+        image = read_case_image(case, definition)
+        reference = read_case_label(case, definition, image.channel(0))
+        labels = predictor.predict(image).label_image.array
+        scores.append(np.nanmean(list(dice_per_label(labels, reference, values).values())))
+    return float(np.mean(scores))
+
+
+def run(name: str, dataset: Path, out: Path, minutes: float, init: Path | None = None) -> Path:
+    folder = out / name
+    if (folder / "model.pt").is_file():
+        return folder / "model.pt"
+    config = TrainingConfig(
+        str(dataset), "" if init else "unet", str(folder), time_limit_min=minutes, device="cpu",
+        init=str(init) if init else None,
+    )  # fmt: skip
+    started = time.perf_counter()
+    summary = train(config)
+    print(f"  {name}: {summary['epochs_done']} epochs in {time.perf_counter() - started:.0f} s", flush=True)
+    return Path(summary["model_file"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--first", type=int, default=10)
+    parser.add_argument("--more", type=int, default=60)
+    parser.add_argument("--test", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    source = json.loads(args.dataset.read_text())
+    order = np.random.default_rng(args.seed).permutation(len(source["training"])).tolist()
+    first, more = order[: args.first], order[args.first : args.first + args.more]
+    test = order[args.first + args.more : args.first + args.more + args.test]
+    root, out = args.dataset.parent, args.out
+    sets = {
+        "first": subset(source, root, first, out / "first" / "dataset.json"),
+        "more": subset(source, root, more, out / "more" / "dataset.json"),
+        "both": subset(source, root, first + more, out / "both" / "dataset.json"),
+        "test": subset(source, root, test, out / "test" / "dataset.json"),
+    }
+    print(f"{args.dataset}: {args.first} first cases, {args.more} more, {args.test} held out; {args.minutes} min per run")
+    start = run("start", sets["first"], out, args.minutes)
+    models = {
+        "start": start,
+        "scratch": run("scratch", sets["more"], out, args.minutes),
+        "fine-tune": run("fine-tune", sets["more"], out, args.minutes, init=start),
+        "update": run("update", sets["both"], out, args.minutes, init=start),
+    }
+    print("| model | training | mean Dice, held-out | mean Dice, the start's own cases |")
+    print("|---|---|---|---|")
+    described = {
+        "start": f"{args.minutes:g} min on {args.first} cases",
+        "scratch": f"{args.minutes:g} min on {args.more} other cases, from scratch",
+        "fine-tune": f"start + {args.minutes:g} min on the {args.more} other cases",
+        "update": f"start + {args.minutes:g} min on all {args.first + args.more} (old replayed)",
+    }
+    for name, model in models.items():
+        held_out = mean_dice(model, sets["test"])
+        own = mean_dice(model, sets["first"]) if name != "scratch" else float("nan")
+        print(f"| {name} | {described[name]} | {held_out:.4f} | {own:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
