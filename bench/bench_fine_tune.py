@@ -93,7 +93,7 @@ def main() -> None:
         "both": subset(source, root, first + more, out / "both" / "dataset.json"),
         "test": subset(source, root, test, out / "test" / "dataset.json"),
     }
-    print(f"{args.dataset}: {args.first} first cases, {args.more} more, {args.test} held out; {args.minutes} min per run")
+    print(f"{args.dataset}: {args.first} first cases, {args.more} more, {args.test} held out; {args.minutes} min each")
     start = run("start", sets["first"], out, args.minutes)
     models = {
         "start": start,
