@@ -19,6 +19,7 @@ import warnings
 
 from AttentionSegLib import __version__
 from AttentionSegLib.cli import (
+    campaign,
     dataset,
     dataset_evaluation,
     demo,
@@ -48,6 +49,7 @@ _COMMANDS = (
     train_generalist.add_parser,
     model_updates.add_update_parser,
     model_updates.add_versions_parser,
+    campaign.add_parser,
     segment.add_parser,
     dataset_evaluation.add_evaluate_dataset_parser,
     dataset_evaluation.add_compare_parser,
