@@ -51,7 +51,8 @@ def test_the_reader_corrects_label_by_label_until_the_target_or_the_click_limit(
     case = definition.cases[7]
     image = read_case_image(case, definition)
     reference = read_case_label(case, definition, image.channel(0))
-    automatic, interactive = Predictor(models["automatic"], device="cpu"), Predictor(models["interactive"], device="cpu")
+    automatic = Predictor(models["automatic"], device="cpu")
+    interactive = Predictor(models["interactive"], device="cpu")
     clicks, corrected = correct_case(automatic, interactive, image, reference, CampaignSettings(max_clicks=3))
     assert 0 <= clicks <= 3 * 2 and corrected.shape == reference.shape and set(np.unique(corrected)) <= {0, 1, 2}
     # A reader content with anything clicks nowhere: the automatic segmentation is the correction.
