@@ -111,6 +111,7 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrection)
         self.ui.updateModelButton.connect("clicked(bool)", self.onUpdateModel)
+        self.ui.suggestClickButton.connect("clicked(bool)", self.onSuggestClick)
         self.ui.rollbackModelButton.connect("clicked(bool)", self.onRollbackModel)
         self.ui.nextCaseButton.connect("clicked(bool)", self.onNextCase)
         self.ui.computeMetricsButton.connect("clicked(bool)", self.onComputeMetrics)
@@ -401,6 +402,17 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
 
     # -------------------------------------------------------------------------------- metrics
+    def onSuggestClick(self):
+        with slicer.util.tryWithErrorDisplay("Cannot suggest a click.", waitCursor=True):
+            suggestion = self.logic.suggestClick()
+            if suggestion is None:
+                self.ui.clickStatusLabel.text = "No suggestion: prompt an object with an interactive model first."
+                return
+            (r, a, s), positive = suggestion
+            slicer.modules.markups.logic().JumpSlicesToLocation(r, a, s, True)
+            kind = "positive" if positive else "negative"
+            self.ui.clickStatusLabel.text = f"Least certain here (views centred): a {kind} click would help."
+
     def onUpdateModel(self):
         if not requireDependencies():
             return
@@ -668,6 +680,10 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         return self.jobs().corrections.save_correction(
             volumeNodes, correctedSegmentationNode, datasetJson, originalSegmentationNode
         )
+
+    def suggestClick(self):
+        """(RAS point, positive) where the current object is least certain, or None."""
+        return self.clickObject().suggest()
 
     def startModelUpdate(self, modelFile, datasetJson, minutes=5.0, device="auto"):
         """Fine-tune ``modelFile`` on the dataset with its saved corrections, in the background; when

@@ -60,9 +60,11 @@ def test_the_reader_corrects_label_by_label_until_the_target_or_the_click_limit(
     assert zero == 0
     np.testing.assert_array_equal(kept, automatic.predict(image).label_image.array)
     pool, test = campaign_cases(definition, models["automatic"], test=2, seed=0)
-    assert len(pool) == 4 and len(test) == 2 and not {c.case_id for c in pool + test} & {
-        c.case_id for c in definition.cases[:4]
-    }
+    assert (
+        len(pool) == 4
+        and len(test) == 2
+        and not {c.case_id for c in pool + test} & {c.case_id for c in definition.cases[:4]}
+    )
 
 
 def test_both_orders_through_the_command_keep_versions_and_leave_the_dataset_untouched(campaign_setup, tmp_path):

@@ -117,3 +117,26 @@ def test_interactive_eval_reports_an_interactive_and_an_automatic_model(
     out = capsys.readouterr().out
     assert code == 0 and "automatic" in out and "box" in out
     assert main(["interactive-eval", str(good), str(dataset), "--clicks", "0"]) == 2
+
+
+def test_the_suggested_next_click_is_where_the_network_was_least_sure(interactive_run):
+    from scipy import ndimage
+
+    from AttentionSegLib.evaluation.uncertainty import boundary_voxels
+
+    definition, summary = interactive_run
+    predictor = Predictor(summary["model_file"], device="cpu")
+    case = load_case(definition, definition.cases[1].case_id)
+    reference = np.asarray(case.reference.array) == 1
+    session = InteractiveSession.for_predictor(predictor, case.images)
+    assert session.suggest_click() is None  # nothing predicted yet
+    run_robot_user(session, reference, case.reference.spacing_array_order, 1)
+    index, positive = session.suggest_click()
+    assert all(0 <= i < n for i, n in zip(index, session.mask.shape)) and positive == (not session.mask[index])
+    # The most uncertain voxel of the network's own grid, and it lies at the object's edge.
+    window = session.segmenter.window
+    assert session.segmenter.least_certain()[1] == pytest.approx(float(window.last_entropy.max()))
+    edge = ndimage.binary_dilation(boundary_voxels(session.mask.astype(np.uint8)), iterations=2)
+    assert edge[index], index
+    session.undo()
+    assert session.suggest_click() is None

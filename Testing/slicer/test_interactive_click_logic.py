@@ -128,3 +128,17 @@ def test_a_roi_box_makes_a_segment_and_automatic_models_refuse_boxes(interactive
     with pytest.raises(AttentionSegError, match="interactive model"):
         logic.box_to_segment(volume, automatic, corners, segmentation, device="cpu")
     assert not logic.is_interactive(automatic, "cpu")
+
+
+def test_the_suggested_click_comes_back_in_ras_at_the_sessions_voxel(interactive_scene):
+    scene, volume, segmentation, image, reference, model = interactive_scene
+    logic = ClickLogic(scene)
+    first = interior_point(reference == 1, image.spacing_array_order)
+    segment_id = logic.click_to_segment(volume, model, ras_of(image, first), segmentation, device="cpu")
+    session = logic._sessions[(segmentation.GetID(), segment_id)].session
+    index, positive = session.suggest_click()
+    ras, suggested_positive = logic.suggest_click(segmentation, segment_id)
+    # On this oblique, anisotropic grid the RAS point is that voxel's centre.
+    np.testing.assert_allclose(ras, ras_of(image, index), atol=1e-6)
+    assert suggested_positive == positive
+    assert logic.undo_click(segmentation, segment_id) and logic.suggest_click(segmentation, segment_id) is None

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from AttentionSegLib.data.preprocessing import resample_array
+from AttentionSegLib.inference.uncertainty import normalized_entropy
 from AttentionSegLib.inference.window import WindowSegmenter
 from AttentionSegLib.interactive.prompts import ObjectPrompts, PromptEncoding, encode_prompts
 from AttentionSegLib.interactive.robot import bounding_box
@@ -158,6 +159,8 @@ class NetworkWindow:
         channels = encode_prompts(image.shape[1:], model_spacing, model_prompts, self.encoding)
         inputs = torch.from_numpy(np.concatenate([image, channels]).astype(np.float32)[None]).to(self.device)
         logits = self.windows.one_window_logits(inputs)
+        # Kept on the network's grid (small), for the suggested next click (ObjectSegmenter.least_certain).
+        self.last_entropy = normalized_entropy(logits, self.windows.sigmoid).float().cpu().numpy()
         return self.windows.classes(logits, shape).astype(bool)
 
 
@@ -202,6 +205,7 @@ class ObjectSegmenter:
         self.zoom_levels = tuple(int(v) for v in zoom_levels) if zoom_levels else None
         self.extent = window.extent(self.spacing)
         self.max_windows = max_windows
+        self.uncertain: list[tuple[tuple[slice, ...], np.ndarray]] = []  # (region, entropy) of the last prediction
 
     def predict(self, image: np.ndarray, prompts: ObjectPrompts) -> tuple[tuple[slice, ...], np.ndarray]:
         """``(region, mask)``: the region of the grid the prediction covers and the object's new
@@ -214,6 +218,7 @@ class ObjectSegmenter:
         shape = image.shape[1:]
         previous = prompts.previous_mask if prompts.previous_mask is not None else np.zeros(shape, dtype=bool)
         current = previous.astype(bool).copy()
+        self.uncertain = []
         if self.zoom_levels:
             return self._zoomed(image, prompts, current)
         covered = np.zeros(shape, dtype=bool)
@@ -226,6 +231,7 @@ class ObjectSegmenter:
                 continue
             seen.add(key)
             mask = self.window(image[(slice(None), *region)], _crop_prompts(prompts, current, region), self.spacing)
+            self._keep_uncertainty(region)
             new = ~covered[region]
             current[region][new] = mask[new]
             covered[region] = True
@@ -248,8 +254,32 @@ class ObjectSegmenter:
             mask = self.window(image[(slice(None), *region)], crop_prompts, self.spacing, working)
             if level == levels[-1] or not self._neighbours(mask, region, shape, extent):
                 break
+        self._keep_uncertainty(region)
         current[region] = mask
         return region, current[region]
+
+    def _keep_uncertainty(self, region: tuple[slice, ...]) -> None:
+        entropy = getattr(self.window, "last_entropy", None)
+        if entropy is not None:
+            self.uncertain.append((region, entropy))
+
+    def least_certain(self) -> tuple[tuple[int, ...], float] | None:
+        """``(voxel index on the grid, uncertainty 0-1)`` where the last prediction was least sure
+        (the entropy of the object's probability, on the network's grid, mapped to the voxel whose
+        region it covers): the suggested place for the next click. None before any prediction."""
+        best = None
+        for region, entropy in self.uncertain:
+            flat = int(np.argmax(entropy))
+            value = float(entropy.flat[flat])
+            if best is None or value > best[1]:
+                index = np.unravel_index(flat, entropy.shape)
+                sizes = [r.stop - r.start for r in region]
+                voxel = tuple(
+                    int(r.start + min(n - 1, np.floor((k + 0.5) * n / m)))
+                    for r, k, n, m in zip(region, index, sizes, entropy.shape)
+                )
+                best = (voxel, value)
+        return best
 
     def _neighbours(self, mask: np.ndarray, region: tuple[slice, ...], shape, extent=None) -> list[tuple[slice, ...]]:
         """Windows half a window beyond each face of ``region`` that the mask reaches, where the image goes on."""

@@ -185,12 +185,25 @@ class InteractiveSession:
         region, previous, prompts = self._history.pop()
         self.mask[region] = previous
         self.prompts = prompts
+        self.segmenter.uncertain = []  # it described the prediction undone
         return SessionStep(region, 0.0)
 
     def reset(self) -> None:
         """Forget the prompts, the mask and the undo history."""
         self.prompts, self._history = ObjectPrompts(), []
         self.mask = np.zeros(self.shape, dtype=bool)
+        self.segmenter.uncertain = []
+
+    def suggest_click(self) -> tuple[tuple[int, ...], bool] | None:
+        """Where the network was least sure of the object in its last prediction
+        (:meth:`~AttentionSegLib.interactive.segmenter.ObjectSegmenter.least_certain`): the voxel
+        and whether a click there would add (it is outside the mask now) or remove. None before
+        the first prompt and after an undo (until the next prompt)."""
+        found = getattr(self.segmenter, "least_certain", lambda: None)()
+        if found is None:
+            return None
+        index = found[0]
+        return index, not bool(self.mask[index])
 
     @property
     def can_undo(self) -> bool:

@@ -203,6 +203,21 @@ class ClickLogic:
         state = self._sessions.get((segmentation_node.GetID(), segment_id))
         return state is not None and state.session.can_undo
 
+    def suggest_click(self, segmentation_node, segment_id: str) -> tuple[tuple[float, float, float], bool] | None:
+        """``(RAS point, positive)``: where the network was least sure of the segment's object in
+        its last prompt (:meth:`InteractiveSession.suggest_click`), and whether a click there
+        adds or removes; None without an interactive prompt on the segment since its last undo."""
+        from AttentionSegLib.evaluation.consensus import ras_of_index
+        from AttentionSegLib.slicer.mrml import image_from_volume_node
+
+        state = self._sessions.get((segmentation_node.GetID(), segment_id))
+        suggestion = state.session.suggest_click() if state is not None else None
+        if suggestion is None:
+            return None
+        index, positive = suggestion
+        index = (0, *index) if state.two_d else index
+        return tuple(ras_of_index(image_from_volume_node(state.volume_node), index)), positive
+
     def forget_sessions(self) -> None:
         """Drop every object's click history (a new case: node ids of the old one may come back)."""
         self._sessions.clear()

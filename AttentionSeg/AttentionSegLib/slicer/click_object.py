@@ -92,6 +92,13 @@ class ClickObject:
             return False
         return self.click_logic.undo_click(self._segmentation, self._segment_id)
 
+    def suggest(self):
+        """``(RAS point, positive)`` where the current object is least certain, or None
+        (:meth:`~AttentionSegLib.slicer.click_logic.ClickLogic.suggest_click`)."""
+        if self.segment_id is None:
+            return None
+        return self.click_logic.suggest_click(self._segmentation, self._segment_id)
+
     @property
     def can_undo(self) -> bool:
         """Whether :meth:`undo` has a step to take back."""

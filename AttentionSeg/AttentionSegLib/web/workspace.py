@@ -367,6 +367,10 @@ class Workspace:
         """Undo the last prompt of the current object; False when there is nothing to undo."""
         return self.click_object.undo()
 
+    def suggest_click(self):
+        """``(RAS point, positive)`` where the current object is least certain, or None."""
+        return self.click_object.suggest()
+
     def new_object(self) -> None:
         """The next prompt starts a new segment."""
         self.click_object.new_object()

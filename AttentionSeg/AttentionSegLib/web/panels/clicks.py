@@ -68,6 +68,7 @@ class ClickPanel(Panel):
             v3.VTextField(label="Go to R, A, S (mm)", v_model=("as_goto", ""), density="compact", classes="as-goto")
             # The text goes with the click: a v_model update may not have reached the server yet.
             v3.VBtn("Go", click=(self._go_to, "[as_goto]"), classes="as-goto-button")
+            v3.VBtn("Suggest next click", click=self._suggest, variant="text", classes="as-suggest-click")
         with html.Div(classes="d-flex ga-2"):
             v3.VBtn("Undo click", click=self._undo_click, classes="as-undo-click")
             v3.VBtn("New object", click=self._new_object, variant="text")
@@ -211,6 +212,19 @@ class ClickPanel(Panel):
         self.say("the next click starts a new object")
 
     @guarded
+    @guarded
+    def _suggest(self) -> None:
+        """Centre the views where the current object is least certain, and say which click."""
+        suggestion = self.workspace.suggest_click()
+        if suggestion is None:
+            self.say("no suggestion: prompt an object with an interactive model first")
+            return
+        ras, positive = suggestion
+        for view in self.page.slicer_app.view_manager.get_slice_views():
+            view.get_view_node().JumpSliceByCentering(*ras)
+        where = ", ".join(f"{v:.1f}" for v in ras)
+        self.say(f"least certain at R, A, S {where} mm: a {'positive' if positive else 'negative'} click there")
+
     def _go_to(self, text: str = "") -> None:
         """Centre the three slice views on a point (mm, RAS): the place to click next."""
         try:
