@@ -2,8 +2,9 @@
 
 A robot reader works through cases the automatic model has not seen, in an order (``random``,
 seeded, or ``ranked`` by :mod:`~AttentionSegLib.inference.case_ranking`, re-ranked after every
-update). For each case it starts from the automatic model's segmentation and corrects every label
-with the interactive model (its session starts from the automatic mask): a click at the largest
+update: between updates the model, and so its ranking, does not change). For each case it starts
+from the automatic model's segmentation and corrects every label with the interactive model (its
+session starts from the automatic mask): a click at the largest
 error (:func:`~AttentionSegLib.interactive.robot.next_click`) until the label's Dice against the
 reference reaches ``target_dice`` or ``max_clicks`` clicks, counting them. The corrected label map
 is saved into the campaign's dataset (:func:`~AttentionSegLib.data.corrections.add_training_case`),
@@ -182,9 +183,12 @@ def run_campaign(
     log(f"{settings.order}: start, test Dice {points[0].test_dice:.4f}")
     clicks, update_seconds, remaining = 0, 0.0, list(pool)
     automatic = Predictor(model, device=settings.device)
+    ranking: list[str] = []  # the current version's order of the remaining cases (re-ranked after each update)
     for number in range(1, settings.cases + 1):
         if settings.order == "ranked":
-            top = rank_cases(automatic, definition, remaining, settings.seed)[0].case_id
+            if not ranking:
+                ranking = [row.case_id for row in rank_cases(automatic, definition, remaining, settings.seed)]
+            top = ranking.pop(0)
             case = next(c for c in remaining if c.case_id == top)
         else:
             case = next(c for c in random_order if c in remaining)
@@ -198,7 +202,7 @@ def run_campaign(
             started = time.perf_counter()
             update_model(model, dataset, settings.update_minutes, settings.device, work / "runs" / f"update-{number}")
             update_seconds += time.perf_counter() - started
-            automatic = Predictor(model, device=settings.device)
+            automatic, ranking = Predictor(model, device=settings.device), []
             points.append(
                 CampaignPoint(
                     number, clicks, _test_dice(model, definition, test_cases, settings.device), update_seconds
