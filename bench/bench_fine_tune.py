@@ -27,9 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "AttentionSeg"))
 
 from AttentionSegLib.data.dataset import load_dataset  # noqa: E402
-from AttentionSegLib.data.preprocessing import read_case_image, read_case_label  # noqa: E402
-from AttentionSegLib.evaluation.metrics import dice_per_label  # noqa: E402
-from AttentionSegLib.inference.predictor import Predictor  # noqa: E402
+from AttentionSegLib.evaluation.campaign import mean_dice  # noqa: E402
 from AttentionSegLib.training.config import TrainingConfig  # noqa: E402
 from AttentionSegLib.training.trainer import train  # noqa: E402
 
@@ -45,17 +43,9 @@ def subset(source: dict, root: Path, case_indices: list[int], path: Path) -> Pat
     return path
 
 
-def mean_dice(model: Path, dataset: Path) -> float:
-    predictor = Predictor(model, device="cpu")
+def mean_dice_on(model: Path, dataset: Path) -> float:
     definition = load_dataset(dataset)
-    values = [v for v in definition.labels if v != 0]
-    scores = []
-    for case in definition.cases:
-        image = read_case_image(case, definition)
-        reference = read_case_label(case, definition, image.channel(0))
-        labels = predictor.predict(image).label_image.array
-        scores.append(np.nanmean(list(dice_per_label(labels, reference, values).values())))
-    return float(np.mean(scores))
+    return mean_dice(model, definition, definition.cases)
 
 
 def run(name: str, dataset: Path, out: Path, minutes: float, init: Path | None = None) -> Path:
@@ -110,8 +100,8 @@ def main() -> None:
         "update": f"start + {args.minutes:g} min on all {args.first + args.more} (old replayed)",
     }
     for name, model in models.items():
-        held_out = mean_dice(model, sets["test"])
-        own = mean_dice(model, sets["first"]) if name != "scratch" else float("nan")
+        held_out = mean_dice_on(model, sets["test"])
+        own = mean_dice_on(model, sets["first"]) if name != "scratch" else float("nan")
         print(f"| {name} | {described[name]} | {held_out:.4f} | {own:.4f} |", flush=True)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from AttentionSegLib.data.dataset import Case, DatasetDefinition, load_dataset
 from AttentionSegLib.errors import AttentionSegError
 
-__all__ = ["CampaignSettings", "CampaignPoint", "correct_case", "run_campaign", "campaign_cases"]
+__all__ = ["CampaignSettings", "CampaignPoint", "correct_case", "run_campaign", "campaign_cases", "mean_dice"]
 
 ORDERS = ("random", "ranked")
 
@@ -129,7 +129,8 @@ def _start_dataset(definition: DatasetDefinition, model_file, folder: Path) -> P
     return folder / "dataset.json"
 
 
-def _test_dice(model, definition: DatasetDefinition, cases: list[Case], device: str) -> float:
+def mean_dice(model, definition: DatasetDefinition, cases: list[Case], device: str = "cpu") -> float:
+    """The model's mean Dice (over labels, then cases) on annotated cases of ``definition``."""
     from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
     from AttentionSegLib.evaluation.metrics import dice_per_label
     from AttentionSegLib.inference.predictor import Predictor
@@ -179,7 +180,7 @@ def run_campaign(
     dataset = _start_dataset(definition, model_file, work / "dataset")
     interactive = Predictor(interactive_model_file, device=settings.device)
     random_order = [pool[i] for i in np.random.default_rng(settings.seed + 1).permutation(len(pool))]
-    points = [CampaignPoint(0, 0, _test_dice(model, definition, test_cases, settings.device), 0.0)]
+    points = [CampaignPoint(0, 0, mean_dice(model, definition, test_cases, settings.device), 0.0)]
     log(f"{settings.order}: start, test Dice {points[0].test_dice:.4f}")
     clicks, update_seconds, remaining = 0, 0.0, list(pool)
     automatic = Predictor(model, device=settings.device)
@@ -204,9 +205,7 @@ def run_campaign(
             update_seconds += time.perf_counter() - started
             automatic, ranking = Predictor(model, device=settings.device), []
             points.append(
-                CampaignPoint(
-                    number, clicks, _test_dice(model, definition, test_cases, settings.device), update_seconds
-                )
+                CampaignPoint(number, clicks, mean_dice(model, definition, test_cases, settings.device), update_seconds)
             )
             log(f"{settings.order}: {number} cases, {clicks} clicks, test Dice {points[-1].test_dice:.4f}")
     (work / "campaign.json").write_text(

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from AttentionSegLib.data.dataset import Case, DatasetDefinition
 
-__all__ = ["RankedCase", "NEAR_MM", "expected_wrong_volume", "rank_cases", "cases_to_rank"]
+__all__ = ["RankedCase", "NEAR_MM", "expected_wrong_volume", "rank_cases", "cases_to_rank", "next_case"]
 
 NEAR_MM = 5.0
 
@@ -78,3 +78,20 @@ def rank_cases(
         if progress is not None:
             progress(done, len(cases))
     return sorted(ranked, key=lambda r: (-round(r.expected_wrong_ml, 9), tie_order[r.case_id]))
+
+
+def next_case(predictor, dataset_json, seed: int = 0) -> tuple[RankedCase, Case]:
+    """The dataset's case without labels to annotate next ("Next case"): its ranking row and case.
+
+    Raises:
+        AttentionSegError: the dataset has no case without labels.
+    """
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.errors import AttentionSegError
+
+    definition = load_dataset(dataset_json)
+    cases = cases_to_rank(definition, include_annotated=False)
+    if not cases:
+        raise AttentionSegError(f"{definition.path}: no case without labels to rank (MSD 'test' or imagesTs)")
+    top = rank_cases(predictor, definition, cases, seed)[0]
+    return top, definition.case(top.case_id)

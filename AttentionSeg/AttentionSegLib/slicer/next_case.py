@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-from AttentionSegLib.errors import AttentionSegError
-
 __all__ = ["load_next_case"]
 
 
@@ -20,15 +18,11 @@ def load_next_case(scene, predictor, dataset_json: str | os.PathLike, seed: int 
     """
     from AttentionSegLib.data.dataset import load_dataset
     from AttentionSegLib.data.preprocessing import read_case_image
-    from AttentionSegLib.inference.case_ranking import cases_to_rank, rank_cases
+    from AttentionSegLib.inference.case_ranking import next_case
     from AttentionSegLib.slicer.mrml import volume_node_from_image
 
-    definition = load_dataset(dataset_json)
-    cases = cases_to_rank(definition, include_annotated=False)
-    if not cases:
-        raise AttentionSegError(f"{definition.path}: no case without labels to rank (MSD 'test' or imagesTs)")
-    top = rank_cases(predictor, definition, cases, seed)[0]
-    image = read_case_image(definition.case(top.case_id), definition)
+    top, case = next_case(predictor, dataset_json, seed)
+    image = read_case_image(case, load_dataset(dataset_json))
     channels = [image.channel(k) for k in range(image.n_channels)] if image.has_channels else [image]
     nodes = [volume_node_from_image(scene, c, f"{top.case_id}_{k:04d}") for k, c in enumerate(channels)]
     return top, nodes

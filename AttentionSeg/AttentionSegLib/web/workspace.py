@@ -265,17 +265,12 @@ class Workspace:
     def next_case(self, model: str, dataset_json: str, device: str = "auto"):
         """``(ranked case, its first image file)``: the dataset's case without labels the model is
         least sure of (:mod:`~AttentionSegLib.inference.case_ranking`); the page then loads it."""
-        from AttentionSegLib.data.dataset import load_dataset
-        from AttentionSegLib.inference.case_ranking import cases_to_rank, rank_cases
+        from AttentionSegLib.inference.case_ranking import next_case
 
         if not dataset_json:
             raise AttentionSegError("give the dataset definition (dataset.json) whose cases to rank")
-        definition = load_dataset(dataset_json)
-        cases = cases_to_rank(definition, include_annotated=False)
-        if not cases:
-            raise AttentionSegError(f"{definition.path}: no case without labels to rank (MSD 'test' or imagesTs)")
-        top = rank_cases(self.jobs.segment.predictors.get(self.model_file(model), device), definition, cases)[0]
-        return top, definition.case(top.case_id).images[0]
+        top, case = next_case(self.jobs.segment.predictors.get(self.model_file(model), device), dataset_json)
+        return top, case.images[0]
 
     def compare(self, models: list[str], device: str = "auto", progress=None, cancel=None) -> dict:
         """Every chosen model on the volume (the Logic's compare): returns its result, whose
