@@ -11,8 +11,10 @@ runs beyond the mirrored copies that ``--tta`` already makes):
   variation distance between a copy's class probabilities and their mean (0 when all copies agree,
   at most 1). It needs ``--tta``: without mirrored copies there is nothing to disagree.
 
-The default is the one measured better on held-out hippocampus (``bench/bench_uncertainty.py``;
-figures in ``bench/RESULTS.md``): see :data:`DEFAULT_METHOD`. Dropout at test time does not apply
+The default is ``entropy``, measured better on held-out hippocampus (``bench/bench_uncertainty.py``,
+``bench/RESULTS.md``; a 10-minute UNet, 42 validation cases): error AUROC within 5 mm of the
+structure 0.936 (0.939 with ``--tta``) against 0.927 for ``tta``, and on the predicted boundary
+0.700 (0.711) against 0.665; the ``exp(-distance)`` map scores 0.906 and 0.500. Dropout at test time does not apply
 (our networks have no dropout at inference), and an ensemble of checkpoints would need several
 model files per model; both are left out.
 
