@@ -72,7 +72,7 @@ def test_both_orders_through_the_command_keep_versions_and_leave_the_dataset_unt
     before = {path: path.read_bytes() for path in dataset.parent.rglob("*") if path.is_file()}
     result = attentionseg(
         "campaign", models["automatic"], models["interactive"], dataset, "--out", tmp_path / "work", "--cases", "2",
-        "--test", "2", "--update-every", "1", "--update-minutes", "0.1", "--max-clicks", "2", "--json",
+        "--test", "2", "--update-every", "1", "--update-minutes", "0.05", "--max-clicks", "2", "--json",
         tmp_path / "campaign.json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

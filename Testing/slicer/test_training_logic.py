@@ -670,7 +670,7 @@ def test_start_from_model_and_update_model_run_through_the_logic(scene, tmp_path
     label = read_case_label(case, definition, image.channel(0))
     add_training_case(dataset, image, image.channel(0).with_array(label, has_channels=False))
     registered = sorted(models.glob("*.pt"))
-    logic.start_update(model, dataset, minutes=0.2, device="cpu")
+    logic.start_update(model, dataset, minutes=0.1, device="cpu")
     assert logic.wait(timeout_s=300, poll_interval_s=0.2) == "finished", f"{logic.message}\n{logic.log_text()}"
     assert "version 2 is current" in logic.message and logic.registered_model == model
     assert sorted(models.glob("*.pt")) == registered  # no new registered model

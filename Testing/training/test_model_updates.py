@@ -52,7 +52,7 @@ def test_an_update_becomes_the_next_version_and_rollback_returns_to_the_first(mo
     original = model.read_bytes()
     assert new_cases(model, dataset) == [case_id]
     run = tmp_path / "update"
-    result = attentionseg("update-model", model, dataset, "--minutes", "0.2", "--device", "cpu", "--out", run)
+    result = attentionseg("update-model", model, dataset, "--minutes", "0.1", "--device", "cpu", "--out", run)
     assert result.returncode == 0, result.stderr
     assert "version 2 (from version 1, 1 case(s) added) is now current" in result.stderr
     updated = load_model_file(model)

@@ -164,7 +164,7 @@ def test_a_saved_correction_updates_the_model_rollback_and_next_case(workspace, 
     space.segmentation = space.reference
     space.save_correction(copy / "dataset.json")
     before = space.model_file("automatic").read_bytes()
-    space.start_model_update("automatic", str(copy / "dataset.json"), device="cpu", minutes=0.2)
+    space.start_model_update("automatic", str(copy / "dataset.json"), device="cpu", minutes=0.1)
     assert space.updater.wait(timeout_s=300, poll_interval_s=0.2) == "finished", space.updater.message
     assert "version 2 is current" in space.updater.message
     assert [v.current for v in list_versions(space.model_file("automatic"))] == [False, True]
