@@ -14,10 +14,10 @@ import torch
 from AttentionSegLib.data.dataset import load_dataset
 from AttentionSegLib.data.phantoms import write_phantom_dataset
 from AttentionSegLib.errors import AttentionSegError
-from AttentionSegLib.inference.model_file import load_model_file
+from AttentionSegLib.inference.model_file import file_digest, load_model_file
 from AttentionSegLib.models import build_from_spec
 from AttentionSegLib.training.config import TrainingConfig
-from AttentionSegLib.training.fine_tune import check_dataset_fits, file_digest, load_base_weights, settings_from_model
+from AttentionSegLib.training.fine_tune import check_dataset_fits, load_base_weights, settings_from_model
 from AttentionSegLib.training.run_plan import plan_training
 from AttentionSegLib.training.trainer import train
 from conftest import assert_bad_input, attentionseg

@@ -39,6 +39,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ModelFile",
     "ModelFileError",
+    "file_digest",
     "load_model_file",
 ]
 
@@ -243,6 +244,18 @@ class ModelFile:
             "state_dict": {key: value.detach().cpu() for key, value in self.state_dict.items()},
         }
         return atomic_torch_save(payload, path)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file (a model file's identity: which version a fine-tune started from, which
+    version of a model is current)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_model_file(path: str | os.PathLike) -> ModelFile:

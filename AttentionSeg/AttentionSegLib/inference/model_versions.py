@@ -54,7 +54,7 @@ def _history_file(model: Path) -> Path:
 
 
 def _digest(path: Path) -> str:
-    from AttentionSegLib.training.fine_tune import file_digest
+    from AttentionSegLib.inference.model_file import file_digest
 
     return file_digest(path)
 

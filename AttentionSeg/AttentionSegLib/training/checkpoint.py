@@ -196,7 +196,7 @@ def base_summary(path: str) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _cached_digest(path: str, mtime_ns: int) -> str:
-    from AttentionSegLib.training.fine_tune import file_digest
+    from AttentionSegLib.inference.model_file import file_digest
 
     return file_digest(path)
 

@@ -14,7 +14,6 @@ refused in one line naming what differs.
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,15 +46,6 @@ def _read(path: str, mtime_ns: int) -> ModelFile:
     from AttentionSegLib.inference.model_file import load_model_file
 
     return load_model_file(path)
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a model file: which version of a base model a fine-tune started from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def settings_from_model(config: TrainingConfig) -> TrainingConfig:
