@@ -48,13 +48,13 @@ def mean_dice_on(model: Path, dataset: Path) -> float:
     return mean_dice(model, definition, definition.cases)
 
 
-def run(name: str, dataset: Path, out: Path, minutes: float, init: Path | None = None) -> Path:
+def run(name: str, dataset: Path, out: Path, minutes: float, init: Path | None = None, lr: float | None = None) -> Path:
     folder = out / name
     if (folder / "model.pt").is_file():
         return folder / "model.pt"
     config = TrainingConfig(
         str(dataset), "" if init else "unet", str(folder), time_limit_min=minutes, device="cpu",
-        init=str(init) if init else None,
+        init=str(init) if init else None, learning_rate=lr,
     )  # fmt: skip
     started = time.perf_counter()
     summary = train(config)
@@ -71,6 +71,10 @@ def main() -> None:
     parser.add_argument("--more", type=int, default=60)
     parser.add_argument("--test", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fine-tune-lr", type=float, nargs="*", default=[], metavar="LR",
+        help="also fine-tune and update at these learning rates (side by side with the planner's)",
+    )  # fmt: skip
     args = parser.parse_args()
     source = json.loads(args.dataset.read_text())
     order = np.random.default_rng(args.seed).permutation(len(source["training"])).tolist()
@@ -91,6 +95,9 @@ def main() -> None:
         "fine-tune": run("fine-tune", sets["more"], out, args.minutes, init=start),
         "update": run("update", sets["both"], out, args.minutes, init=start),
     }
+    for lr in args.fine_tune_lr:
+        models[f"fine-tune, lr {lr:g}"] = run(f"fine-tune-lr{lr:g}", sets["more"], out, args.minutes, start, lr)
+        models[f"update, lr {lr:g}"] = run(f"update-lr{lr:g}", sets["both"], out, args.minutes, start, lr)
     print("| model | training | mean Dice, held-out | mean Dice, the start's own cases |")
     print("|---|---|---|---|")
     described = {
@@ -100,6 +107,7 @@ def main() -> None:
         "update": f"start + {args.minutes:g} min on all {args.first + args.more} (old replayed)",
     }
     for name, model in models.items():
+        described.setdefault(name, described[name.split(",")[0]] + f", learning rate {name.split('lr ')[-1]}")
         held_out = mean_dice_on(model, sets["test"])
         own = mean_dice_on(model, sets["first"]) if name != "scratch" else float("nan")
         print(f"| {name} | {described[name]} | {held_out:.4f} | {own:.4f} |", flush=True)
