@@ -159,9 +159,16 @@ class NetworkWindow:
         channels = encode_prompts(image.shape[1:], model_spacing, model_prompts, self.encoding)
         inputs = torch.from_numpy(np.concatenate([image, channels]).astype(np.float32)[None]).to(self.device)
         logits = self.windows.one_window_logits(inputs)
-        # Kept on the network's grid (small), for the suggested next click (ObjectSegmenter.least_certain).
-        self.last_entropy = normalized_entropy(logits, self.windows.sigmoid).float().cpu().numpy()
+        # Kept (on the network's grid, no copy) for the suggested next click; its entropy is only
+        # computed when a suggestion is asked for, never on a click's path.
+        self.last_logits = logits
         return self.windows.classes(logits, shape).astype(bool)
+
+    @property
+    def last_entropy(self) -> np.ndarray | None:
+        """The normalised entropy of the last call's object probabilities, on the network's grid."""
+        logits = getattr(self, "last_logits", None)
+        return None if logits is None else entropy_map(logits, self.windows.sigmoid)
 
 
 def _resampled_prompts(prompts: ObjectPrompts, shape, new_shape) -> ObjectPrompts:
@@ -205,7 +212,7 @@ class ObjectSegmenter:
         self.zoom_levels = tuple(int(v) for v in zoom_levels) if zoom_levels else None
         self.extent = window.extent(self.spacing)
         self.max_windows = max_windows
-        self.uncertain: list[tuple[tuple[slice, ...], np.ndarray]] = []  # (region, entropy) of the last prediction
+        self.uncertain: list[tuple[tuple[slice, ...], torch.Tensor]] = []  # (region, logits) of the last prediction
 
     def predict(self, image: np.ndarray, prompts: ObjectPrompts) -> tuple[tuple[slice, ...], np.ndarray]:
         """``(region, mask)``: the region of the grid the prediction covers and the object's new
@@ -259,16 +266,17 @@ class ObjectSegmenter:
         return region, current[region]
 
     def _keep_uncertainty(self, region: tuple[slice, ...]) -> None:
-        entropy = getattr(self.window, "last_entropy", None)
-        if entropy is not None:
-            self.uncertain.append((region, entropy))
+        logits = getattr(self.window, "last_logits", None)
+        if logits is not None:
+            self.uncertain.append((region, logits))
 
     def least_certain(self) -> tuple[tuple[int, ...], float] | None:
         """``(voxel index on the grid, uncertainty 0-1)`` where the last prediction was least sure
         (the entropy of the object's probability, on the network's grid, mapped to the voxel whose
         region it covers): the suggested place for the next click. None before any prediction."""
         best = None
-        for region, entropy in self.uncertain:
+        for region, logits in self.uncertain:
+            entropy = entropy_map(logits, self.window.windows.sigmoid)
             flat = int(np.argmax(entropy))
             value = float(entropy.flat[flat])
             if best is None or value > best[1]:
@@ -294,6 +302,11 @@ class ObjectSegmenter:
                 moved[axis] += (-1 if side == 0 else 1) * extent[axis] / 2
                 found.append(window_around(moved, extent, shape))
         return found
+
+
+def entropy_map(logits: torch.Tensor, sigmoid: bool) -> np.ndarray:
+    """Normalised entropy (0-1) of a window's (C, ...) logits, as a numpy array on their grid."""
+    return normalized_entropy(logits, sigmoid).float().cpu().numpy()
 
 
 def _object_corners(prompts: ObjectPrompts, mask: np.ndarray | None) -> list[tuple[int, ...]]:
