@@ -259,17 +259,17 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLikelyWrongSelected(self, *unused):
         """Centre the slice views on the selected doubtful region."""
-        regions = self._likelyWrong
-        rows = self.ui.likelyWrongTableView.selectionModel().selectedRows() if regions else []
-        if rows and rows[0].row() < len(regions):
-            r, a, s = regions[rows[0].row()]["ras"]
-            slicer.modules.markups.logic().JumpSlicesToLocation(r, a, s, True)
+        self._jumpToSelectedRow(self.ui.likelyWrongTableView, self._likelyWrong)
 
     def onWorstErrorSelected(self, *unused):
         """Centre the slice views on the selected error (the Logic gives its RAS centre)."""
-        rows = self.ui.worstErrorsTableView.selectionModel().selectedRows() if self._worstErrors else []
-        if rows and rows[0].row() < len(self._worstErrors):
-            r, a, s = self._worstErrors[rows[0].row()]["ras"]
+        self._jumpToSelectedRow(self.ui.worstErrorsTableView, self._worstErrors)
+
+    def _jumpToSelectedRow(self, tableView, rows):
+        """Centre the slice views on the RAS centre of the table's selected row (``rows``: its dicts)."""
+        selected = tableView.selectionModel().selectedRows() if rows else []
+        if selected and selected[0].row() < len(rows):
+            r, a, s = rows[selected[0].row()]["ras"]
             slicer.modules.markups.logic().JumpSlicesToLocation(r, a, s, True)
 
     # ---------------------------------------------------------------------- click-to-segment

@@ -33,6 +33,7 @@ from AttentionSegLib.evaluation.uncertainty import (  # noqa: E402
 )
 from AttentionSegLib.inference.predictor import Predictor  # noqa: E402
 from AttentionSegLib.inference.uncertainty import class_probabilities, to_grid  # noqa: E402
+from AttentionSegLib.regions import within_distance  # noqa: E402
 
 
 def confidence_map(predictor: Predictor, image) -> np.ndarray:
@@ -69,10 +70,7 @@ def main() -> None:
         maps["entropy + TTA"].append(with_tta.uncertainty.array)
         maps["tta disagreement"].append(spread.uncertainty.array)
         maps["exp(-distance), no model"].append(boundary_distance_map(labels, spacing))
-        from scipy import ndimage
-
-        structure = (labels != 0) | (reference != 0)
-        near.append(ndimage.distance_transform_edt(~structure, sampling=spacing) <= 5.0)
+        near.append(within_distance((labels != 0) | (reference != 0), spacing, 5.0))
         boundary.append(boundary_voxels(labels))
         wrong.append(labels != reference)
         confidence.append(confidence_map(plain, image))

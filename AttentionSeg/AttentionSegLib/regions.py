@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["distance_to_border", "interior_point", "connected_regions"]
+__all__ = ["distance_to_border", "interior_point", "connected_regions", "within_distance"]
 
 
 def distance_to_border(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
@@ -23,6 +23,14 @@ def distance_to_border(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray
     padded = np.pad(mask, 1)
     distances = ndimage.distance_transform_edt(padded, sampling=spacing)
     return distances[tuple(slice(1, -1) for _ in mask.shape)]
+
+
+def within_distance(mask: np.ndarray, spacing: Sequence[float], distance_mm: float) -> np.ndarray:
+    """The voxels within ``distance_mm`` (mm) of ``mask`` (its own voxels included); none for an
+    empty mask."""
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=bool)
+    return ndimage.distance_transform_edt(~mask.astype(bool), sampling=spacing) <= distance_mm
 
 
 def interior_point(mask: np.ndarray, spacing: Sequence[float]) -> tuple[int, ...] | None:
@@ -34,10 +42,13 @@ def interior_point(mask: np.ndarray, spacing: Sequence[float]) -> tuple[int, ...
     return tuple(int(v) for v in np.unravel_index(int(np.argmax(distances)), mask.shape))
 
 
-def connected_regions(mask: np.ndarray, spacing_mm: Sequence[float], limit: int | None = 20) -> list[dict]:
+def connected_regions(
+    mask: np.ndarray, spacing_mm: Sequence[float], limit: int | None = 20, values: np.ndarray | None = None
+) -> list[dict]:
     """Connected components of ``mask`` (26-connected in 3D, 8 in 2D), largest first (ties: first
     in array order), at most ``limit``: ``{"voxels", "volume_ml", "index" (an interior voxel, array
-    order), "bounding_box" ([start, stop) per axis)}``."""
+    order), "bounding_box" ([start, stop) per axis)}``, and ``"mean"`` of ``values`` over the
+    region when given."""
     structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
     components, count = ndimage.label(mask, structure)
     if count == 0:
@@ -51,12 +62,13 @@ def connected_regions(mask: np.ndarray, spacing_mm: Sequence[float], limit: int 
         box = boxes[index]
         local = components[box] == index + 1
         inside = interior_point(local, spacing_mm)
-        regions.append(
-            {
-                "voxels": int(sizes[index]),
-                "volume_ml": float(sizes[index]) * voxel_ml,
-                "index": tuple(int(s.start + v) for s, v in zip(box, inside)),
-                "bounding_box": [(int(s.start), int(s.stop)) for s in box],
-            }
-        )
+        region = {
+            "voxels": int(sizes[index]),
+            "volume_ml": float(sizes[index]) * voxel_ml,
+            "index": tuple(int(s.start + v) for s, v in zip(box, inside)),
+            "bounding_box": [(int(s.start), int(s.stop)) for s in box],
+        }
+        if values is not None:
+            region["mean"] = float(values[box][local].mean())
+        regions.append(region)
     return regions

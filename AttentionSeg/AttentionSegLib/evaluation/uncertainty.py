@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage, stats
 
+from AttentionSegLib.regions import within_distance
+
 __all__ = ["error_auroc", "boundary_voxels", "boundary_distance_map", "expected_calibration_error", "auroc"]
 
 
@@ -66,11 +68,7 @@ def error_auroc(
     the structure and among the prediction's boundary voxels (None where there are no errors or no
     right voxels), with the voxel and error counts of each set."""
     wrong = prediction != reference
-    structure = (prediction != 0) | (reference != 0)
-    if structure.any():
-        near = ndimage.distance_transform_edt(~structure, sampling=spacing) <= within_mm
-    else:
-        near = np.zeros(structure.shape, dtype=bool)
+    near = within_distance((prediction != 0) | (reference != 0), spacing, within_mm)
     result = {}
     for name, where in (("near_structure", near), ("boundary", boundary_voxels(prediction))):
         result[name] = auroc(uncertainty[where], wrong[where])

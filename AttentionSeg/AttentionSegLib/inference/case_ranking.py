@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from AttentionSegLib.data.dataset import Case, DatasetDefinition
+from AttentionSegLib.regions import within_distance
 
 __all__ = ["RankedCase", "NEAR_MM", "expected_wrong_volume", "rank_cases", "cases_to_rank", "next_case"]
 
@@ -39,10 +39,7 @@ def expected_wrong_volume(uncertainty: np.ndarray, labels: np.ndarray, spacing: 
     """``(expected wrong volume in mL, mean uncertainty)`` over the voxels within :data:`NEAR_MM`
     of the predicted foreground (every voxel when there is none)."""
     foreground = labels != 0
-    if foreground.any():
-        near = ndimage.distance_transform_edt(~foreground, sampling=spacing) <= NEAR_MM
-    else:
-        near = np.ones(labels.shape, dtype=bool)
+    near = within_distance(foreground, spacing, NEAR_MM) if foreground.any() else np.ones(labels.shape, bool)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     values = uncertainty[near]
     return float(values.sum()) * voxel_ml, float(values.mean())

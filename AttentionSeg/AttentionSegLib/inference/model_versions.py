@@ -105,7 +105,10 @@ def list_versions(model: str | os.PathLike) -> list[ModelVersion]:
 
 
 def current_version(model: str | os.PathLike) -> ModelVersion:
-    versions = list_versions(model)
+    return _current(model, list_versions(model))
+
+
+def _current(model, versions: list[ModelVersion]) -> ModelVersion:
     current = [v for v in versions if v.current]
     if not current:
         raise AttentionSegError(
@@ -144,14 +147,13 @@ def add_version(
     model = Path(model)
     versions = list_versions(model)
     folder = versions_folder(model)
-    if not _read_history(model):  # keep the original as version 1 first
+    if not _history_file(model).is_file():  # keep the original as version 1 first
         original = versions[0]
         original.file = "v1.pt"
         _copy_atomic(model, folder / "v1.pt")
         write_text_atomic(folder / "v1.md", _card(model.stem, original, None, None))
         _write_history(model, [original])
-        versions = list_versions(model)
-    base = current_version(model)
+    base = _current(model, versions)
     number = max(v.version for v in versions) + 1
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     new = load_model_file(new_model_file)

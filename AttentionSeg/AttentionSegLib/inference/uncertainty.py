@@ -85,26 +85,13 @@ def to_grid(values: torch.Tensor, shape) -> torch.Tensor:
 def likely_wrong_regions(uncertainty: Image, threshold: float = LIKELY_WRONG_THRESHOLD, limit: int = 20) -> list[dict]:
     """The connected regions of ``uncertainty >= threshold``, largest first: ``{"voxels",
     "volume_ml", "mean", "index" (an interior voxel), "ras" (mm)}`` (the "Likely wrong" table)."""
-    from scipy import ndimage
-
     from AttentionSegLib.evaluation.consensus import ras_of_index
     from AttentionSegLib.regions import connected_regions
 
     values = np.asarray(uncertainty.array)
-    components = connected_regions(values >= threshold, uncertainty.spacing_array_order, limit=limit)
-    rows = []
-    for region in components:
-        box = tuple(slice(a, b) for a, b in region["bounding_box"])
-        # The region itself within its box (another region may reach into the box).
-        pieces, _ = ndimage.label(values[box] >= threshold, ndimage.generate_binary_structure(values.ndim, values.ndim))
-        local = tuple(i - a for i, (a, _) in zip(region["index"], region["bounding_box"]))
-        rows.append(
-            {
-                "voxels": region["voxels"],
-                "volume_ml": region["volume_ml"],
-                "mean": float(values[box][pieces == pieces[local]].mean()),
-                "index": region["index"],
-                "ras": ras_of_index(uncertainty, region["index"]),
-            }
-        )
-    return rows
+    regions = connected_regions(values >= threshold, uncertainty.spacing_array_order, limit=limit, values=values)
+    return [
+        {key: region[key] for key in ("voxels", "volume_ml", "mean", "index")}
+        | {"ras": ras_of_index(uncertainty, region["index"])}
+        for region in regions
+    ]

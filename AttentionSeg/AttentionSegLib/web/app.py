@@ -152,6 +152,11 @@ class AttentionSegWebApp(TrameApp):
             self.state.as_error = message.splitlines()[0] if message else "error"
             self.state.as_busy = False
 
+    def centre_views(self, ras) -> None:
+        """Centre the three slice views on a point (mm, RAS)."""
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.get_view_node().JumpSliceByCentering(*ras)
+
     def say(self, message: str) -> None:
         with self.state:
             self.state.as_message = message

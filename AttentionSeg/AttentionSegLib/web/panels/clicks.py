@@ -220,8 +220,7 @@ class ClickPanel(Panel):
             self.say("no suggestion: prompt an object with an interactive model first")
             return
         ras, positive = suggestion
-        for view in self.page.slicer_app.view_manager.get_slice_views():
-            view.get_view_node().JumpSliceByCentering(*ras)
+        self.page.centre_views(ras)
         where = ", ".join(f"{v:.1f}" for v in ras)
         self.say(f"least certain at R, A, S {where} mm: a {'positive' if positive else 'negative'} click there")
 
@@ -233,8 +232,7 @@ class ClickPanel(Panel):
             ras = []
         if len(ras) != 3:
             raise AttentionSegError(f"{text!r}: give three numbers R, A, S in mm")
-        for view in self.page.slicer_app.view_manager.get_slice_views():
-            view.get_view_node().JumpSliceByCentering(*ras)
+        self.page.centre_views(ras)
 
     # ------------------------------------------------------------------------------ listeners
     def _on_click_mode_changed(self, as_click_mode="off", **_) -> None:

@@ -81,9 +81,7 @@ class SegmentPanel(Panel):
     def _go_to_region(self, index: int) -> None:
         """Centre the slice views on a doubtful region (its interior point, RAS)."""
         regions = self.workspace.uncertainty.regions if self.workspace.uncertainty is not None else []
-        ras = regions[int(index)]["ras"]
-        for view in self.page.slicer_app.view_manager.get_slice_views():
-            view.get_view_node().JumpSliceByCentering(*ras)
+        self.page.centre_views(regions[int(index)]["ras"])
 
     def case_loaded(self) -> None:
         with self.state:
