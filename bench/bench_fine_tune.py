@@ -17,7 +17,6 @@ with absolute paths in OUT_DIR (outside the repository); runs go there too.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,21 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "AttentionSeg"))
 
-from AttentionSegLib.data.dataset import load_dataset  # noqa: E402
+from AttentionSegLib.data.dataset import load_dataset, write_subset  # noqa: E402
 from AttentionSegLib.evaluation.campaign import mean_dice  # noqa: E402
 from AttentionSegLib.training.config import TrainingConfig  # noqa: E402
 from AttentionSegLib.training.trainer import train  # noqa: E402
-
-
-def subset(source: dict, root: Path, case_indices: list[int], path: Path) -> Path:
-    """A dataset.json of some of ``source``'s training entries, paths made absolute."""
-    entries = [source["training"][i] for i in case_indices]
-    definition = {key: value for key, value in source.items() if key not in ("training", "test", "numTest")}
-    definition["training"] = [{k: str((root / v).resolve()) for k, v in entry.items()} for entry in entries]
-    definition["numTraining"] = len(entries)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(definition, indent=1))
-    return path
 
 
 def mean_dice_on(model: Path, dataset: Path) -> float:
@@ -76,16 +64,15 @@ def main() -> None:
         help="also fine-tune and update at these learning rates (side by side with the planner's)",
     )  # fmt: skip
     args = parser.parse_args()
-    source = json.loads(args.dataset.read_text())
-    order = np.random.default_rng(args.seed).permutation(len(source["training"])).tolist()
+    definition = load_dataset(args.dataset)
+    order = np.random.default_rng(args.seed).permutation(len(definition.cases)).tolist()
     first, more = order[: args.first], order[args.first : args.first + args.more]
     test = order[args.first + args.more : args.first + args.more + args.test]
-    root, out = args.dataset.parent, args.out
+    out, ids = args.out, [case.case_id for case in definition.cases]  # the definition's training order
+    parts = {"first": first, "more": more, "both": first + more, "test": test}
     sets = {
-        "first": subset(source, root, first, out / "first" / "dataset.json"),
-        "more": subset(source, root, more, out / "more" / "dataset.json"),
-        "both": subset(source, root, first + more, out / "both" / "dataset.json"),
-        "test": subset(source, root, test, out / "test" / "dataset.json"),
+        name: write_subset(definition, [ids[i] for i in part], out / name / "dataset.json")
+        for name, part in parts.items()
     }
     print(f"{args.dataset}: {args.first} first cases, {args.more} more, {args.test} held out; {args.minutes} min each")
     start = run("start", sets["first"], out, args.minutes)

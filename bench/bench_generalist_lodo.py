@@ -32,21 +32,11 @@ def held_out_dataset(data: Path, name: str, out: Path) -> Path:
     """A dataset.json of the collection's held-out cases of ``name`` (absolute paths): evaluated
     with ``--split all`` by every run, whether or not the run knows them as held out."""
     from AttentionSegLib.data.collection import load_collection
+    from AttentionSegLib.data.dataset import load_dataset, write_subset
 
-    dataset = next(d for d in load_collection(COLLECTION, data).datasets if d.name == name)
-    source = json.loads((data / name / "dataset.json").read_text())
-    definition = {
-        "name": f"{name}-heldout",
-        "modality": source.get("modality", {"0": "image"}),
-        "labels": source["labels"],
-        "training": [
-            {"image": str(c.image.resolve()), "label": str(c.label.resolve())} for c in dataset.held_out_cases
-        ],
-    }
-    path = out / f"{name}-heldout" / "dataset.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(definition))
-    return path
+    held_out = next(d for d in load_collection(COLLECTION, data).datasets if d.name == name).held_out
+    definition = load_dataset(data / name / "dataset.json")
+    return write_subset(definition, list(held_out), out / f"{name}-heldout" / "dataset.json", name=f"{name}-heldout")
 
 
 def train(data: Path, folder: Path, steps: int, leave_out: str | None) -> Path:

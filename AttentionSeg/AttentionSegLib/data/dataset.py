@@ -53,6 +53,7 @@ __all__ = [
     "DatasetDefinition",
     "Problem",
     "load_dataset",
+    "write_subset",
     "DEFAULT_LABEL_COLORS",
 ]
 
@@ -413,6 +414,26 @@ def load_dataset(path: str | Path) -> DatasetDefinition:
     _attach_clinical(definition, content, entries)
     attach_named_splits(definition, content)
     return definition
+
+
+def write_subset(definition: DatasetDefinition, case_ids, path: str | Path, name: str | None = None) -> Path:
+    """Write a dataset.json of some annotated cases of ``definition`` (MSD ``training`` entries with
+    absolute paths, in ``case_ids``' order), keeping its other keys (labels, channels, colours,
+    terminology); corrections can be added to it in its own folder."""
+    source = json.loads(Path(definition.path).read_text())
+    content = {key: value for key, value in source.items() if key not in ("training", "test", "numTest")}
+    entries = []
+    for case in (definition.case(case_id) for case_id in case_ids):
+        images = [str(Path(image).resolve()) for image in case.images]
+        entries.append({"image": images[0] if len(images) == 1 else images, "label": str(Path(case.label).resolve())})
+    content.update(training=entries, numTraining=len(entries))
+    content.setdefault("modality", {str(i): channel for i, channel in enumerate(definition.channel_names)})
+    if name is not None:
+        content["name"] = name
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=1))
+    return path
 
 
 def _attach_clinical(definition: DatasetDefinition, content: dict, entries: list[dict]) -> None:

@@ -111,22 +111,13 @@ def campaign_cases(definition: DatasetDefinition, model_file, test: int, seed: i
 def _start_dataset(definition: DatasetDefinition, model_file, folder: Path) -> Path:
     """The dataset the model was trained on (its cases, absolute paths) in ``folder``: the
     corrections join it there."""
+    from AttentionSegLib.data.dataset import write_subset
     from AttentionSegLib.inference.model_file import load_model_file
 
     training = load_model_file(model_file).training
     known = set(training.get("train_cases", [])) | set(training.get("val_cases", []))
-    source = json.loads(Path(definition.path).read_text())
-    entries = []
-    for case in definition.cases:
-        if case.case_id in known:
-            image = case.images[0] if len(case.images) == 1 else case.images
-            entries.append({"image": str(Path(image).resolve()), "label": str(Path(case.label).resolve())})
-    content = {key: value for key, value in source.items() if key not in ("training", "test", "numTest")}
-    content.update(training=entries, numTraining=len(entries))
-    content.setdefault("modality", {str(i): name for i, name in enumerate(definition.channel_names)})
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "dataset.json").write_text(json.dumps(content, indent=1))
-    return folder / "dataset.json"
+    cases = [case.case_id for case in definition.cases if case.case_id in known]
+    return write_subset(definition, cases, folder / "dataset.json")
 
 
 def mean_dice(model, definition: DatasetDefinition, cases: list[Case], device: str = "cpu") -> float:
