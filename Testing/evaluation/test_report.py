@@ -38,7 +38,7 @@ def model_report(report):
         {"case": "a", "seconds": 1.0, "labels": report["labels"]},
         {"case": "b", "seconds": 2.0, "labels": evaluate_label_maps(exact, exact, (1.0, 1.0, 1.0), LABELS)["labels"]},
     ]
-    return batch._model_report(rows, LABELS)
+    return batch.model_report(rows, LABELS)
 
 
 def test_metric_columns_are_the_report_keys_with_titles_units_and_formats():

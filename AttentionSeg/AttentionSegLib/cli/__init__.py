@@ -29,6 +29,7 @@ from AttentionSegLib.cli import (
     models,
     plan,
     segment,
+    serve,
     train,
     train_generalist,
     web,
@@ -55,6 +56,8 @@ _COMMANDS = (
     dataset_evaluation.add_compare_parser,
     interactive_eval.add_parser,
     web.add_parser,
+    serve.add_serve_parser,
+    serve.add_token_parser,
 )
 
 

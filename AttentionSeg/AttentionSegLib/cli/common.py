@@ -34,6 +34,7 @@ def check_output_path(path: Path | None, inputs: list[Path], overwrite: bool | N
     """
     if path is None:
         return
+    inputs = [p for p in inputs if isinstance(p, Path)]  # a server model's URL is no file here
     if any(path.resolve() == p.resolve() for p in inputs if p.exists()):
         raise AttentionSegError(f"{path}: output would overwrite an input file")
     if path.parent.exists() and not path.parent.is_dir():
@@ -72,11 +73,11 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def predictor_from_arguments(path: Path, args: argparse.Namespace):
-    """A :class:`~AttentionSegLib.inference.predictor.Predictor` of the model file ``path`` with the
-    options of :func:`add_inference_options`."""
-    from AttentionSegLib.inference.predictor import Predictor
+def predictor_from_arguments(path, args: argparse.Namespace):
+    """A :class:`~AttentionSegLib.inference.predictor.Predictor` of the model file ``path`` (or a
+    server model's URL) with the options of :func:`add_inference_options`."""
+    from AttentionSegLib.inference.model_source import open_predictor
 
     if not 0 <= args.overlap < 1:
         raise AttentionSegError(f"--overlap must be in [0, 1), got {args.overlap}")
-    return Predictor(path, device=args.device, tta=args.tta, overlap=args.overlap, keep_largest=args.keep_largest)
+    return open_predictor(path, device=args.device, tta=args.tta, overlap=args.overlap, keep_largest=args.keep_largest)

@@ -21,6 +21,7 @@ from AttentionSegLib.cli.common import (
 )
 from AttentionSegLib.cli.progress_bar import ProgressBar
 from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.inference.model_source import model_source
 
 __all__ = ["add_evaluate_dataset_parser", "add_compare_parser", "heldout_cases"]
 
@@ -48,12 +49,24 @@ def add_evaluate_dataset_parser(commands: argparse._SubParsersAction) -> None:
         description="Segments every case of a split and compares it with the case's reference label map. "
         "--split heldout (default) takes the cases the model file says were held out of its training.",
     )
-    parser.add_argument("model_file", type=Path, metavar="MODEL_FILE")
+    parser.add_argument(
+        "model_file",
+        type=model_source,
+        metavar="MODEL",
+        help="model file, or a server's model http(s)://HOST:PORT/models/NAME",
+    )
     parser.add_argument("dataset_json", type=Path, metavar="DATASET_JSON")
     _add_split_options(parser, "heldout", "heldout (default), all, test, fold:K or a named split of the dataset")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write one row per case and label as CSV")
     parser.add_argument("--overwrite", action="store_true", help="replace report files that exist")
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="DIR",
+        help="keep each case's label map and metrics in DIR; a rerun with the same DIR resumes where it stopped",
+    )
+    parser.add_argument("--cluster", metavar="ADDRESS", help="spread the cases over a Ray cluster (HOST:6379 or auto)")
     add_inference_options(parser)
     parser.set_defaults(run=run_evaluate_dataset)
 
@@ -69,7 +82,14 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
         "dice.png and report.html (one self-contained page: box plots, statistics, ranking, worst cases), and "
         "prints the model x label table.",
     )
-    parser.add_argument("--models", type=Path, nargs="+", required=True, metavar="MODEL_FILE")
+    parser.add_argument(
+        "--models",
+        type=model_source,
+        nargs="+",
+        required=True,
+        metavar="MODEL",
+        help="model files or server model URLs",
+    )
     parser.add_argument(
         "--image", type=Path, nargs="+", metavar="IMAGE", help="image file(s) or DICOM series folder of one case"
     )
@@ -153,7 +173,10 @@ def run_evaluate_dataset(args: argparse.Namespace) -> int:
         bar(done / total, f"{done}/{total} {row['case']}")
 
     try:
-        report = evaluate_model(predictor, cases, lambda case_id: load_case(definition, case_id), on_case)
+        if args.predictions is None and args.cluster is None:
+            report = evaluate_model(predictor, cases, lambda case_id: load_case(definition, case_id), on_case)
+        else:
+            report = _evaluate_cohort(args, predictor, cases, on_case)
     finally:
         bar.close()
     print(f"{args.model_file} on {definition.name} ({args.split}: {len(cases)} cases)")
@@ -164,6 +187,21 @@ def run_evaluate_dataset(args: argparse.Namespace) -> int:
     if args.csv:
         write_dataset_csv(report, args.csv)
     return EXIT_OK
+
+
+def _evaluate_cohort(args: argparse.Namespace, predictor, cases: list[str], on_case) -> dict:
+    """The evaluation case by case into ``--predictions`` (resumable), here or on ``--cluster``."""
+    import tempfile
+
+    from AttentionSegLib.evaluation.batch import model_report
+    from AttentionSegLib.serve.cohort import CohortJob, run_cohort
+
+    options = {"device": args.device, "tta": args.tta, "overlap": args.overlap, "keep_largest": args.keep_largest}
+    with tempfile.TemporaryDirectory(prefix="attentionseg-cohort-") as scratch:
+        job = CohortJob(args.model_file, args.dataset_json, cases, args.predictions or scratch, measure=True)
+        job.options = options
+        rows = run_cohort(job, args.cluster, lambda done, total, case_id, _: on_case(done, total, {"case": case_id}))
+    return model_report(rows, predictor.model_file.label_names)
 
 
 def _check_compare_arguments(args: argparse.Namespace) -> list[Path]:

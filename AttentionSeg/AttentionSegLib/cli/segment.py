@@ -16,6 +16,7 @@ from AttentionSegLib.cli.common import (
 )
 from AttentionSegLib.cli.progress_bar import ProgressBar
 from AttentionSegLib.errors import AttentionSegError
+from AttentionSegLib.inference.model_source import model_source
 
 __all__ = ["add_parser"]
 
@@ -29,12 +30,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "folder. The label image has the input's grid (size, spacing, origin, direction). The ending of --out "
         "picks the format: .nii.gz, .nrrd, .mha, .png, .seg.nrrd (a Slicer segmentation with the model's label "
         "names, colours and terminology) or .dcm (a DICOM SEG referencing the input series; --dicom-seg writes "
-        "one besides --out). With --ref (a label map or a DICOM SEG), prints per-label metrics against it.",
+        "one besides --out). With --ref (a label map or a DICOM SEG), prints per-label metrics against it. "
+        "With --dataset instead of images: every case of a split into --out-dir (one label map per case), "
+        "resumable, and spread over a Ray cluster's workers with --cluster.",
     )
     parser.add_argument(
-        "images", type=Path, nargs="+", metavar="IMAGE", help="input image file(s) or DICOM series folder(s)"
+        "images", type=Path, nargs="*", metavar="IMAGE", help="input image file(s) or DICOM series folder(s)"
     )
-    parser.add_argument("--model", type=Path, required=True, metavar="MODEL_FILE", help="model file (model.pt)")
+    parser.add_argument(
+        "--model",
+        type=model_source,
+        required=True,
+        metavar="MODEL",
+        help="model file (model.pt), or a server's model http(s)://HOST:PORT/models/NAME (token: ATTENTIONSEG_TOKEN)",
+    )
     parser.add_argument("--out", type=Path, metavar="PRED", help="output label image file (.dcm: a DICOM SEG)")
     parser.add_argument(
         "--dicom-seg", type=Path, metavar="FILE.dcm", help="also write a DICOM SEG (the input must be a DICOM series)"
@@ -63,8 +72,69 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--progress", action="store_true", help="print progress events (JSON lines) on stderr, for programs"
     )
+    cohort = parser.add_argument_group("a dataset's cases (instead of IMAGE)")
+    cohort.add_argument("--dataset", type=Path, metavar="DATASET_JSON", help="segment the cases of a dataset")
+    cohort.add_argument("--out-dir", type=Path, metavar="DIR", help="one label map per case; a rerun resumes")
+    cohort.add_argument("--split", default="all", help="all (default: every image), test, fold:K or a named split")
+    cohort.add_argument(
+        "--suffix", default=".nii.gz", help="label map format: .nii.gz (default), .nrrd, .seg.nrrd, .mha"
+    )
+    cohort.add_argument("--cluster", metavar="ADDRESS", help="spread the cases over a Ray cluster (HOST:6379 or auto)")
     add_inference_options(parser)
     parser.set_defaults(run=run)
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    """``--dataset``: every case of the split into ``--out-dir``, resumable, here or on a cluster."""
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.data.splits import resolve_split
+    from AttentionSegLib.serve.cohort import CohortJob, run_cohort
+
+    if args.images:
+        raise AttentionSegError("give either IMAGE(s) or --dataset, not both")
+    if args.out_dir is None:
+        raise AttentionSegError("--dataset: give --out-dir DIR (one label map per case)")
+    extra = [
+        flag
+        for flag, value in (
+            ("--out", args.out),
+            ("--ref", args.ref),
+            ("--dicom-seg", args.dicom_seg),
+            ("--uncertainty", args.uncertainty),
+            ("--clinical", args.clinical),
+        )
+        if value is not None
+    ]
+    if extra:
+        raise AttentionSegError(f"--dataset writes one label map per case into --out-dir; drop {', '.join(extra)}")
+    if not 0 <= args.overlap < 1:
+        raise AttentionSegError(f"--overlap must be in [0, 1), got {args.overlap}")
+    definition = load_dataset(args.dataset)
+    if args.split == "all":  # every image, annotated or not
+        cases = [case.case_id for case in definition.cases + definition.test_cases]
+    else:
+        selected = resolve_split(definition, args.split)
+        cases = selected.get("test") if args.split == "test" else selected.get("val") or selected.get("test") or []
+    if not cases:
+        raise AttentionSegError(f"{args.dataset}: split {args.split!r} holds no cases")
+    options = {"device": args.device, "tta": args.tta, "overlap": args.overlap, "keep_largest": args.keep_largest}
+    job = CohortJob(args.model, args.dataset, cases, args.out_dir, args.suffix, measure=False, options=options)
+    bar = ProgressBar("segmenting cases")
+    skipped = []
+
+    def on_case(done: int, total: int, case_id: str, was_done: bool) -> None:
+        if was_done:
+            skipped.append(case_id)
+        bar(done / total, f"{done}/{total} {case_id}")
+
+    try:
+        run_cohort(job, args.cluster, on_case)
+    finally:
+        bar.close()
+    where = f"on the cluster at {args.cluster}" if args.cluster else "here"
+    resumed = f"; {len(skipped)} were done already" if skipped else ""
+    print(f"wrote {len(cases)} label maps into {args.out_dir} ({where}{resumed})", file=sys.stderr)
+    return EXIT_OK
 
 
 class _ProgressEvents:
@@ -139,19 +209,25 @@ def _read_inputs(args: argparse.Namespace, label_names: dict[int, str]):
     return images, series, reference
 
 
-def _model_identity(model_path: Path, model_file) -> tuple[str, str]:
+def _model_identity(model_path, model_file) -> tuple[str, str]:
     """(algorithm name, version) for DICOM: the network and dataset, and the weights' hash."""
-    import hashlib
-
     from AttentionSegLib import __version__
+    from AttentionSegLib.inference.model_source import model_digest
 
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
+    digest = model_digest(model_path)[:16]
     dataset = model_file.training.get("dataset") or ""
     name = f"AttentionSeg {model_file.network['name']}" + (f" ({dataset})" if dataset else "")
     return name, f"{__version__} model sha256:{digest}"
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dataset is not None:
+        return _run_dataset(args)
+    if not args.images:
+        raise AttentionSegError("give the image(s) to segment, or --dataset DATASET_JSON --out-dir DIR")
+    for flag, value in (("--out-dir", args.out_dir), ("--cluster", args.cluster)):
+        if value is not None:
+            raise AttentionSegError(f"{flag} goes with --dataset (a dataset's cases)")
     from AttentionSegLib.evaluation.metrics import evaluate_label_maps
     from AttentionSegLib.evaluation.report import format_metrics_table
     from AttentionSegLib.io.dicom_seg import write_dicom_seg

@@ -51,6 +51,9 @@ __all__ = [
     "write_case_csv",
     "write_comparison_chart",
     "MEAN_KEYS",
+    "predict_and_measure",
+    "ordered_images",
+    "model_report",
 ]
 
 # Metrics averaged over cases (mean, standard deviation and count per label).
@@ -91,7 +94,7 @@ def load_case(definition: DatasetDefinition, case_id: str) -> EvaluationCase:
     return EvaluationCase(case_id, [image], list(definition.channel_names), reference)
 
 
-def _ordered_images(predictor: Predictor, case: EvaluationCase) -> list[Image]:
+def ordered_images(predictor: Predictor, case: EvaluationCase) -> list[Image]:
     """The case's channels in the model's order (matched by name when the names agree as sets)."""
     wanted = predictor.channel_names
     if not case.channel_names or case.channel_names == wanted or len(case.channel_names) != len(wanted):
@@ -104,20 +107,20 @@ def _ordered_images(predictor: Predictor, case: EvaluationCase) -> list[Image]:
 
 
 def _run_case(predictor: Predictor, case: EvaluationCase, labels: dict[int, str]) -> dict:
-    return _predict_and_measure(predictor, case, labels)[0]
+    return predict_and_measure(predictor, case, labels)[0]
 
 
-def _predict_and_measure(predictor: Predictor, case: EvaluationCase, labels: dict[int, str]) -> tuple[dict, np.ndarray]:
+def predict_and_measure(predictor: Predictor, case: EvaluationCase, labels: dict[int, str]) -> tuple[dict, np.ndarray]:
     """The case's row (metrics per label, seconds) and the predicted label array."""
     started = time.perf_counter()
-    prediction = predictor.predict(_ordered_images(predictor, case), names=[case.case_id])
+    prediction = predictor.predict(ordered_images(predictor, case), names=[case.case_id])
     seconds = time.perf_counter() - started
     reference = case.reference
     report = evaluate_label_maps(prediction.label_image.array, reference.array, reference.spacing_array_order, labels)
     return {"case": case.case_id, "seconds": seconds, "labels": report["labels"]}, prediction.label_image.array
 
 
-def _model_report(rows: list[dict], labels: dict[int, str]) -> dict:
+def model_report(rows: list[dict], labels: dict[int, str]) -> dict:
     """Per case rows, per-label means, the mean Dice over labels and seconds per case."""
     per_label = _summarise(rows, labels)
     dice = [entry["dice_mean"] for entry in per_label if math.isfinite(entry["dice_mean"])]
@@ -159,7 +162,7 @@ def evaluate_model(
         rows.append(_run_case(predictor, load(case_id), labels))
         if on_case is not None:
             on_case(index, len(cases), rows[-1])
-    return _model_report(rows, labels)
+    return model_report(rows, labels)
 
 
 def compare_models(
@@ -185,7 +188,7 @@ def compare_models(
         case = load(case_id)
         for name, predictor in predictors.items():
             started = time.perf_counter()
-            row, prediction = _predict_and_measure(predictor, case, labels[name])
+            row, prediction = predict_and_measure(predictor, case, labels[name])
             measured = time.perf_counter()
             row["largest_error"] = largest_error(prediction, case.reference)
             if keep_worst:
@@ -197,7 +200,7 @@ def compare_models(
             results[name].append(row)
             if on_case is not None:
                 on_case(name, index, len(cases))
-    models = {name: _model_report(results[name], labels[name]) for name in predictors}
+    models = {name: model_report(results[name], labels[name]) for name in predictors}
     comparison = {"cases": list(cases), "models": models, "seconds": {"inference": inference_s, "error_maps": maps_s}}
     if keep_worst:
         comparison["worst"] = worst

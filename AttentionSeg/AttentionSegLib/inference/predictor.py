@@ -328,6 +328,27 @@ class Predictor:
         self.device = torch.device("cpu")
         self.network.to(self.device)
 
+    # ------------------------------------------------------------------------ clicks
+    def object_segmenter(self, stacked: Image, normalized: np.ndarray | None = None):
+        """``(segmenter, image)`` for clicks on ``stacked`` (:meth:`stack_channels`' image) with
+        this interactive model: the :class:`~AttentionSegLib.interactive.segmenter.ObjectSegmenter`
+        of its grid and the image normalised as the network was trained (``normalized``, when the
+        caller kept it from an earlier call)."""
+        from AttentionSegLib.interactive.segmenter import NetworkWindow, ObjectSegmenter
+
+        model_file = self.model_file
+        if normalized is None:
+            normalized = self.normalization.apply(stacked.array).astype(np.float32, copy=False)
+        window = NetworkWindow(
+            self.network,
+            model_file.patch_size,
+            model_file.prompt_encoding,
+            model_file.target_spacing,
+            sigmoid=model_file.sigmoid,
+            device=self.device,
+        )
+        return ObjectSegmenter(window, stacked.spacing_array_order, zoom_levels=model_file.zoom_levels), normalized
+
     # ----------------------------------------------------------------- one window (clicks)
     def window_region(self, image: Image, center_index: Sequence[float]) -> tuple[slice, ...]:
         """The slices (array order) of ``image`` that one window centred on ``center_index``

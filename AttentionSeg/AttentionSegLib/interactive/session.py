@@ -27,7 +27,7 @@ import numpy as np
 
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.interactive.prompts import ObjectPrompts
-from AttentionSegLib.interactive.segmenter import NetworkWindow, ObjectSegmenter
+from AttentionSegLib.interactive.segmenter import ObjectSegmenter
 
 __all__ = ["InteractiveSession", "SessionStep"]
 
@@ -71,26 +71,15 @@ class InteractiveSession:
         cls, predictor, images, mask: np.ndarray | None = None, max_undo: int = 100
     ) -> InteractiveSession:
         """A session of ``predictor`` (a :class:`~AttentionSegLib.inference.predictor.Predictor` of
-        an interactive model file: its network, device and normalisation) on ``images`` (one per
-        model channel, or one holding all, on one grid).
+        an interactive model file, or a :class:`~AttentionSegLib.serve.client.RemotePredictor` of
+        one on a server) on ``images`` (one per model channel, or one holding all, on one grid).
 
         Raises:
             AttentionSegError: the model is automatic, or the images do not fit it.
         """
-        model_file = predictor.model_file
-        if not model_file.is_interactive:
+        if not predictor.model_file.is_interactive:
             raise AttentionSegError(f"{predictor.source}: an automatic model; clicks need an interactive model")
-        stacked = predictor.stack_channels(images)
-        image = predictor.normalization.apply(stacked.array).astype(np.float32, copy=False)
-        window = NetworkWindow(
-            predictor.network,
-            model_file.patch_size,
-            model_file.prompt_encoding,
-            model_file.target_spacing,
-            sigmoid=model_file.sigmoid,
-            device=predictor.device,
-        )
-        segmenter = ObjectSegmenter(window, stacked.spacing_array_order, zoom_levels=model_file.zoom_levels)
+        segmenter, image = predictor.object_segmenter(predictor.stack_channels(images))
         return cls(segmenter, image, mask, max_undo)
 
     # ------------------------------------------------------------------------------ prompts

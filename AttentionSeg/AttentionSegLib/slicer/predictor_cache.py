@@ -16,14 +16,15 @@ __all__ = ["PredictorCache"]
 PredictorFactory = Callable[[Path, str, bool], "Predictor"]
 
 
-def _default_predictor(model_file: Path, device: str, tta: bool) -> Predictor:
-    from AttentionSegLib.inference.predictor import Predictor
+def _default_predictor(model_file, device: str, tta: bool) -> Predictor:
+    from AttentionSegLib.inference.model_source import open_predictor
 
-    return Predictor(model_file, device=device, tta=tta)
+    return open_predictor(model_file, device=device, tta=tta)
 
 
 class PredictorCache:
-    """One predictor per model file (path and modification time), device and TTA setting.
+    """One predictor per model file (path and modification time), device and TTA setting; a
+    server's model (``http(s)://HOST:PORT/models/NAME``) is one per address, token and TTA setting.
 
     Args:
         predictor_factory: ``(model_file, device, tta) -> Predictor``; default builds
@@ -45,10 +46,19 @@ class PredictorCache:
         Raises:
             AttentionSegError: the model file does not exist.
         """
-        path = Path(model_file)
-        if not path.is_file():
-            raise AttentionSegError(f"{path}: model file not found")
-        key = (str(path.resolve()), path.stat().st_mtime_ns, device, tta)
+        from AttentionSegLib.inference.model_source import is_model_url
+
+        if is_model_url(model_file):
+            import os
+
+            from AttentionSegLib.serve.tokens import TOKEN_VARIABLE
+
+            source, key = model_file, (model_file, os.environ.get(TOKEN_VARIABLE, ""), device, tta)
+        else:
+            source = Path(model_file)
+            if not source.is_file():
+                raise AttentionSegError(f"{source}: model file not found")
+            key = (str(source.resolve()), source.stat().st_mtime_ns, device, tta)
         if key not in self._predictors:
-            self._predictors[key] = self.predictor_factory(path, device, tta)
+            self._predictors[key] = self.predictor_factory(source, device, tta)
         return self._predictors[key]
