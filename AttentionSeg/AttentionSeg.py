@@ -8,6 +8,7 @@ classes of ``AttentionSegLib.slicer``, one per job (``SegmentLogic``, ``CompareL
 (``AttentionSegLib.slicer.background``), so Slicer stays responsive and Cancel leaves the scene as it was.
 """
 
+import os
 import pathlib
 from typing import Annotated
 
@@ -61,6 +62,12 @@ class AttentionSeg(ScriptedLoadableModule):
         )
 
 
+# The segmentation server's address and the reader's token: application settings (they belong to
+# the reader, not to a scene).
+SERVER_URL_SETTING = "AttentionSeg/ServerUrl"
+SERVER_TOKEN_SETTING = "AttentionSeg/ServerToken"
+
+
 @parameterNodeWrapper
 class AttentionSegParameterNode:
     modelsFolder: pathlib.Path
@@ -103,6 +110,11 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateTimer.connect("timeout()", self.onPollModelUpdate)
 
         self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
+        settings = qt.QSettings()
+        self.ui.serverUrlLineEdit.text = settings.value(SERVER_URL_SETTING, "")
+        self.ui.serverTokenLineEdit.text = settings.value(SERVER_TOKEN_SETTING, "")
+        self.ui.serverUrlLineEdit.connect("editingFinished()", self.onServerChanged)
+        self.ui.serverTokenLineEdit.connect("editingFinished()", self.onServerChanged)
         self.ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.refreshModels)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
@@ -179,14 +191,32 @@ class AttentionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # On first use nothing is checked: the shipped generalist is, so a first click needs no training.
         checked = set(self.checkedModels()) or set(self.logic.defaultModels())
         self.ui.modelsListWidget.clear()
-        for path in self.logic.listModels(self.ui.modelsFolderPathLineEdit.currentPath):
-            item = qt.QListWidgetItem(path.name)
-            item.setToolTip(str(path))
-            item.setData(qt.Qt.UserRole, str(path))
+        models = [
+            (path.name, str(path)) for path in self.logic.listModels(self.ui.modelsFolderPathLineEdit.currentPath)
+        ]
+        serverUrl = self.ui.serverUrlLineEdit.text.strip()
+        if serverUrl:
+            try:
+                models += [
+                    (f"{url.rsplit('/', 1)[-1]} (server)", url)
+                    for url in self.logic.listServerModels(serverUrl, self.ui.serverTokenLineEdit.text)
+                ]
+            except Exception as error:  # one line: unreachable, token refused
+                slicer.util.errorDisplay(str(error))
+        for name, source in models:
+            item = qt.QListWidgetItem(name)
+            item.setToolTip(source)
+            item.setData(qt.Qt.UserRole, source)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
-            item.setCheckState(qt.Qt.Checked if str(path) in checked else qt.Qt.Unchecked)
+            item.setCheckState(qt.Qt.Checked if source in checked else qt.Qt.Unchecked)
             self.ui.modelsListWidget.addItem(item)
         self.updateClickMode()
+
+    def onServerChanged(self):
+        settings = qt.QSettings()
+        settings.setValue(SERVER_URL_SETTING, self.ui.serverUrlLineEdit.text.strip())
+        settings.setValue(SERVER_TOKEN_SETTING, self.ui.serverTokenLineEdit.text)
+        self.refreshModels()
 
     def _firstModel(self):
         models = self.checkedModels()
@@ -563,6 +593,17 @@ class AttentionSegLogic(ScriptedLoadableModuleLogic):
         from AttentionSegLib.inference.model_store import models_in_folders
 
         return models_in_folders(folder or None)
+
+    def listServerModels(self, serverUrl, token):
+        """Addresses (http(s)://HOST:PORT/models/NAME) of the server's models; the token becomes
+        ATTENTIONSEG_TOKEN, which every server model of this session (and its background runs) sends.
+        Raises AttentionSegError (one line) when the server is unreachable or refuses the token."""
+        from AttentionSegLib.serve.client import ServerClient
+        from AttentionSegLib.serve.tokens import TOKEN_VARIABLE
+
+        os.environ[TOKEN_VARIABLE] = token
+        client = ServerClient(serverUrl, token, retries=0)
+        return [client.model_url(model["name"]) for model in client.models()]
 
     def defaultModels(self):
         """Paths (str) of the models selected when the reader has chosen none: the shipped ones

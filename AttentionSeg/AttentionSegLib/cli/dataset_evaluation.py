@@ -200,8 +200,8 @@ def _evaluate_cohort(args: argparse.Namespace, predictor, cases: list[str], on_c
     with tempfile.TemporaryDirectory(prefix="attentionseg-cohort-") as scratch:
         job = CohortJob(args.model_file, args.dataset_json, cases, args.predictions or scratch, measure=True)
         job.options = options
-        rows = run_cohort(job, args.cluster, lambda done, total, case_id, _: on_case(done, total, {"case": case_id}))
-    return model_report(rows, predictor.model_file.label_names)
+        run = run_cohort(job, args.cluster, lambda done, total, case_id, _: on_case(done, total, {"case": case_id}))
+    return model_report(run.rows, predictor.model_file.label_names)
 
 
 def _check_compare_arguments(args: argparse.Namespace) -> list[Path]:

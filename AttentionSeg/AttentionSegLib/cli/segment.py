@@ -128,10 +128,11 @@ def _run_dataset(args: argparse.Namespace) -> int:
         bar(done / total, f"{done}/{total} {case_id}")
 
     try:
-        run_cohort(job, args.cluster, on_case)
+        run = run_cohort(job, args.cluster, on_case)
     finally:
         bar.close()
-    where = f"on the cluster at {args.cluster}" if args.cluster else "here"
+    nodes = len(set(run.nodes.values()))
+    where = f"on {nodes} node(s) of the cluster at {args.cluster}" if args.cluster else "here"
     resumed = f"; {len(skipped)} were done already" if skipped else ""
     print(f"wrote {len(cases)} label maps into {args.out_dir} ({where}{resumed})", file=sys.stderr)
     return EXIT_OK

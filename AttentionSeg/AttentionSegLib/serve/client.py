@@ -77,6 +77,7 @@ class ServerClient:
         self.base_url = base_url.rstrip("/")
         self.token = token if token is not None else os.environ.get(TOKEN_VARIABLE, "")
         self.retries = retries
+        self.retried = 0  # requests repeated after a dropped connection or a server error
         self._uploaded: set[str] = set()
         self._lock = threading.Lock()
 
@@ -90,6 +91,7 @@ class ServerClient:
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
+                self.retried += 1
                 time.sleep(0.25 * 2 ** (attempt - 1))
             request = urllib.request.Request(url, data=body, method=method, headers=headers)
             try:

@@ -96,6 +96,7 @@ def segment_case(model: str, digest: str, options: dict, dataset: str, case_id: 
         grid, labels = prediction.label_image, prediction.label_image.array
     return {
         "case": case_id,
+        "node": _node(),
         "labels": labels,
         "spacing": list(grid.spacing),
         "origin": list(grid.origin),
@@ -104,11 +105,23 @@ def segment_case(model: str, digest: str, options: dict, dataset: str, case_id: 
     }
 
 
+def _node() -> str:
+    """The Ray node this runs on ("here" outside a Ray worker)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return "here"
+    return ray.get_runtime_context().get_node_id()
+
+
 # ------------------------------------------------------------------------------ the run
 def _check_folder(job: CohortJob, digest: str) -> None:
     if job.suffix not in SUFFIXES:
         raise AttentionSegError(f"{job.suffix}: label maps are written as {', '.join(SUFFIXES)}")
-    manifest = {"model_sha256": digest, "dataset": str(Path(job.dataset).resolve()), "options": job.options}
+    # What decides the outputs; the device is not part of it (a run goes on on whatever device is there).
+    options = {key: value for key, value in job.options.items() if key != "device"}
+    manifest = {"model_sha256": digest, "dataset": str(Path(job.dataset).resolve()), "options": options}
     path = job.out_dir / MANIFEST
     if job.out_dir.exists() and not job.out_dir.is_dir():
         raise AttentionSegError(f"{job.out_dir}: a file, not a folder")
@@ -161,14 +174,22 @@ def _write(job: CohortJob, result: dict, model_file) -> dict:
     return result["row"] or {}
 
 
+@dataclass
+class CohortRun:
+    """The metrics rows in case order (empty dicts when not measuring) and, per case run now, the
+    node that ran it (cases done before are not listed)."""
+
+    rows: list[dict]
+    nodes: dict[str, str]
+
+
 def run_cohort(
     job: CohortJob,
     cluster: str | None = None,
     on_case: Callable[[int, int, str, bool], None] | None = None,
-) -> list[dict]:
-    """Run ``job``; returns the metrics rows in case order (empty dicts when not measuring).
-    ``on_case(done, total, case_id, skipped)`` follows the run; ``cluster``: a Ray address, or
-    ``"connected"`` when the caller has called ``ray.init`` already.
+) -> CohortRun:
+    """Run ``job``. ``on_case(done, total, case_id, skipped)`` follows the run; ``cluster``: a Ray
+    address, or ``"connected"`` when the caller has called ``ray.init`` already.
 
     Raises:
         AttentionSegError: a folder of another model, no cluster at the address.
@@ -181,6 +202,7 @@ def run_cohort(
     model_file.check_automatic(str(job.model))
     _check_folder(job, digest)
     rows: dict[str, dict] = {}
+    nodes: dict[str, str] = {}
     total = len(job.cases)
     for case_id in job.cases:
         found = _done(job, case_id)
@@ -193,15 +215,15 @@ def run_cohort(
     if cluster is None:
         for case_id in pending:
             result = segment_case(model, digest, job.options, dataset, case_id, job.measure)
-            rows[case_id] = _write(job, result, model_file)
+            rows[case_id], nodes[case_id] = _write(job, result, model_file), result["node"]
             if on_case is not None:
                 on_case(len(rows), total, case_id, False)
     elif pending:
         for result in _on_cluster(cluster, model, digest, job, dataset, pending):
-            rows[result["case"]] = _write(job, result, model_file)
+            rows[result["case"]], nodes[result["case"]] = _write(job, result, model_file), result["node"]
             if on_case is not None:
                 on_case(len(rows), total, result["case"], False)
-    return [rows[case_id] for case_id in job.cases]
+    return CohortRun([rows[case_id] for case_id in job.cases], nodes)
 
 
 def _on_cluster(cluster: str, model: str, digest: str, job: CohortJob, dataset: str, pending: list[str]):

@@ -78,7 +78,8 @@ def start_server(settings: ServerSettings, warn=None) -> str:
             if settings.cluster:
                 ray.init(address=settings.cluster, namespace=NAMESPACE, log_to_driver=False)
             else:
-                ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+                # "local": a new instance, never one that `ray start` left running on this machine
+                ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
         except ConnectionError as error:
             raise AttentionSegError(f"--cluster {settings.cluster}: no Ray cluster there ({error})") from None
     gpus = settings.replica_gpus
