@@ -18,6 +18,8 @@ import pytest
 
 pytest.importorskip("ray")
 
+from serve.server_process import ServerProcess, free_port  # noqa: E402
+
 from AttentionSegLib.data.dataset import load_dataset  # noqa: E402
 from AttentionSegLib.data.preprocessing import read_case_image, read_case_label  # noqa: E402
 from AttentionSegLib.errors import AttentionSegError  # noqa: E402
@@ -28,7 +30,6 @@ from AttentionSegLib.serve import wire  # noqa: E402
 from AttentionSegLib.serve.client import ServerClient, ServerError, UploadedImage  # noqa: E402
 from AttentionSegLib.serve.tokens import add_user  # noqa: E402
 from conftest import assert_bad_input, attentionseg  # noqa: E402
-from serve.server_process import ServerProcess, free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +235,7 @@ def test_readers_click_through_a_killed_replica_and_a_restarted_server_without_l
     for thread in threads:
         thread.join(300)
     assert sorted(results) == list(range(len(readers)))
-    for index, (image, clicks, expected) in enumerate(readers):
+    for index, (_, clicks, expected) in enumerate(readers):
         masks, session = results[index]
         assert len(session.prompts.positive) + len(session.prompts.negative) == len(clicks)
         for got, want in zip(masks, expected):
