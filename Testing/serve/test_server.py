@@ -267,3 +267,84 @@ def test_a_server_model_refuses_what_a_local_one_refuses(server, monkeypatch):
         session.add_click((500, 0, 0))
     with pytest.raises(AttentionSegError, match="automatic model"):
         InteractiveSession.for_predictor(open_predictor(f"{server['process'].url}/models/phantom"), [image])
+
+
+def test_the_slicer_logic_segments_and_clicks_with_a_server_model_as_with_its_file(server, monkeypatch):
+    pytest.importorskip("slicer")
+    from AttentionSegLib.slicer.click_logic import ClickLogic
+    from AttentionSegLib.slicer.mrml import StandaloneScene, volume_node_from_image
+    from AttentionSegLib.slicer.segment_logic import SegmentLogic
+    from AttentionSegLib.slicer.segments import segment_mask
+
+    monkeypatch.setenv("ATTENTIONSEG_TOKEN", server["tokens"]["alice"])
+    image, reference = _case(server["dataset"], 1)
+    image = image.channel(0)  # a volume node holds one channel
+    url, models = server["process"].url, server["models"]
+    masks = {}
+    for where, automatic, interactive in (
+        ("file", models / "phantom.pt", models / "clicks.pt"),
+        ("server", f"{url}/models/phantom", f"{url}/models/clicks"),
+    ):
+        scene = StandaloneScene().scene
+        volume = volume_node_from_image(scene, image, "case")
+        node = SegmentLogic(scene).segment([volume], automatic, device="cpu")
+        segmentation = node.GetSegmentation()
+        found = {
+            segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
+            for i in range(segmentation.GetNumberOfSegments())
+        }
+        masks[where] = {name: segment_mask(scene, node, segment_id, volume) for name, segment_id in found.items()}
+        logic = ClickLogic(scene)
+        for voxel, positive in _clicks(reference, image.spacing_array_order)[:2]:
+            k, j, i = voxel
+            lps = image.index_to_physical() @ np.array([i, j, k, 1.0])
+            segment_id = logic.click_to_segment(
+                volume,
+                interactive,
+                (-lps[0], -lps[1], lps[2]),
+                node,
+                None if "object" not in masks[where] else masks[where]["object"],
+                positive=positive,
+                device="cpu",
+            )
+            masks[where]["object"] = segment_id
+        masks[where]["object"] = segment_mask(scene, node, segment_id, volume)
+    assert set(masks["server"]) == set(masks["file"]) == {"liver", "spleen", "object"}
+    assert masks["file"]["object"].any() and masks["file"]["liver"].any()
+    for name, mask in masks["file"].items():
+        np.testing.assert_array_equal(masks["server"][name], mask, err_msg=name)
+
+
+def test_the_web_workspace_lists_server_models_and_uses_them_like_files(server, monkeypatch, tmp_path):
+    pytest.importorskip("slicer")
+    from AttentionSegLib.slicer.mrml import StandaloneScene
+    from AttentionSegLib.web.workspace import Workspace
+
+    monkeypatch.setenv("ATTENTIONSEG_TOKEN", server["tokens"]["bob"])
+    url = server["process"].url
+    spaces = {
+        "file": Workspace(StandaloneScene().scene, tmp_path / "a", server["models"]),
+        "server": Workspace(StandaloneScene().scene, tmp_path / "b", tmp_path / "none", server_url=url),
+    }
+    host = url.split("//", 1)[1]
+    names = {"file": ("phantom", "clicks"), "server": (f"phantom ({host})", f"clicks ({host})")}
+    assert f"{url}/models/clicks" in spaces["server"].models()
+    definition = load_dataset(server["dataset"])
+    image_path = definition.cases[2].images[0]
+    image, reference = _case(server["dataset"], 2)
+    voxels = {}
+    for where, space in spaces.items():
+        automatic, interactive = names[where]
+        assert space.is_interactive(interactive) and not space.is_interactive(automatic)
+        space.load_volume(image_path)
+        space.start_segmentation(automatic, "cpu")  # a child process, as the page runs it
+        deadline = time.monotonic() + 120
+        while space.poll_segmentation()[0] == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert space.poll_segmentation()[0] == "done", space.poll_segmentation()
+        first = interior_point(reference == 2, image.spacing_array_order)
+        k, j, i = first
+        lps = image.index_to_physical() @ np.array([i, j, k, 1.0])
+        space.click((-lps[0], -lps[1], lps[2]), True, interactive, "cpu")
+        voxels[where] = space.segment_voxels()
+    assert voxels["server"] == voxels["file"] and voxels["file"]["object 1"] > 0

@@ -42,6 +42,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
     parser.add_argument("--models", type=Path, metavar="DIR", help="a folder of model files besides the default one")
     parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="a segmentation server (attentionseg serve, http(s)://HOST:PORT) whose models join the list; "
+        "the token comes from ATTENTIONSEG_TOKEN",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=Path("attentionseg-web"),
@@ -66,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise AttentionSegError("--reference needs an IMAGE to go with it")
     if args.max_upload_mb <= 0:
         raise AttentionSegError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.server and not args.server.lower().startswith(("http://", "https://")):
+        raise AttentionSegError(f"--server {args.server}: give the server's address, http(s)://HOST:PORT")
     if not 0 <= args.port <= 65535:
         raise AttentionSegError(f"--port must be 0-65535, got {args.port}")
     if args.host not in LOCAL_HOSTS:
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         images=[str(path) for path in args.images],
         reference=str(args.reference) if args.reference else None,
         series_uid=args.series,
+        server_url=args.server,
     )
 
     def announce(**_):

@@ -71,18 +71,19 @@ class BackgroundSegmentation:
         """Start segmenting; returns at once. With ``uncertainty``, the map of where the segmentation
         is likely wrong comes too (the default method). Raises :class:`AttentionSegError` for bad
         input (missing model file, no volume) before any process starts."""
-        from AttentionSegLib.inference.model_file import load_model_file
+        from AttentionSegLib.inference.model_source import is_model_url, open_model_file
 
         if self.state == "running":
             raise AttentionSegError("a segmentation is already running; cancel it first")
-        model = load_model_file(model_file)
+        model = open_model_file(model_file)  # a server model: its metadata, the token from ATTENTIONSEG_TOKEN
         model.check_automatic(str(model_file))
         nodes, images, inputs = model_inputs(volume_nodes, model.image_dims)
         folder = Path(tempfile.mkdtemp(prefix="attentionseg-segment-"))
         try:
             input_files = [write_image(image, folder / f"input_{index}.nrrd") for index, image in enumerate(inputs)]
             output = folder / "labels.nrrd"
-            command = engine_command("segment", *map(str, input_files), "--model", str(Path(model_file).resolve()))
+            source = model_file if is_model_url(model_file) else str(Path(model_file).resolve())
+            command = engine_command("segment", *map(str, input_files), "--model", source)
             command += ["--out", str(output), "--device", device, "--progress"] + (["--tta"] if tta else [])
             if uncertainty:
                 command += ["--uncertainty", str(folder / "uncertainty.nrrd")]

@@ -56,6 +56,7 @@ class AttentionSegWebApp(TrameApp):
         workspace_folder: the server's working folder (uploads, exports).
         models_folder: a folder of model files besides the default one.
         max_upload_mb: the size limit of one upload.
+        server_url: a segmentation server whose models join the list (token: ATTENTIONSEG_TOKEN).
     """
 
     def __init__(
@@ -67,10 +68,11 @@ class AttentionSegWebApp(TrameApp):
         images: list[str] | None = None,
         reference: str | None = None,
         series_uid: str | None = None,
+        server_url: str | None = None,
     ) -> None:
         super().__init__(server, client_type="vue3")
         self.slicer_app = SlicerApp()
-        self.workspace = Workspace(self.slicer_app.scene, workspace_folder, models_folder, max_upload_mb)
+        self.workspace = Workspace(self.slicer_app.scene, workspace_folder, models_folder, max_upload_mb, server_url)
         register_rca_factories(self.slicer_app.view_manager, self.server)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layout_manager.register_layout_dict(LayoutManager.default_grid_configuration())

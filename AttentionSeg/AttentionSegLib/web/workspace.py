@@ -73,10 +73,17 @@ class Workspace:
         folder: the server's working folder; uploads and exports go under it, nowhere else.
         models_folder: the models folder besides the default one (``attentionseg models``).
         max_upload_mb: uploads larger than this are refused before they are written.
+        server_url: a segmentation server (``attentionseg serve``) whose models join the list; the
+            token comes from ``ATTENTIONSEG_TOKEN``.
     """
 
     def __init__(
-        self, scene, folder: str | Path, models_folder: str | Path | None = None, max_upload_mb=DEFAULT_MAX_UPLOAD_MB
+        self,
+        scene,
+        folder: str | Path,
+        models_folder: str | Path | None = None,
+        max_upload_mb=DEFAULT_MAX_UPLOAD_MB,
+        server_url: str | None = None,
     ) -> None:
         self.scene = scene
         self.folder = Path(folder)
@@ -85,6 +92,7 @@ class Workspace:
         for each in (self.uploads, self.exports):
             each.mkdir(parents=True, exist_ok=True)
         self.models_folder = Path(models_folder) if models_folder else None
+        self.server_url = server_url.rstrip("/") if server_url else None
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         self.jobs = SegmentationJobs.for_scene(scene)
         self.background = BackgroundSegmentation(scene)
@@ -95,12 +103,23 @@ class Workspace:
         self.click_object = ClickObject(self.jobs.click)  # the object interactive prompts refine
 
     # ------------------------------------------------------------------------------ models
-    def models(self) -> list[Path]:
-        """The model files of ``models_folder`` then the default models folder, each once."""
-        return models_in_folders(self.models_folder)
+    def models(self) -> list[Path | str]:
+        """The model files of ``models_folder`` then the default models folder, each once, then
+        the server's models (their addresses) when the page has a server.
 
-    def model_file(self, name: str) -> Path:
-        """The model file called ``name`` (:func:`model_display_name`) in the list."""
+        Raises:
+            AttentionSegError: the server is unreachable or refuses the token (one line).
+        """
+        models: list[Path | str] = list(models_in_folders(self.models_folder))
+        if self.server_url:
+            from AttentionSegLib.serve.client import client_for
+
+            client = client_for(self.server_url)
+            models += [client.model_url(model["name"]) for model in client.models()]
+        return models
+
+    def model_file(self, name: str) -> Path | str:
+        """The model file (or server model) called ``name`` (:func:`model_display_name`) in the list."""
         for path in self.models():
             if model_display_name(path) == name or str(path) == name:
                 return path
@@ -108,9 +127,9 @@ class Workspace:
 
     def is_interactive(self, name: str) -> bool:
         """Whether the model called ``name`` refines objects from clicks (read from its file)."""
-        from AttentionSegLib.inference.model_file import load_model_file
+        from AttentionSegLib.inference.model_source import open_model_file
 
-        return load_model_file(self.model_file(name)).is_interactive
+        return open_model_file(self.model_file(name)).is_interactive
 
     # ---------------------------------------------------------------------------- uploads
     def check_upload_size(self, name: str, n_bytes: int) -> None:
