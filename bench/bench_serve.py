@@ -219,8 +219,16 @@ def cohort(args) -> int:
         subprocess.run(command + ["--out-dir", str(work / "cluster"), "--cluster", nodes.address], env=env, check=True)
         cluster_wall = time.perf_counter() - started
         # The parts of one case, measured in one worker process (one CPU, as a cluster task has).
+        started = time.perf_counter()
         ray.init(address=nodes.address)
+        connect = time.perf_counter() - started
         parts = ray.get(ray.remote(_case_parts).options(num_cpus=1).remote(str(args.model), str(subset), ids[:8]))
+        # What a task costs beyond its work: empty tasks, as many as cases, on the same slots.
+        empty = ray.remote(_nothing).options(num_cpus=1, scheduling_strategy="SPREAD")
+        ray.get([empty.remote() for _ in range(4)])  # workers started
+        started = time.perf_counter()
+        ray.get([empty.remote() for _ in ids])
+        per_task = (time.perf_counter() - started) * args.nodes / len(ids)
     finally:
         ray.shutdown()
         nodes.shutdown()
@@ -232,7 +240,12 @@ def cohort(args) -> int:
     print(f"wall: one process {local_wall:.1f} s; {args.nodes}-node cluster (1 CPU each) {cluster_wall:.1f} s; "
           f"ratio one process / cluster {local_wall / cluster_wall:.2f}")  # fmt: skip
     print("per case on one CPU (s): " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()))
+    print(f"cluster: connect {connect:.2f} s; a task's own cost (empty task, per slot) {per_task * 1000:.1f} ms")
     return 0
+
+
+def _nothing() -> None:
+    return None
 
 
 def _case_parts(model: str, dataset: str, ids: list[str]) -> dict:

@@ -236,6 +236,36 @@ class ModelFile:
                 raise ModelFileError(f"the weights do not fit the network {spec['name']!r}: {reason}") from None
         return network.eval()
 
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any], state_dict=None, source: str = "model") -> ModelFile:
+        """A model file from its metadata (and weights; none for a server's model, whose network
+        runs on the server).
+
+        Raises:
+            ModelFileError: foreign or newer metadata, or a missing entry (named with ``source``).
+        """
+        if metadata.get("format") != FORMAT:
+            raise ModelFileError(f"{source}: unknown model format {metadata.get('format')!r}")
+        if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{source}: made by a newer AttentionSeg (format version {metadata['format_version']}, "
+                f"this one reads up to {FORMAT_VERSION}); update AttentionSeg"
+            )
+        try:
+            return cls(
+                network=metadata["network"],
+                channel_names=list(metadata["channel_names"]),
+                labels=list(metadata["labels"]),
+                output_activation=metadata["output_activation"],
+                preprocessing=metadata["preprocessing"],
+                clinical=metadata.get("clinical", {}),
+                training=metadata.get("training", {}),
+                state_dict=state_dict if state_dict is not None else {},
+                interactive=metadata.get("interactive", {}),
+            )
+        except KeyError as error:
+            raise ModelFileError(f"{source}: the model metadata lacks {error.args[0]!r}") from None
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (a temporary file in the same folder, then a rename)."""
         path = Path(path)
@@ -284,24 +314,4 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
         metadata = json.loads(payload["attentionseg_model"])
     except (TypeError, ValueError):
         raise ModelFileError(f"{path}: the model metadata is not valid JSON") from None
-    if metadata.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: unknown model format {metadata.get('format')!r}")
-    if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: made by a newer AttentionSeg (format version {metadata['format_version']}, "
-            f"this one reads up to {FORMAT_VERSION}); update AttentionSeg"
-        )
-    try:
-        return ModelFile(
-            network=metadata["network"],
-            channel_names=list(metadata["channel_names"]),
-            labels=list(metadata["labels"]),
-            output_activation=metadata["output_activation"],
-            preprocessing=metadata["preprocessing"],
-            clinical=metadata.get("clinical", {}),
-            training=metadata.get("training", {}),
-            state_dict=payload["state_dict"],
-            interactive=metadata.get("interactive", {}),
-        )
-    except KeyError as error:
-        raise ModelFileError(f"{path}: the model metadata lacks {error.args[0]!r}") from None
+    return ModelFile.from_metadata(metadata, payload["state_dict"], str(path))

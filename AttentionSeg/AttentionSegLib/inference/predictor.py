@@ -115,15 +115,8 @@ class Predictor:
         self.device = resolve_device(device)
         self.tta, self.overlap, self.sw_batch_size, self.keep_largest = tta, overlap, sw_batch_size, keep_largest
         self.warn = warn or (lambda message: print(message, file=sys.stderr))
+        self._read_model_file()
         model_file = self.model_file
-        self.slice_wise, self.image_dims = model_file.slice_wise, model_file.image_dims
-        self.patch, self.target_spacing = model_file.patch_size, model_file.target_spacing
-        self.normalization = model_file.normalization
-        self.clinical_normalization = model_file.clinical_normalization
-        self.sigmoid = model_file.sigmoid
-        self.label_values = np.asarray(model_file.label_values, dtype=np.int64)
-        # class index -> label value, in the smallest type that holds the values
-        self._class_to_value = self.label_values.astype(np.uint8 if self.label_values.max() < 256 else np.uint16)
         network = model_file.build_network()
         self.network = (SliceWise(network) if self.slice_wise else network).eval().to(self.device)
         # Test-time augmentation mirrors only along the axes the training mirrored.
@@ -135,6 +128,18 @@ class Predictor:
             mirror_axes=model_file.mirror_axes if tta else (),
             sigmoid=self.sigmoid,
         )
+
+    def _read_model_file(self) -> None:
+        """The model file's facts that the input checks and the label mapping read."""
+        model_file = self.model_file
+        self.slice_wise, self.image_dims = model_file.slice_wise, model_file.image_dims
+        self.patch, self.target_spacing = model_file.patch_size, model_file.target_spacing
+        self.normalization = model_file.normalization
+        self.clinical_normalization = model_file.clinical_normalization
+        self.sigmoid = model_file.sigmoid
+        self.label_values = np.asarray(model_file.label_values, dtype=np.int64)
+        # class index -> label value, in the smallest type that holds the values
+        self._class_to_value = self.label_values.astype(np.uint8 if self.label_values.max() < 256 else np.uint16)
 
     # ------------------------------------------------------------------------------ inputs
     @property

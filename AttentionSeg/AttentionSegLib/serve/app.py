@@ -79,6 +79,7 @@ class SegmentationServer:
         self.models_folder, self.tokens, self.max_upload_bytes = Path(models_folder), dict(tokens), max_upload_bytes
         self.store = image_store(NAMESPACE)
         self._predictors: dict[tuple, object] = {}
+        self._summaries: dict[tuple, dict] = {}  # GET /models: (file, mtime) -> what it serves
         self._normalized: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._images: OrderedDict[tuple, dict] = OrderedDict()
         self._lock = threading.Lock()
@@ -166,19 +167,20 @@ class SegmentationServer:
         for path in sorted(self.models_folder.glob("*.pt")):
             if not _MODEL_NAME.match(path.stem):
                 continue
-            try:
-                model = load_model_file(path)
-            except AttentionSegError:
-                continue  # a damaged file is not served (the server's log says why at load)
-            models.append(
-                {
+            key = (str(path), path.stat().st_mtime_ns)
+            if key not in self._summaries:  # read once per file version, not per request
+                try:
+                    model = load_model_file(path)
+                except AttentionSegError:
+                    continue  # a damaged file is not served
+                self._summaries[key] = {
                     "name": path.stem,
                     "interactive": model.is_interactive,
                     "channels": model.channel_names,
                     "labels": model.label_names if not model.is_interactive else model.object_labels,
                     "dims": model.image_dims,
                 }
-            )
+            models.append(self._summaries[key])
         return {"models": models}
 
     @api.get("/models/{name}")

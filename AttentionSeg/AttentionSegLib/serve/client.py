@@ -202,16 +202,7 @@ def remote_model_file(url: str) -> ModelFile:
     base, name = split_model_url(url)
     client = client_for(base)
     metadata = client.get_json(f"/models/{urllib.parse.quote(name)}")["metadata"]
-    return ModelFile(
-        network=metadata["network"],
-        channel_names=list(metadata["channel_names"]),
-        labels=list(metadata["labels"]),
-        output_activation=metadata["output_activation"],
-        preprocessing=metadata["preprocessing"],
-        clinical=metadata.get("clinical", {}),
-        training=metadata.get("training", {}),
-        interactive=metadata.get("interactive", {}),
-    )
+    return ModelFile.from_metadata(metadata, source=url)
 
 
 class RemotePredictor(Predictor):
@@ -241,13 +232,7 @@ class RemotePredictor(Predictor):
         self.tta, self.overlap, self.keep_largest = tta, overlap, keep_largest
         self.sw_batch_size = sw_batch_size
         self.warn = warn or (lambda message: None)
-        model_file = self.model_file
-        self.slice_wise, self.image_dims = model_file.slice_wise, model_file.image_dims
-        self.patch, self.target_spacing = model_file.patch_size, model_file.target_spacing
-        self.normalization = model_file.normalization
-        self.clinical_normalization = model_file.clinical_normalization
-        self.sigmoid = model_file.sigmoid
-        self.label_values = np.asarray(model_file.label_values, dtype=np.int64)
+        self._read_model_file()
         self.device = "server"
         self._path = f"/models/{urllib.parse.quote(self.name)}"
 
