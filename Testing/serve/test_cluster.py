@@ -72,3 +72,20 @@ def test_evaluate_dataset_on_the_cluster_reports_the_local_metrics(cluster, trai
         for key in ("dice_mean", "hd95_mm_mean", "n_cases"):
             assert mine[key] == pytest.approx(theirs[key], abs=1e-9), key
     assert len(list((tmp_path / "maps").glob("*.json"))) == 8 + 1  # each case's metrics and the manifest
+
+
+def test_cohort_commands_refuse_bad_input_in_one_line_and_write_nothing(trained_models, tmp_path):
+    from serve.server_process import free_port
+
+    dataset, (good, _) = trained_models
+    out = tmp_path / "out"
+    image = sorted((dataset.parent / "imagesTr").glob("*.nii.gz"))[0]
+    for arguments, message in (
+        (("--dataset", dataset, "--model", good), "give --out-dir"),
+        (("--dataset", dataset, "--model", good, "--out-dir", out, image), "not both"),
+        ((image, "--model", good, "--out", tmp_path / "a.nii.gz", "--cluster", "auto"), "goes with --dataset"),
+        (("--dataset", dataset, "--model", good, "--out-dir", out, "--cluster", f"127.0.0.1:{free_port()}"),
+         "no Ray cluster there"),
+    ):  # fmt: skip
+        assert_bad_input(attentionseg("segment", *arguments, cwd=dataset.parent), message)
+    assert not out.exists()

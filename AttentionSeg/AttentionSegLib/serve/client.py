@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 MESSAGE_TYPE = "application/x-attentionseg"
-RETRIES = 5  # pauses 0.25, 0.5, 1, 2, 4 s: a replica restarts within them
+RETRIES = 6  # pauses 0.25, 0.5, 1, 2, 4, 8 s: Ray Serve replaces a dead replica within them
+REFUSED_RETRIES = 2  # a refused connection: the server is down (or restarting), not a replica
 PROMPT_TIMEOUT_S = 60.0
 SEGMENT_TIMEOUT_S = 900.0
 
@@ -113,6 +114,8 @@ class ServerClient:
                 if isinstance(reason, (TimeoutError, socket.timeout)):
                     raise ServerError(f"{self.base_url}: no answer within {timeout:.0f} s (time-out)") from None
                 last = f"server unreachable ({reason})"
+                if isinstance(reason, ConnectionRefusedError) and attempt >= REFUSED_RETRIES:
+                    break  # nothing listens: a dead replica gives a server error, not this
             except (ConnectionError, http_errors()) as error:
                 last = f"connection dropped ({type(error).__name__})"
         raise ServerError(f"{self.base_url}: {last}")

@@ -17,7 +17,6 @@ runs here, one case after another: the outputs are the same files.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +115,8 @@ def _node() -> str:
 
 
 # ------------------------------------------------------------------------------ the run
-def _check_folder(job: CohortJob, digest: str) -> None:
+def _check_folder(job: CohortJob, digest: str) -> dict:
+    """The folder's manifest, after refusing a folder of another run (nothing is written here)."""
     if job.suffix not in SUFFIXES:
         raise AttentionSegError(f"{job.suffix}: label maps are written as {', '.join(SUFFIXES)}")
     # What decides the outputs; the device is not part of it (a run goes on on whatever device is there).
@@ -135,10 +135,15 @@ def _check_folder(job: CohortJob, digest: str) -> None:
                 f"{job.out_dir}: holds the outputs of another model, dataset or options ({MANIFEST}); "
                 "give another folder"
             )
-    else:
-        job.out_dir.mkdir(parents=True, exist_ok=True)
+    return manifest
+
+
+def _create_folder(job: CohortJob, manifest: dict) -> None:
+    path = job.out_dir / MANIFEST
+    if not path.is_file():
         from AttentionSegLib.io.atomic import write_json_atomic
 
+        job.out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, manifest)
 
 
@@ -200,7 +205,12 @@ def run_cohort(
     digest = model_digest(model)
     model_file = open_model_file(model)
     model_file.check_automatic(str(job.model))
-    _check_folder(job, digest)
+    manifest = _check_folder(job, digest)
+    if cluster not in (None, "connected"):
+        from AttentionSegLib.serve.cluster import connect
+
+        connect(cluster)  # before anything is written: a wrong address leaves no folder behind
+    _create_folder(job, manifest)
     rows: dict[str, dict] = {}
     nodes: dict[str, str] = {}
     total = len(job.cases)
@@ -230,12 +240,6 @@ def _on_cluster(cluster: str, model: str, digest: str, job: CohortJob, dataset: 
     """The cases' results as their tasks finish, at most as many in flight as the cluster has slots."""
     import ray
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if cluster != "connected" and not ray.is_initialized():
-        try:
-            ray.init(address=cluster, log_to_driver=False)
-        except ConnectionError as error:
-            raise AttentionSegError(f"--cluster {cluster}: no Ray cluster there ({error})") from None
     resources = ray.cluster_resources()
     gpus = 1 if resources.get("GPU", 0) >= 1 else 0
     slots = max(1, int(resources.get("GPU", 0)) if gpus else int(resources.get("CPU", 1)))

@@ -73,15 +73,13 @@ def start_server(settings: ServerSettings, warn=None) -> str:
 
     check_settings(settings, warn)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not ray.is_initialized():
-        try:
-            if settings.cluster:
-                ray.init(address=settings.cluster, namespace=NAMESPACE, log_to_driver=False)
-            else:
-                # "local": a new instance, never one that `ray start` left running on this machine
-                ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
-        except ConnectionError as error:
-            raise AttentionSegError(f"--cluster {settings.cluster}: no Ray cluster there ({error})") from None
+    if settings.cluster:
+        from AttentionSegLib.serve.cluster import connect
+
+        connect(settings.cluster, NAMESPACE)
+    elif not ray.is_initialized():
+        # "local": a new instance, never one that `ray start` left running on this machine
+        ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     gpus = settings.replica_gpus
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
