@@ -83,9 +83,19 @@ def reader(args) -> int:
             wiring.scene.RemoveNode(segmentation)
         wiring.scene.RemoveNode(volume)
     predictor = next(iter(logic.predictors._predictors.values()), None)
-    retried = getattr(getattr(predictor, "client", None), "retried", 0)
+    client = getattr(predictor, "client", None)
+    retried, round_trips = getattr(client, "retried", 0), getattr(client, "round_trips", [])
     Path(args.out).write_text(
-        json.dumps({"objects": objects, "seconds": seconds, "failed": failed, "lost": lost, "retried": retried})
+        json.dumps(
+            {
+                "objects": objects,
+                "seconds": seconds,
+                "failed": failed,
+                "lost": lost,
+                "retried": retried,
+                "round_trips": round_trips,
+            }
+        )  # fmt: skip
     )
     return 0
 
@@ -170,6 +180,10 @@ def readers(args) -> int:
     print(f"largest Dice difference server vs local (any object, any click): {max(differences, default=np.nan):.6f}")
     print(f"click latency through the server (all readers at once): p50 {np.percentile(seconds, 50):.3f} s, "
           f"p95 {np.percentile(seconds, 95):.3f} s, max {max(seconds):.3f} s over {len(seconds)} clicks")  # fmt: skip
+    trips = [s for result in served for s in result.get("round_trips", [])]
+    if trips:
+        print(f"of which the server's answer (HTTP round trip of each request): p50 {np.percentile(trips, 50):.3f} s, "
+              f"p95 {np.percentile(trips, 95):.3f} s over {len(trips)} requests")  # fmt: skip
     print(f"click latency local (one reader, one process): p50 {np.percentile(local_seconds, 50):.3f} s, "
           f"p95 {np.percentile(local_seconds, 95):.3f} s")  # fmt: skip
     print(f"wall: server {server_wall:.1f} s for all readers at once; local {local_wall:.1f} s one after another")

@@ -152,7 +152,9 @@ def models_in_folders(*folders: str | os.PathLike | None) -> list[Path]:
 def model_display_name(model_file: str | os.PathLike) -> str:
     """A short name for a model file: its run folder for a trainer's ``model.pt``, else the
     file's stem; a server's model: its name on the server and the server, "NAME (HOST:PORT)"."""
-    if isinstance(model_file, str) and model_file.lower().startswith(("http://", "https://")):
+    from AttentionSegLib.inference.model_source import is_model_url
+
+    if is_model_url(model_file):
         from urllib.parse import urlsplit
 
         return f"{model_file.rstrip('/').rsplit('/', 1)[-1]} ({urlsplit(model_file).netloc})"

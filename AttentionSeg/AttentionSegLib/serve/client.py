@@ -79,6 +79,7 @@ class ServerClient:
         self.token = token if token is not None else os.environ.get(TOKEN_VARIABLE, "")
         self.retries = retries
         self.retried = 0  # requests repeated after a dropped connection or a server error
+        self.round_trips: list[float] = []  # seconds of each answered request (the last 10000), for benchmarks
         self._uploaded: set[str] = set()
         self._lock = threading.Lock()
 
@@ -96,8 +97,12 @@ class ServerClient:
                 time.sleep(0.25 * 2 ** (attempt - 1))
             request = urllib.request.Request(url, data=body, method=method, headers=headers)
             try:
+                started = time.perf_counter()
                 with urllib.request.urlopen(request, timeout=timeout) as answer:
-                    return answer.read()
+                    content = answer.read()
+                self.round_trips.append(time.perf_counter() - started)
+                del self.round_trips[:-10000]
+                return content
             except urllib.error.HTTPError as error:
                 detail = _detail(error)
                 if error.code == 401:
