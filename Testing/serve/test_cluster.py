@@ -1,6 +1,7 @@
 """Cohorts over Ray's own two-node test cluster on this machine: ``segment --dataset --cluster`` and
 ``evaluate-dataset --cluster`` give the local run's files byte for byte, use both nodes, resume
-after an interruption without touching finished cases, and refuse a folder of another model."""
+after an interruption without touching finished cases, and refuse a folder of another model; and
+``attentionseg serve --cluster`` puts its replicas on both nodes."""
 
 from __future__ import annotations
 
@@ -89,3 +90,40 @@ def test_cohort_commands_refuse_bad_input_in_one_line_and_write_nothing(trained_
     ):  # fmt: skip
         assert_bad_input(attentionseg("segment", *arguments, cwd=dataset.parent), message)
     assert not out.exists()
+
+
+def test_the_server_on_the_cluster_puts_a_replica_on_each_node(cluster, trained_models, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from serve.server_process import ServerProcess
+
+    from AttentionSegLib.data.dataset import load_dataset
+    from AttentionSegLib.data.preprocessing import read_case_image
+    from AttentionSegLib.inference.model_source import open_predictor
+
+    dataset, (good, _) = trained_models
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(good, models / "phantom.pt")
+    monkeypatch.setenv("ATTENTIONSEG_TOKEN", "cluster-token")
+    server = ServerProcess(
+        "--models", models, "--cluster", cluster, "--replicas", 2, "--replica-cpus", 0.5, log=tmp_path / "log"
+    ).start()  # fmt: skip
+    try:
+        replicas = []  # (pid, parent): a replica's parent is the raylet of its node
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and b"ServeReplica:attentionseg" in (entry / "cmdline").read_bytes():
+                    replicas.append(int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]))
+            except OSError:
+                continue
+        assert len(replicas) == 2 and len(set(replicas)) == 2, replicas
+        definition = load_dataset(dataset)
+        image = read_case_image(definition.cases[0], definition)
+        local = open_predictor(good, device="cpu").predict(image).label_image.array
+        remote = open_predictor(f"{server.url}/models/phantom").predict(image).label_image.array
+        np.testing.assert_array_equal(remote, local)
+    finally:
+        server.stop()

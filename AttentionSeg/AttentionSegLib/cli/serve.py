@@ -77,10 +77,10 @@ def run_serve(args: argparse.Namespace) -> int:
         cache_mb=args.cache_mb,
     )
     check_settings(settings, warn=lambda message: None)  # refused in one line before Ray starts
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     url = start_server(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own SIGTERM handler
+        signal.signal(signum, lambda *_: stop.set())
     names = sorted(path.stem for path in args.models.glob("*.pt"))
     users = sorted(set(settings.tokens.values()))
     print(

@@ -96,7 +96,9 @@ def start_server(settings: ServerSettings, warn=None) -> str:
         }
     else:
         options["num_replicas"] = settings.replicas
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    # One HTTP entry on the head node: the address readers are given (and two nodes on one machine
+    # would otherwise both take the port).
+    serve.start(http_options={"host": settings.host, "port": settings.port}, proxy_location="HeadOnly")
     threads = max(1, int(settings.replica_cpus))
     deployment = SegmentationServer.options(**options).bind(
         str(settings.models.resolve()), settings.tokens, settings.max_upload_mb << 20, threads
