@@ -107,3 +107,59 @@ def test_serve_refuses_bad_settings_in_one_line(tmp_path):
         attentionseg("serve", "--models", empty, "--tokens", tmp_path / "missing"), "tokens file not found"
     )
     assert_bad_input(attentionseg("serve", "--models", empty, env={"ATTENTIONSEG_TOKEN": ""}), "no tokens")
+
+
+class _Scripted:
+    """A loopback HTTP server that answers each request with the next (status, body) of a script."""
+
+    def __init__(self, script):
+        import http.server
+        import threading
+
+        answers = list(script)
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server interface
+                seen.append(self.headers.get("Authorization"))
+                status, body = answers.pop(0)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_the_client_repeats_server_errors_and_says_what_failed_in_one_line():
+    import socket
+
+    from AttentionSegLib.serve.client import ServerClient, ServerError
+
+    # A dying replica answers 5xx: the request is repeated until a replica answers.
+    server = _Scripted([(503, b"{}"), (500, b'{"detail": "ActorDiedError"}'), (200, b'{"models": []}')])
+    client = ServerClient(server.url, "secret")
+    assert client.models() == [] and client.retried == 2
+    assert server.seen == ["Bearer secret"] * 3
+    server.close()
+    refused = _Scripted([(401, b'{"detail": "token refused"}'), (404, b'{"detail": "model \'x\' is not served here"}')])
+    with pytest.raises(ServerError, match=r"token refused \(set ATTENTIONSEG_TOKEN"):
+        ServerClient(refused.url, "wrong").models()
+    with pytest.raises(ServerError, match="model 'x' is not served here"):
+        ServerClient(refused.url, "secret").get_json("/models/x")
+    refused.close()
+    # Accepted but never answered: a time-out, not a hang.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    with pytest.raises(ServerError, match="no answer within 1 s"):
+        ServerClient(f"http://127.0.0.1:{silent.getsockname()[1]}", "t").request("GET", "/models", timeout=1)
+    silent.close()
