@@ -17,6 +17,7 @@ __all__ = [
     "check_new_output",
     "json_value",
     "add_inference_options",
+    "inference_options",
     "predictor_from_arguments",
 ]
 
@@ -73,11 +74,20 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def inference_options(args: argparse.Namespace) -> dict:
+    """The predictor options of :func:`add_inference_options`' flags, checked.
+
+    Raises:
+        AttentionSegError: an overlap outside [0, 1).
+    """
+    if not 0 <= args.overlap < 1:
+        raise AttentionSegError(f"--overlap must be in [0, 1), got {args.overlap}")
+    return {"device": args.device, "tta": args.tta, "overlap": args.overlap, "keep_largest": args.keep_largest}
+
+
 def predictor_from_arguments(path, args: argparse.Namespace):
     """A :class:`~AttentionSegLib.inference.predictor.Predictor` of the model file ``path`` (or a
     server model's URL) with the options of :func:`add_inference_options`."""
     from AttentionSegLib.inference.model_source import open_predictor
 
-    if not 0 <= args.overlap < 1:
-        raise AttentionSegError(f"--overlap must be in [0, 1), got {args.overlap}")
-    return open_predictor(path, device=args.device, tta=args.tta, overlap=args.overlap, keep_largest=args.keep_largest)
+    return open_predictor(path, **inference_options(args))

@@ -17,6 +17,7 @@ from AttentionSegLib.cli.common import (
     add_inference_options,
     check_new_output,
     check_output_path,
+    inference_options,
     predictor_from_arguments,
 )
 from AttentionSegLib.cli.progress_bar import ProgressBar
@@ -196,10 +197,10 @@ def _evaluate_cohort(args: argparse.Namespace, predictor, cases: list[str], on_c
     from AttentionSegLib.evaluation.batch import model_report
     from AttentionSegLib.serve.cohort import CohortJob, run_cohort
 
-    options = {"device": args.device, "tta": args.tta, "overlap": args.overlap, "keep_largest": args.keep_largest}
+    options = inference_options(args)
     with tempfile.TemporaryDirectory(prefix="attentionseg-cohort-") as scratch:
-        job = CohortJob(args.model_file, args.dataset_json, cases, args.predictions or scratch, measure=True)
-        job.options = options
+        folder = args.predictions or scratch
+        job = CohortJob(args.model_file, args.dataset_json, cases, folder, measure=True, options=options)
         run = run_cohort(job, args.cluster, lambda done, total, case_id, _: on_case(done, total, {"case": case_id}))
     return model_report(run.rows, predictor.model_file.label_names)
 

@@ -11,6 +11,7 @@ from AttentionSegLib.cli.common import (
     EXIT_OK,
     add_inference_options,
     check_output_path,
+    inference_options,
     json_value,
     predictor_from_arguments,
 )
@@ -87,7 +88,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _run_dataset(args: argparse.Namespace) -> int:
     """``--dataset``: every case of the split into ``--out-dir``, resumable, here or on a cluster."""
     from AttentionSegLib.data.dataset import load_dataset
-    from AttentionSegLib.data.splits import resolve_split
+    from AttentionSegLib.data.splits import split_case_ids
     from AttentionSegLib.serve.cohort import CohortJob, run_cohort
 
     if args.images:
@@ -107,17 +108,14 @@ def _run_dataset(args: argparse.Namespace) -> int:
     ]
     if extra:
         raise AttentionSegError(f"--dataset writes one label map per case into --out-dir; drop {', '.join(extra)}")
-    if not 0 <= args.overlap < 1:
-        raise AttentionSegError(f"--overlap must be in [0, 1), got {args.overlap}")
+    options = inference_options(args)
     definition = load_dataset(args.dataset)
     if args.split == "all":  # every image, annotated or not
         cases = [case.case_id for case in definition.cases + definition.test_cases]
     else:
-        selected = resolve_split(definition, args.split)
-        cases = selected.get("test") if args.split == "test" else selected.get("val") or selected.get("test") or []
+        cases = split_case_ids(definition, args.split)
     if not cases:
         raise AttentionSegError(f"{args.dataset}: split {args.split!r} holds no cases")
-    options = {"device": args.device, "tta": args.tta, "overlap": args.overlap, "keep_largest": args.keep_largest}
     job = CohortJob(args.model, args.dataset, cases, args.out_dir, args.suffix, measure=False, options=options)
     bar = ProgressBar("segmenting cases")
     skipped = []

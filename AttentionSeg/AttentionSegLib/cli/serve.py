@@ -61,7 +61,7 @@ def run_token(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from AttentionSegLib.serve.launch import ServerSettings, check_settings, start_server, stop_server
+    from AttentionSegLib.serve.launch import ServerSettings, start_server, stop_server
     from AttentionSegLib.serve.tokens import server_tokens
 
     settings = ServerSettings(
@@ -76,7 +76,6 @@ def run_serve(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         cache_mb=args.cache_mb,
     )
-    check_settings(settings, warn=lambda message: None)  # refused in one line before Ray starts
     url = start_server(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own SIGTERM handler

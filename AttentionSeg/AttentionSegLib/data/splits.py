@@ -17,7 +17,7 @@ from AttentionSegLib.errors import DatasetError
 if TYPE_CHECKING:
     from AttentionSegLib.data.dataset import DatasetDefinition
 
-__all__ = ["k_fold_split", "resolve_split", "attach_named_splits"]
+__all__ = ["k_fold_split", "resolve_split", "split_case_ids", "attach_named_splits"]
 
 
 def attach_named_splits(definition: DatasetDefinition, content: dict) -> None:
@@ -122,3 +122,14 @@ def resolve_split(definition: DatasetDefinition, split: str, n_folds: int = 5, s
         f"{definition.path}: unknown split {split!r} (use all, test, fold:K"
         f"{', ' + ', '.join(definition.named_splits) if definition.named_splits else ''})"
     )
+
+
+def split_case_ids(definition: DatasetDefinition, split: str, n_folds: int = 5, seed: int = 0) -> list[str]:
+    """The case ids a split names for running a model on (evaluation, segmenting a cohort): its
+    test cases for ``"test"``, else its validation cases (its test cases when it has none).
+
+    Raises:
+        DatasetError: unknown split name or fold index.
+    """
+    selected = resolve_split(definition, split, n_folds, seed)
+    return list(selected.get("test", []) if split == "test" else (selected.get("val") or selected.get("test") or []))

@@ -24,7 +24,7 @@ import numpy as np
 
 from AttentionSegLib.data.dataset import DatasetDefinition
 from AttentionSegLib.data.preprocessing import read_case_image, read_case_label
-from AttentionSegLib.data.splits import resolve_split
+from AttentionSegLib.data.splits import split_case_ids
 from AttentionSegLib.errors import AttentionSegError, DatasetError
 from AttentionSegLib.evaluation.metrics import dice_per_label, evaluate_label_maps
 from AttentionSegLib.evaluation.report import (
@@ -74,8 +74,7 @@ class EvaluationCase:
 
 def dataset_cases(definition: DatasetDefinition, split: str, n_folds: int = 5, seed: int = 0) -> list[str]:
     """Case ids of ``split`` (all, test, fold:K or a named split) that have a reference label map."""
-    selected = resolve_split(definition, split, n_folds, seed)
-    ids = selected.get("test", []) if split == "test" else (selected.get("val") or selected.get("test") or [])
+    ids = split_case_ids(definition, split, n_folds, seed)
     unlabeled = [case_id for case_id in ids if definition.case(case_id).label is None]
     if unlabeled:
         raise DatasetError(

@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from AttentionSegLib.errors import AttentionSegError
 
 if TYPE_CHECKING:  # torch loads only when a model is opened (``--help`` stays fast)
     from AttentionSegLib.inference.model_file import ModelFile
 
-__all__ = ["ModelSource", "model_source", "is_model_url", "open_predictor", "open_model_file", "model_digest"]
+__all__ = [
+    "ModelSource",
+    "model_source",
+    "is_model_url",
+    "split_model_url",
+    "open_predictor",
+    "open_model_file",
+    "model_digest",
+]
 
 ModelSource = str | os.PathLike
 
@@ -23,14 +34,26 @@ def is_model_url(source) -> bool:
     return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
 
 
+def split_model_url(url: str) -> tuple[str, str]:
+    """``(base URL, model name)`` of ``http(s)://HOST:PORT[/prefix]/models/NAME``.
+
+    Raises:
+        AttentionSegError: not such an address.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    parts = parsed.path.rstrip("/").split("/")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(parts) < 3 or parts[-2] != "models":
+        raise AttentionSegError(f"{url}: a server model is http(s)://HOST:PORT/models/NAME")
+    base = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, "/".join(parts[:-2]), "", ""))
+    return base, urllib.parse.unquote(parts[-1])
+
+
 def model_source(text: str) -> Path | str:
     """An argparse type: a URL stays text (``Path`` would fold its ``//``), anything else a path."""
     if is_model_url(text):
-        from AttentionSegLib.serve.client import split_model_url
-
         try:
             split_model_url(text)
-        except Exception as error:  # noqa: BLE001 - argparse shows the reason
+        except AttentionSegError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
         return text
     return Path(text)
@@ -63,10 +86,11 @@ def open_model_file(source: ModelSource) -> ModelFile:
 def model_digest(source: ModelSource) -> str:
     """SHA-256 of the model file (on the server for a server model)."""
     if is_model_url(source):
-        from AttentionSegLib.serve.client import client_for, split_model_url
+        from AttentionSegLib.serve.client import client_for
 
         base, name = split_model_url(str(source))
-        return client_for(base).get_json(f"/models/{name}")["sha256"]
+        client = client_for(base)
+        return client.get_json(client.model_path(name))["sha256"]
     from AttentionSegLib.inference.model_file import file_digest
 
     return file_digest(source)

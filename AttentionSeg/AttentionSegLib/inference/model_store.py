@@ -152,12 +152,13 @@ def models_in_folders(*folders: str | os.PathLike | None) -> list[Path]:
 def model_display_name(model_file: str | os.PathLike) -> str:
     """A short name for a model file: its run folder for a trainer's ``model.pt``, else the
     file's stem; a server's model: its name on the server and the server, "NAME (HOST:PORT)"."""
-    from AttentionSegLib.inference.model_source import is_model_url
+    from AttentionSegLib.inference.model_source import is_model_url, split_model_url
 
     if is_model_url(model_file):
         from urllib.parse import urlsplit
 
-        return f"{model_file.rstrip('/').rsplit('/', 1)[-1]} ({urlsplit(model_file).netloc})"
+        base, name = split_model_url(model_file)
+        return f"{name} ({urlsplit(base).netloc})"
     path = Path(model_file)
     if path.name == MODEL_FILE_NAME and path.parent.name:
         return path.parent.name

@@ -288,7 +288,7 @@ class Predictor:
             return
         if method not in UNCERTAINTY_METHODS:
             raise AttentionSegError(f"uncertainty method {method!r}: choose one of {', '.join(UNCERTAINTY_METHODS)}")
-        if method == "tta" and not self.segmenter.mirror_axes:
+        if method == "tta" and not (self.tta and self.model_file.mirror_axes):  # the mirrored copies TTA runs
             reason = "give --tta" if not self.tta else "the model mirrors no axis"
             raise AttentionSegError(f"the tta uncertainty compares mirrored copies: {reason} (or use entropy)")
 

@@ -29,6 +29,7 @@ __all__ = [
     "encode_prompts",
     "draw_balls",
     "default_click_radius_mm",
+    "checked_voxel",
 ]
 
 PROMPT_CHANNELS = ("positive_clicks", "negative_clicks", "previous_mask", "box")
@@ -81,6 +82,18 @@ class ObjectPrompts:
     @property
     def empty(self) -> bool:
         return not self.positive and not self.negative and self.box is None
+
+
+def checked_voxel(index: Sequence[float], shape: Sequence[int]) -> tuple[int, ...]:
+    """``index`` rounded to a voxel of a grid of ``shape``.
+
+    Raises:
+        AttentionSegError: the voxel is outside the grid (or has another number of axes).
+    """
+    index = tuple(int(round(v)) for v in index)
+    if len(index) != len(shape) or any(not 0 <= v < n for v, n in zip(index, shape)):
+        raise AttentionSegError(f"the voxel {index} is outside the image {tuple(shape)}")
+    return index
 
 
 def draw_balls(

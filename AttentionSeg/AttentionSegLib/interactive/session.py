@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from AttentionSegLib.errors import AttentionSegError
-from AttentionSegLib.interactive.prompts import ObjectPrompts
+from AttentionSegLib.interactive.prompts import ObjectPrompts, checked_voxel
 from AttentionSegLib.interactive.segmenter import ObjectSegmenter
 
 __all__ = ["InteractiveSession", "SessionStep"]
@@ -223,7 +223,4 @@ class InteractiveSession:
         return prompts
 
     def _checked_index(self, index: Sequence[int]) -> tuple[int, ...]:
-        index = tuple(int(round(v)) for v in index)
-        if len(index) != len(self.shape) or any(not 0 <= v < n for v, n in zip(index, self.shape)):
-            raise AttentionSegError(f"the voxel {index} is outside the image {self.shape}")
-        return index
+        return checked_voxel(index, self.shape)

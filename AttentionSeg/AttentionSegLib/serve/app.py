@@ -20,7 +20,6 @@ changes) and the last images it normalised.
 
 import asyncio
 import hashlib
-import os
 import re
 import threading
 from collections import OrderedDict
@@ -37,19 +36,26 @@ from AttentionSegLib.serve import wire
 from AttentionSegLib.serve.image_store import image_store
 from AttentionSegLib.serve.tokens import user_of
 
-__all__ = ["api", "SegmentationServer", "NAMESPACE", "MESSAGE_TYPE"]
+__all__ = ["api", "SegmentationServer", "NAMESPACE"]
 
 NAMESPACE = "attentionseg"
-MESSAGE_TYPE = "application/x-attentionseg"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_NORMALIZED_KEPT = 4  # normalised images per replica (a reader's clicks reuse theirs)
+_IMAGES_KEPT = 4  # images (and normalised images) per replica: a reader's clicks reuse theirs
 
 api = FastAPI(title="AttentionSeg server", docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def _message(header: dict, arrays: dict | None = None, compress=()) -> Response:
-    return Response(wire.encode(header, arrays, compress), media_type=MESSAGE_TYPE)
+    return Response(wire.encode(header, arrays, compress), media_type=wire.MESSAGE_TYPE)
+
+
+def _decoded(body: bytes) -> tuple[dict, dict]:
+    """A request body's header and arrays; 400 when it is not a message."""
+    try:
+        return wire.decode(body)
+    except wire.WireError as error:
+        raise HTTPException(400, str(error)) from None
 
 
 class _ImageUnknown(Exception):
@@ -113,11 +119,7 @@ class SegmentationServer:
 
     async def _request(self, request: Request) -> tuple[str, dict, dict]:
         user = self._user(request)
-        try:
-            header, arrays = wire.decode(await self._body(request))
-        except wire.WireError as error:
-            raise HTTPException(400, str(error)) from None
-        return user, header, arrays
+        return (user, *_decoded(await self._body(request)))
 
     # ------------------------------------------------------------------------------ state
     def _predictor(self, path: Path, tta: bool = False, overlap: float = 0.5, keep_largest: bool = False):
@@ -130,6 +132,14 @@ class SegmentationServer:
                     path, device="auto", tta=tta, overlap=overlap, keep_largest=keep_largest
                 )
             return self._predictors[key]
+
+    def _keep(self, cache: OrderedDict, key: tuple, value) -> None:
+        """Put ``value`` into one of the replica's caches, forgetting the oldest beyond ``_IMAGES_KEPT``."""
+        with self._lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > _IMAGES_KEPT:
+                cache.popitem(last=False)
 
     def _image(self, user: str, digest: str):
         """The uploaded image as an :class:`~AttentionSegLib.io.image.Image` (channels first)."""
@@ -145,10 +155,7 @@ class SegmentationServer:
             if found is None:
                 raise _ImageUnknown(digest[:12])
             entry = ray.get(found[0])
-            with self._lock:
-                self._images[key] = entry
-                while len(self._images) > _NORMALIZED_KEPT:
-                    self._images.popitem(last=False)
+            self._keep(self._images, key, entry)
         return Image(
             entry["array"],
             tuple(entry["spacing"]),
@@ -197,10 +204,7 @@ class SegmentationServer:
         body = await self._body(request)
         if hashlib.sha256(body).hexdigest() != digest:
             raise HTTPException(400, "the body's SHA-256 is not the one in the address")
-        try:
-            header, arrays = wire.decode(body)
-        except wire.WireError as error:
-            raise HTTPException(400, str(error)) from None
+        header, arrays = _decoded(body)
         array = arrays.get("image")
         dims = None if array is None else array.ndim - 1
         if array is None or dims not in (2, 3) or any(len(header.get(k) or ()) != dims for k in ("spacing", "origin")):
@@ -251,7 +255,7 @@ class SegmentationServer:
 
     @api.post("/models/{name}/prompt")
     async def prompt(self, name: str, request: Request) -> Response:
-        from AttentionSegLib.interactive.prompts import ObjectPrompts
+        from AttentionSegLib.interactive.prompts import checked_voxel
 
         user, header, arrays = await self._request(request)
         path = self._model_path(name)
@@ -265,22 +269,11 @@ class SegmentationServer:
             with self._lock:
                 normalized = self._normalized.get(key)
             segmenter, normalized = predictor.object_segmenter(image, normalized)
-            with self._lock:
-                self._normalized[key] = normalized
-                while len(self._normalized) > _NORMALIZED_KEPT:
-                    self._normalized.popitem(last=False)
+            self._keep(self._normalized, key, normalized)
             shape = normalized.shape[1:]
-            given = header.get("prompts") or {}
-            box = given.get("box")
-            prompts = ObjectPrompts(
-                [tuple(int(v) for v in p) for p in given.get("positive", [])],
-                [tuple(int(v) for v in p) for p in given.get("negative", [])],
-                None if box is None else (tuple(int(v) for v in box[0]), tuple(int(v) for v in box[1])),
-                wire.unpack_mask(header, arrays, shape),
-            )
+            prompts = wire.prompts_from_json(header.get("prompts"), wire.unpack_mask(header, arrays, shape))
             for point in prompts.positive + prompts.negative:
-                if len(point) != len(shape) or any(not 0 <= v < n for v, n in zip(point, shape)):
-                    raise AttentionSegError(f"the voxel {point} is outside the image {tuple(shape)}")
+                checked_voxel(point, shape)
             region, mask = segmenter.predict(normalized, prompts)
             answer = {"region": wire.region_to_json(region)}
             if header.get("suggest"):
@@ -290,8 +283,3 @@ class SegmentationServer:
 
         answer, arrays = await asyncio.to_thread(work)
         return _message(answer, arrays, compress=("mask",))
-
-
-def replica_threads() -> int:
-    """Torch threads per replica: the CPUs Ray gave it (OMP_NUM_THREADS), at least 1."""
-    return max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1))

@@ -16,9 +16,9 @@ server unreachable, token refused, model missing, time-out.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
-import socket
 import threading
 import time
 import urllib.error
@@ -30,7 +30,7 @@ import numpy as np
 
 from AttentionSegLib.errors import AttentionSegError
 from AttentionSegLib.inference.model_file import ModelFile
-from AttentionSegLib.inference.model_source import is_model_url  # noqa: F401 - part of this module's interface
+from AttentionSegLib.inference.model_source import is_model_url, split_model_url  # noqa: F401 - this module's interface
 from AttentionSegLib.inference.predictor import Prediction, Predictor
 from AttentionSegLib.io.image import Image
 from AttentionSegLib.serve import wire
@@ -46,7 +46,6 @@ __all__ = [
     "remote_model_file",
 ]
 
-MESSAGE_TYPE = "application/x-attentionseg"
 RETRIES = 6  # pauses 0.25, 0.5, 1, 2, 4, 8 s: Ray Serve replaces a dead replica within them
 REFUSED_RETRIES = 2  # a refused connection: the server is down (or restarting), not a replica
 PROMPT_TIMEOUT_S = 60.0
@@ -55,20 +54,6 @@ SEGMENT_TIMEOUT_S = 900.0
 
 class ServerError(AttentionSegError):
     """The server could not be reached or refused a request; one line, naming the server."""
-
-
-def split_model_url(url: str) -> tuple[str, str]:
-    """``(base URL, model name)`` of ``http(s)://HOST:PORT[/prefix]/models/NAME``.
-
-    Raises:
-        AttentionSegError: not such an address.
-    """
-    parsed = urllib.parse.urlsplit(url)
-    parts = parsed.path.rstrip("/").split("/")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(parts) < 3 or parts[-2] != "models":
-        raise AttentionSegError(f"{url}: a server model is http(s)://HOST:PORT/models/NAME")
-    base = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, "/".join(parts[:-2]), "", ""))
-    return base, urllib.parse.unquote(parts[-1])
 
 
 class ServerClient:
@@ -89,7 +74,7 @@ class ServerClient:
         url = self.base_url + path
         headers = {"Authorization": f"Bearer {self.token}"}
         if body is not None:
-            headers["Content-Type"] = MESSAGE_TYPE
+            headers["Content-Type"] = wire.MESSAGE_TYPE
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -116,12 +101,12 @@ class ServerClient:
                 raise ServerError(f"{self.base_url}: no answer within {timeout:.0f} s (time-out)") from None
             except urllib.error.URLError as error:
                 reason = error.reason
-                if isinstance(reason, (TimeoutError, socket.timeout)):
+                if isinstance(reason, TimeoutError):
                     raise ServerError(f"{self.base_url}: no answer within {timeout:.0f} s (time-out)") from None
                 last = f"server unreachable ({reason})"
                 if isinstance(reason, ConnectionRefusedError) and attempt >= REFUSED_RETRIES:
                     break  # nothing listens: a dead replica gives a server error, not this
-            except (ConnectionError, http_errors()) as error:
+            except (ConnectionError, http.client.HTTPException) as error:
                 last = f"connection dropped ({type(error).__name__})"
         raise ServerError(f"{self.base_url}: {last}")
 
@@ -132,8 +117,12 @@ class ServerClient:
         """The served models: ``[{"name", "interactive", "channels", "labels", "dims"}]``."""
         return self.get_json("/models")["models"]
 
+    def model_path(self, name: str) -> str:
+        """``/models/NAME`` of a model on this server (the path of its requests)."""
+        return f"/models/{urllib.parse.quote(name)}"
+
     def model_url(self, name: str) -> str:
-        return f"{self.base_url}/models/{urllib.parse.quote(name)}"
+        return self.base_url + self.model_path(name)
 
     # ------------------------------------------------------------------------------ images
     def upload(self, image_body: bytes, digest: str, force: bool = False) -> None:
@@ -159,12 +148,6 @@ class ServerClient:
 
 class _ImageUnknown(Exception):
     pass
-
-
-def http_errors() -> tuple[type[BaseException], ...]:
-    import http.client
-
-    return (http.client.HTTPException,)
 
 
 def _detail(error: urllib.error.HTTPError) -> dict:
@@ -209,7 +192,7 @@ def remote_model_file(url: str) -> ModelFile:
     """
     base, name = split_model_url(url)
     client = client_for(base)
-    metadata = client.get_json(f"/models/{urllib.parse.quote(name)}")["metadata"]
+    metadata = client.get_json(client.model_path(name))["metadata"]
     return ModelFile.from_metadata(metadata, source=url)
 
 
@@ -242,7 +225,7 @@ class RemotePredictor(Predictor):
         self.warn = warn or (lambda message: None)
         self._read_model_file()
         self.device = "server"
-        self._path = f"/models/{urllib.parse.quote(self.name)}"
+        self._path = self.client.model_path(self.name)
 
     def predict(
         self,
@@ -254,8 +237,7 @@ class RemotePredictor(Predictor):
         uncertainty: str | None = None,
     ) -> Prediction:
         self.model_file.check_automatic(self.source)
-        if uncertainty == "tta" and not self.tta:
-            raise AttentionSegError("the tta uncertainty compares mirrored copies: give --tta (or use entropy)")
+        self._check_uncertainty(uncertainty)
         image = self.stack_channels(images, names)
         self.clinical_vector(clinical)  # refused here, as locally
         if cancel is not None and cancel():
@@ -308,17 +290,9 @@ class RemoteObjectSegmenter:
         self.spacing = tuple(float(v) for v in stacked.spacing_array_order)
         self.uncertain: list = []  # the last request, for a suggestion (cleared on undo, like the local one)
 
-    def _request(self, prompts) -> tuple[dict, dict]:
-        header, arrays = wire.pack_mask(prompts.previous_mask)
-        header["prompts"] = {
-            "positive": [list(map(int, p)) for p in prompts.positive],
-            "negative": [list(map(int, p)) for p in prompts.negative],
-            "box": None if prompts.box is None else [list(map(int, prompts.box[0])), list(map(int, prompts.box[1]))],
-        }
-        return header, arrays
-
     def predict(self, image: np.ndarray, prompts) -> tuple[tuple[slice, ...], np.ndarray]:
-        header, arrays = self._request(prompts)
+        header, arrays = wire.pack_mask(prompts.previous_mask)
+        header["prompts"] = wire.prompts_to_json(prompts)
         answer, answer_arrays = self.client.call(f"{self.path}/prompt", self.image, header, arrays)
         self.uncertain = [(header, arrays)]  # the request as sent (the session's mask changes next)
         return wire.region_from_json(answer["region"]), answer_arrays["mask"].astype(bool)

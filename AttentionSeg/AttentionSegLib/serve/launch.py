@@ -65,13 +65,13 @@ def start_server(settings: ServerSettings, warn=None) -> str:
     Raises:
         AttentionSegError: bad settings, or no Ray cluster at ``settings.cluster``.
     """
+    check_settings(settings, warn)  # refused in one line before Ray is imported or started
     import ray
     from ray import serve
 
     from AttentionSegLib.serve.app import NAMESPACE, SegmentationServer
     from AttentionSegLib.serve.image_store import image_store
 
-    check_settings(settings, warn)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if settings.cluster:
         from AttentionSegLib.serve.cluster import connect

@@ -22,9 +22,22 @@ import numpy as np
 
 from AttentionSegLib.errors import AttentionSegError
 
-__all__ = ["MAGIC", "encode", "decode", "WireError", "pack_mask", "unpack_mask", "region_to_json", "region_from_json"]
+__all__ = [
+    "MAGIC",
+    "MESSAGE_TYPE",
+    "encode",
+    "decode",
+    "WireError",
+    "pack_mask",
+    "unpack_mask",
+    "prompts_to_json",
+    "prompts_from_json",
+    "region_to_json",
+    "region_from_json",
+]
 
 MAGIC = b"ASW1"
+MESSAGE_TYPE = "application/x-attentionseg"  # the Content-Type of a message
 _ALLOWED_KINDS = "biuf"  # booleans, integers, floats: no object arrays
 
 
@@ -123,6 +136,31 @@ def unpack_mask(header: dict[str, Any], arrays: dict[str, np.ndarray], shape) ->
             raise WireError("the mask's box lies outside the image")
         mask[tuple(slice(s, s + n) for s, n in zip(start, box.shape))] = box.astype(bool)
     return mask
+
+
+def prompts_to_json(prompts) -> dict[str, Any]:
+    """The clicks and box of :class:`~AttentionSegLib.interactive.prompts.ObjectPrompts` as JSON
+    (the previous mask travels as :func:`pack_mask`'s array)."""
+    box = None if prompts.box is None else [[int(v) for v in prompts.box[0]], [int(v) for v in prompts.box[1]]]
+    return {
+        "positive": [[int(v) for v in p] for p in prompts.positive],
+        "negative": [[int(v) for v in p] for p in prompts.negative],
+        "box": box,
+    }
+
+
+def prompts_from_json(values: dict[str, Any] | None, previous_mask: np.ndarray | None):
+    """:func:`prompts_to_json`'s prompts back, with ``previous_mask``."""
+    from AttentionSegLib.interactive.prompts import ObjectPrompts
+
+    values = values or {}
+    box = values.get("box")
+    return ObjectPrompts(
+        [tuple(int(v) for v in p) for p in values.get("positive", [])],
+        [tuple(int(v) for v in p) for p in values.get("negative", [])],
+        None if box is None else (tuple(int(v) for v in box[0]), tuple(int(v) for v in box[1])),
+        previous_mask,
+    )
 
 
 def region_to_json(region: tuple[slice, ...]) -> list[list[int]]:
